@@ -1,0 +1,37 @@
+# sb3-distill: make demo | make test | make bench | make lint
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+# torch first, so that the project's `torch>=2.3` is already met: override for another build,
+# e.g. make TORCH="torch --index-url https://download.pytorch.org/whl/cpu" test
+TORCH ?= torch==2.13.0
+PIP_QUIET ?= -q
+
+.PHONY: demo test lint bench install clean
+
+$(VENV)/.installed: setup.cfg pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install $(PIP_QUIET) $(TORCH)
+	$(PIP) install $(PIP_QUIET) -e ".[tests]"
+	touch $@
+
+install: $(VENV)/.installed
+
+demo: $(VENV)/.installed
+	$(PY) examples/realtime_ppo_cartpole.py
+
+lint: $(VENV)/.installed
+	$(PY) -m ruff check sb3_distill tests examples benchmarks
+	$(PY) -m ruff format --check sb3_distill tests examples benchmarks
+	$(PY) -m mypy
+
+test: lint
+	$(PY) -m pytest -n 2 tests
+
+bench: $(VENV)/.installed
+	$(PY) -m pytest -m slow tests
+	$(PY) benchmarks/overhead.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache

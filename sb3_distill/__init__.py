@@ -1,0 +1,20 @@
+"""Policy distillation for Stable-Baselines3: distil a large teacher policy into a small student."""
+
+from sb3_distill.distiller import DistillConfig, Distiller
+from sb3_distill.outputs import count_acting_parameters
+from sb3_distill.realtime import RealTimeDistillCallback
+from sb3_distill.students import ModuleStudent, load_student, wrap_env
+from sb3_distill.teachers import Teacher
+from sb3_distill.version import __version__
+
+__all__ = [
+    "DistillConfig",
+    "Distiller",
+    "ModuleStudent",
+    "RealTimeDistillCallback",
+    "Teacher",
+    "__version__",
+    "count_acting_parameters",
+    "load_student",
+    "wrap_env",
+]

@@ -1,0 +1,297 @@
+"""The shared distillation step: teacher targets once per batch, every student updated, metrics returned.
+
+The real-time callback, offline distillation and simulator-free distillation all call
+:meth:`Distiller.update` with a batch of observations; only where the observations come from differs.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import warnings
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import cloudpickle
+import numpy as np
+import torch as th
+from stable_baselines3.common.policies import BasePolicy
+from stable_baselines3.common.type_aliases import Schedule
+from stable_baselines3.common.utils import update_learning_rate
+
+from sb3_distill.losses import DEFAULT_TEMPERATURE, get_loss, value_loss
+from sb3_distill.outputs import count_acting_parameters, has_value_head, policy_outputs
+from sb3_distill.teachers import Teacher
+
+
+def _check_positive(name: str, value: Any, integer: bool = False, allow_zero: bool = False) -> None:
+    kind = "an integer" if integer else "a number"
+    valid_type = isinstance(value, int | np.integer) if integer else isinstance(value, int | float | np.number)
+    if isinstance(value, bool) or not valid_type:
+        raise TypeError(f"{name} must be {kind}, got {value!r}")
+    if not math.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
+        bound = ">= 0" if allow_zero else "> 0"
+        raise ValueError(f"{name} must be {bound}, got {value!r}")
+
+
+@dataclass
+class DistillConfig:
+    """
+    Options of the distillation step, checked on construction.
+
+    :param loss: ``"kl"`` (KL(teacher || student)), ``"mse"`` (on logits / Q-values) or ``"nll"``
+        (cross-entropy with the teacher's greedy action)
+    :param temperature: softens the teacher's scores in the KL loss; ``None`` picks 0.01 for
+        Q-value teachers (Rusu et al., 2015) and 1.0 for actor-critic teachers
+    :param learning_rate: the students' learning rate, a float or an SB3 schedule of the teacher's
+        remaining progress (1 to 0)
+    :param batch_size: minibatch size of the student updates
+    :param epochs: passes over each batch of observations
+    :param distill_value: also regress the teacher's state values (actor-critic teacher and student);
+        ``None``: whenever both have a value head
+    :param vf_coef: weight of the value loss
+    :param max_grad_norm: clip the students' gradient norm (``None``: no clipping)
+    """
+
+    loss: str = "kl"
+    temperature: float | None = None
+    learning_rate: float | Schedule = 1e-3
+    batch_size: int = 64
+    epochs: int = 4
+    distill_value: bool | None = None
+    vf_coef: float = 0.5
+    max_grad_norm: float | None = None
+
+    def __post_init__(self) -> None:
+        get_loss(self.loss)
+        if self.temperature is not None:
+            _check_positive("temperature", self.temperature)
+        if not callable(self.learning_rate):
+            _check_positive("learning_rate", self.learning_rate)
+        _check_positive("batch_size", self.batch_size, integer=True)
+        _check_positive("epochs", self.epochs, integer=True)
+        _check_positive("vf_coef", self.vf_coef, allow_zero=True)
+        if self.max_grad_norm is not None:
+            _check_positive("max_grad_norm", self.max_grad_norm)
+        if self.distill_value not in (None, True, False):
+            raise TypeError(f"distill_value must be True, False or None, got {self.distill_value!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """:return: a picklable dict (a learning-rate schedule is stored with cloudpickle)."""
+        data = asdict(self)
+        if callable(self.learning_rate):
+            data["learning_rate"] = cloudpickle.dumps(self.learning_rate)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> DistillConfig:
+        """:return: the config :meth:`to_dict` saved."""
+        values = dict(data)
+        if isinstance(values.get("learning_rate"), bytes):
+            values["learning_rate"] = cloudpickle.loads(values["learning_rate"])
+        return cls(**values)
+
+
+class Distiller:
+    """
+    Updates one or more students towards a teacher on batches of observations.
+
+    Owns the students' optimisation and its own random generators: minibatches are shuffled with a
+    private ``np.random.Generator``, and every update runs under ``torch.random.fork_rng`` with a
+    private torch state, so the global generators that SB3 and the teacher use never move.
+
+    :param teacher: the teacher
+    :param students: name -> student policy (built for the teacher's spaces)
+    :param config: the distillation options
+    :param seed: seed of the private generators (``None``: fresh entropy)
+    """
+
+    def __init__(
+        self, teacher: Teacher, students: Mapping[str, BasePolicy], config: DistillConfig, seed: int | None = None
+    ) -> None:
+        if not students:
+            raise ValueError("at least one student is needed")
+        self.teacher = teacher
+        self.students = dict(students)
+        self.config = config
+        self.policy_loss = get_loss(config.loss)
+        self.temperature = config.temperature if config.temperature is not None else DEFAULT_TEMPERATURE[teacher.kind]
+        learning_rate = config.learning_rate
+        self.lr_schedule: Schedule = learning_rate if callable(learning_rate) else lambda _: float(learning_rate)
+        self.distill_value = {name: self._resolve_distill_value(name, s) for name, s in self.students.items()}
+        self.compression = {
+            name: count_acting_parameters(s) / teacher.acting_parameters for name, s in self.students.items()
+        }
+        self.skipped_updates = dict.fromkeys(self.students, 0)
+        self.total_time_s = 0.0
+        self._warned_non_finite = False
+        numpy_seed, torch_seed = np.random.SeedSequence(seed).generate_state(2)
+        self._rng = np.random.default_rng(int(numpy_seed))
+        self._torch_states = self._initial_torch_states(int(torch_seed))
+
+    def _resolve_distill_value(self, name: str, student: BasePolicy) -> bool:
+        wanted = self.config.distill_value
+        possible = self.teacher.has_values and has_value_head(student)
+        if wanted and not possible:
+            missing = "teacher" if not self.teacher.has_values else f"student {name!r}"
+            raise ValueError(
+                f"distill_value=True needs a value head on teacher and student, but the {missing} has none "
+                f"({type(self.teacher.policy if missing == 'teacher' else student).__name__})"
+            )
+        return possible if wanted is None else bool(wanted)
+
+    # -- private random generators -------------------------------------------------------------
+
+    def _cuda_devices(self) -> list[int]:
+        device = self.teacher.device
+        return [device.index if device.index is not None else th.cuda.current_device()] if device.type == "cuda" else []
+
+    def _initial_torch_states(self, seed: int) -> list[th.Tensor]:
+        devices = self._cuda_devices()
+        with th.random.fork_rng(devices=devices):
+            th.manual_seed(seed)
+            return [th.get_rng_state()] + [th.cuda.get_rng_state(d) for d in devices]
+
+    @contextmanager
+    def private_torch_rng(self) -> Iterator[None]:
+        """Run the block on this distiller's own torch generator state; the global one is restored after."""
+        devices = self._cuda_devices()
+        with th.random.fork_rng(devices=devices):
+            th.set_rng_state(self._torch_states[0])
+            for device, state in zip(devices, self._torch_states[1:], strict=True):
+                th.cuda.set_rng_state(state, device)
+            yield
+            self._torch_states = [th.get_rng_state()] + [th.cuda.get_rng_state(d) for d in devices]
+
+    # -- the update ----------------------------------------------------------------------------
+
+    def update(self, obs: th.Tensor, progress_remaining: float = 1.0, epochs: int | None = None) -> dict[str, Any]:
+        """
+        Distil the teacher into every student on one batch of observations.
+
+        The teacher's targets are computed once, without gradients, and shared by all students and
+        epochs. A minibatch whose loss is NaN or infinite is skipped (counted and warned about once).
+
+        :param obs: observations on the teacher's device, as the teacher's policy takes them
+        :param progress_remaining: the teacher's remaining progress (1 to 0), for learning-rate schedules
+        :param epochs: passes over ``obs`` (default: the config's ``epochs``)
+        :return: ``{"time_s": ..., "students": {name: {"loss", "agreement", "compression", ...}}}``
+        """
+        start_time = time.perf_counter()
+        epochs = self.config.epochs if epochs is None else epochs
+        n_obs = len(obs)
+        with self.private_torch_rng():
+            targets = self.teacher.targets(obs, with_values=any(self.distill_value.values()))
+            targets.scores.argmax(dim=-1)
+            learning_rate = self.lr_schedule(progress_remaining)
+            sums = {
+                name: {"loss": 0.0, "value_loss": 0.0, "updates": 0, "agree": 0, "seen": 0} for name in self.students
+            }
+            for student in self.students.values():
+                student.set_training_mode(True)
+                update_learning_rate(student.optimizer, learning_rate)
+            for epoch in range(epochs):
+                order = th.as_tensor(self._rng.permutation(n_obs), device=obs.device)
+                last_epoch = epoch == epochs - 1
+                for begin in range(0, n_obs, self.config.batch_size):
+                    idx = order[begin : begin + self.config.batch_size]
+                    batch_obs = obs[idx]
+                    for name, student in self.students.items():
+                        agreed = self._step(
+                            name, student, batch_obs, targets.scores[idx], targets.values, idx, sums[name]
+                        )
+                        if last_epoch and agreed is not None:
+                            sums[name]["seen"] += len(idx)
+                            sums[name]["agree"] += agreed
+            for student in self.students.values():
+                student.set_training_mode(False)
+        elapsed = time.perf_counter() - start_time
+        self.total_time_s += elapsed
+        return {"time_s": elapsed, "students": {name: self._metrics(name, sums[name]) for name in self.students}}
+
+    def _step(
+        self,
+        name: str,
+        student: BasePolicy,
+        batch_obs: th.Tensor,
+        teacher_scores: th.Tensor,
+        teacher_values: th.Tensor | None,
+        idx: th.Tensor,
+        sums: dict[str, Any],
+    ) -> int | None:
+        """One gradient step of one student; returns how many greedy actions agreed, ``None`` if skipped."""
+        with_value = self.distill_value[name]
+        scores, values = policy_outputs(student, batch_obs, with_values=with_value)
+        loss = self.policy_loss(scores, teacher_scores, self.temperature)
+        total = loss
+        if with_value:
+            assert values is not None
+            assert teacher_values is not None
+            v_loss = value_loss(values, teacher_values[idx])
+            total = loss + self.config.vf_coef * v_loss
+        if not th.isfinite(total).item():
+            self.skipped_updates[name] += 1
+            if not self._warned_non_finite:
+                warnings.warn(
+                    f"non-finite distillation loss for student {name!r}: update skipped "
+                    f"(counted in distill/skipped_updates; further occurrences are not warned about)",
+                    RuntimeWarning,
+                )
+                self._warned_non_finite = True
+            return None
+        student.optimizer.zero_grad(set_to_none=True)
+        total.backward()
+        if self.config.max_grad_norm is not None:
+            th.nn.utils.clip_grad_norm_(student.parameters(), self.config.max_grad_norm)
+        student.optimizer.step()
+        sums["loss"] += loss.item()
+        if with_value:
+            sums["value_loss"] += v_loss.item()
+        sums["updates"] += 1
+        return int((scores.argmax(dim=-1) == teacher_scores.argmax(dim=-1)).sum())
+
+    def _metrics(self, name: str, sums: dict[str, Any]) -> dict[str, float]:
+        updates = max(sums["updates"], 1)
+        metrics = {
+            "loss": sums["loss"] / updates if sums["updates"] else float("nan"),
+            "agreement": sums["agree"] / max(sums["seen"], 1),
+            "compression": self.compression[name],
+            "skipped_updates": float(self.skipped_updates[name]),
+        }
+        if self.distill_value[name]:
+            metrics["value_loss"] = sums["value_loss"] / updates if sums["updates"] else float("nan")
+        return metrics
+
+    # -- checkpoints ---------------------------------------------------------------------------
+
+    def state_dict(self) -> dict[str, Any]:
+        """:return: optimiser states, private generator states and counters (not the students' weights)."""
+        return {
+            "optimizers": {name: s.optimizer.state_dict() for name, s in self.students.items()},
+            "numpy_rng": self._rng.bit_generator.state,
+            "torch_rng": [state.clone() for state in self._torch_states],
+            "skipped_updates": dict(self.skipped_updates),
+            "total_time_s": self.total_time_s,
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """
+        Restore what :meth:`state_dict` saved.
+
+        :param state: the saved state
+        """
+        if sorted(state["optimizers"]) != sorted(self.students):
+            raise ValueError(
+                f"checkpoint holds students {sorted(state['optimizers'])}, expected {sorted(self.students)}"
+            )
+        for name, student in self.students.items():
+            student.optimizer.load_state_dict(state["optimizers"][name])
+        self._rng.bit_generator.state = state["numpy_rng"]
+        if len(state["torch_rng"]) == len(self._torch_states):
+            self._torch_states = [s.clone() for s in state["torch_rng"]]
+        else:  # resumed on another kind of device: keep the CPU state, fresh CUDA ones
+            self._torch_states[0] = state["torch_rng"][0].clone()
+        self.skipped_updates = dict(state["skipped_updates"])
+        self.total_time_s = float(state["total_time_s"])

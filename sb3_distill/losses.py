@@ -1,0 +1,87 @@
+"""Distillation losses: pure functions of (student output, teacher target).
+
+Every policy loss has the signature ``loss(student_scores, teacher_scores, temperature)`` and
+returns the mean over the batch. Scores are per-action logits or Q-values of shape
+``(batch, n_actions)``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch as th
+import torch.nn.functional as F
+
+PolicyLoss = Callable[[th.Tensor, th.Tensor, float], th.Tensor]
+
+#: Default temperature per kind of teacher score: Q-values are sharpened with 0.01 as in
+#: Rusu et al., "Policy Distillation" (2015); logits are already a distribution's parameters.
+DEFAULT_TEMPERATURE = {"q_values": 0.01, "logits": 1.0}
+
+
+def kl_loss(student_scores: th.Tensor, teacher_scores: th.Tensor, temperature: float) -> th.Tensor:
+    """
+    KL(teacher || student) between action distributions.
+
+    The teacher's distribution is ``softmax(teacher_scores / temperature)``; the student's is
+    ``softmax(student_scores)`` (Rusu et al., 2015, eq. 3).
+
+    :param student_scores: student logits or Q-values
+    :param teacher_scores: teacher logits or Q-values
+    :param temperature: softening temperature applied to the teacher's scores
+    :return: mean KL divergence over the batch
+    """
+    teacher_log_probs = F.log_softmax(teacher_scores / temperature, dim=-1)
+    student_log_probs = F.log_softmax(student_scores, dim=-1)
+    # sum_a p_T(a) * (log p_T(a) - log p_S(a)), averaged over the batch
+    return (teacher_log_probs.exp() * (teacher_log_probs - student_log_probs)).sum(dim=-1).mean()
+
+
+def mse_loss(student_scores: th.Tensor, teacher_scores: th.Tensor, temperature: float) -> th.Tensor:
+    """
+    Mean squared error between student and teacher scores (Q-values or logits); the temperature is unused.
+
+    :param student_scores: student logits or Q-values
+    :param teacher_scores: teacher logits or Q-values
+    :param temperature: ignored
+    :return: mean over batch and actions
+    """
+    return F.mse_loss(student_scores, teacher_scores)
+
+
+def nll_loss(student_scores: th.Tensor, teacher_scores: th.Tensor, temperature: float) -> th.Tensor:
+    """
+    Negative log-likelihood of the teacher's greedy action under the student; the temperature is unused.
+
+    :param student_scores: student logits or Q-values
+    :param teacher_scores: teacher logits or Q-values
+    :param temperature: ignored
+    :return: mean cross-entropy over the batch
+    """
+    return F.cross_entropy(student_scores, teacher_scores.argmax(dim=-1))
+
+
+def value_loss(student_values: th.Tensor, teacher_values: th.Tensor) -> th.Tensor:
+    """
+    Mean squared error between the student's and the teacher's state values.
+
+    :param student_values: shape ``(batch,)``
+    :param teacher_values: shape ``(batch,)``
+    :return: mean over the batch
+    """
+    return F.mse_loss(student_values, teacher_values)
+
+
+LOSSES: dict[str, PolicyLoss] = {"kl": kl_loss, "mse": mse_loss, "nll": nll_loss}
+
+
+def get_loss(name: str) -> PolicyLoss:
+    """
+    A policy loss by name.
+
+    :param name: one of ``"kl"``, ``"mse"``, ``"nll"``
+    :return: the loss function
+    """
+    if name not in LOSSES:
+        raise ValueError(f"unknown loss {name!r}: expected one of {sorted(LOSSES)}")
+    return LOSSES[name]

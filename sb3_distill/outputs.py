@@ -1,0 +1,110 @@
+"""What a policy outputs for distillation, for teachers and students alike.
+
+Every supported policy maps a batch of observations to *action scores*, one per discrete action
+(an actor-critic's logits, a Q-network's Q-values, a wrapped module's raw outputs), and
+actor-critic policies also to a state value. Teachers and students share this code, so a student
+is read exactly the way a teacher is.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch as th
+from stable_baselines3.common.policies import ActorCriticPolicy, BasePolicy
+from stable_baselines3.dqn.policies import DQNPolicy, QNetwork
+from torch import nn
+
+#: Policy families that can act as teacher or student, by what their scores mean.
+LOGITS = "logits"
+Q_VALUES = "q_values"
+
+
+class PolicyOutputs(NamedTuple):
+    """Action scores of shape ``(batch, n_actions)`` and, for actor-critics, values of shape ``(batch,)``."""
+
+    scores: th.Tensor
+    values: th.Tensor | None
+
+
+def score_kind(policy: nn.Module) -> str:
+    """
+    What a policy's action scores are.
+
+    :param policy: an SB3 policy or a wrapped module student
+    :return: ``"q_values"`` for Q-networks, ``"logits"`` otherwise
+    """
+    return Q_VALUES if isinstance(policy, DQNPolicy | QNetwork) else LOGITS
+
+
+def has_value_head(policy: nn.Module) -> bool:
+    """:return: whether ``policy_outputs`` gives state values for this policy."""
+    return isinstance(policy, ActorCriticPolicy)
+
+
+def is_supported_policy(policy: nn.Module) -> bool:
+    """:return: whether ``policy_outputs`` can read this policy."""
+    # ModuleStudent defines ``action_scores``; imported lazily to keep this module dependency-free.
+    return isinstance(policy, ActorCriticPolicy | DQNPolicy | QNetwork) or hasattr(policy, "action_scores")
+
+
+def policy_outputs(policy: BasePolicy, obs: th.Tensor, with_values: bool = True) -> PolicyOutputs:
+    """
+    Action scores (and values) of a policy for a batch of raw observations.
+
+    Observations are what SB3 stores in its buffers: the policy applies its own ``preprocess_obs``
+    (uint8 scaling, flattening). One pass through the shared features extractor serves both heads.
+
+    :param policy: an ``ActorCriticPolicy``, ``DQNPolicy``/``QNetwork`` or a wrapped module student
+    :param obs: observation batch on the policy's device
+    :param with_values: also compute the value head of an actor-critic
+    :return: scores and values (``None`` where the policy has no value head or none was asked for)
+    """
+    if isinstance(policy, ActorCriticPolicy):
+        pi_features = BasePolicy.extract_features(policy, obs, policy.pi_features_extractor)
+        logits = policy.action_net(policy.mlp_extractor.forward_actor(pi_features))
+        if not with_values:
+            return PolicyOutputs(logits, None)
+        if policy.share_features_extractor:
+            vf_features = pi_features
+        else:
+            vf_features = BasePolicy.extract_features(policy, obs, policy.vf_features_extractor)
+        latent_vf = policy.mlp_extractor.forward_critic(vf_features)
+        return PolicyOutputs(logits, policy.value_net(latent_vf).flatten())
+    if isinstance(policy, DQNPolicy):
+        return PolicyOutputs(policy.q_net(obs), None)
+    if isinstance(policy, QNetwork):
+        return PolicyOutputs(policy(obs), None)
+    action_scores = getattr(policy, "action_scores", None)  # ModuleStudent
+    if callable(action_scores):
+        return PolicyOutputs(action_scores(obs), None)
+    raise TypeError(f"cannot read action scores from {type(policy).__name__}")
+
+
+def acting_modules(policy: nn.Module) -> list[nn.Module]:
+    """
+    The modules a policy uses to act (the actor path of an actor-critic, the online Q-network of DQN).
+
+    :param policy: an SB3 policy or a wrapped module student
+    :return: modules whose parameters count towards the policy's acting size
+    """
+    if isinstance(policy, ActorCriticPolicy):
+        actor = getattr(policy.mlp_extractor, "policy_net", policy.mlp_extractor)
+        return [policy.pi_features_extractor, actor, policy.action_net]
+    if isinstance(policy, DQNPolicy):
+        return [policy.q_net]
+    return [policy]
+
+
+def count_acting_parameters(policy: nn.Module) -> int:
+    """
+    Number of parameters on a policy's acting path, each shared tensor counted once.
+
+    :param policy: an SB3 policy or a wrapped module student
+    :return: parameter count
+    """
+    seen: dict[int, int] = {}
+    for module in acting_modules(policy):
+        for param in module.parameters():
+            seen[id(param)] = param.numel()
+    return sum(seen.values())

@@ -1,0 +1,369 @@
+"""Real-time policy distillation (Sun & Fazli, 2019): an SB3 callback that distils while the teacher trains.
+
+After every teacher update the callback hands the observations the teacher has just collected to
+the :class:`~sb3_distill.distiller.Distiller`: on-policy teachers (PPO, A2C) give their rollouts,
+off-policy teachers (DQN) a sample of their replay buffer. The callback reads SB3's buffers by
+indexing their arrays with its own generator; it never calls ``rollout_buffer.get()`` or
+``replay_buffer.sample()``, which draw from the global NumPy generator the teacher trains with.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import torch as th
+from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
+from stable_baselines3.common.on_policy_algorithm import OnPolicyAlgorithm
+from stable_baselines3.common.policies import BasePolicy
+from stable_baselines3.common.type_aliases import Schedule
+
+from sb3_distill.distiller import DistillConfig, Distiller, _check_positive
+from sb3_distill.serialization import PathLike, atomic_torch_save, torch_load
+from sb3_distill.students import (
+    FILE_FORMAT_KEY,
+    FILE_FORMAT_VERSION,
+    StudentMixin,
+    StudentSpec,
+    make_student,
+    obs_normalization_of,
+    student_from_payload,
+    student_payload,
+)
+from sb3_distill.teachers import Teacher
+
+#: The name of the student when a single one is given.
+SINGLE_STUDENT = "student"
+
+
+class _RolloutSource:
+    """On-policy teachers: the rollouts collected since the last distillation (already normalised by SB3)."""
+
+    def __init__(self, model: OnPolicyAlgorithm) -> None:
+        self.model = model
+        self.pending: list[np.ndarray] = []
+
+    def on_rollout_end(self) -> None:
+        buffer = self.model.rollout_buffer
+        filled = buffer.buffer_size if buffer.full else buffer.pos
+        # ``reset()`` allocates new arrays for the next rollout, so this view stays valid and unchanged.
+        obs = buffer.observations[:filled]
+        self.pending.append(obs.reshape(-1, *obs.shape[2:]))
+
+    @property
+    def n_new(self) -> int:
+        return sum(len(obs) for obs in self.pending)
+
+    def skip(self) -> None:
+        self.pending.clear()
+
+    def take(self, epochs: int, rng: np.random.Generator) -> tuple[np.ndarray, int]:
+        """:return: every pending observation, to be seen ``epochs`` times."""
+        obs = self.pending[0] if len(self.pending) == 1 else np.concatenate(self.pending)
+        self.pending = []
+        return obs, epochs
+
+
+class _ReplaySource:
+    """Off-policy teachers: a uniform sample of the replay buffer, normalised as SB3 normalises its samples."""
+
+    def __init__(self, model: OffPolicyAlgorithm) -> None:
+        self.model = model
+        self.timesteps_seen = model.num_timesteps
+
+    def on_rollout_end(self) -> None:
+        pass
+
+    @property
+    def n_new(self) -> int:
+        return self.model.num_timesteps - self.timesteps_seen
+
+    def skip(self) -> None:
+        self.timesteps_seen = self.model.num_timesteps
+
+    def take(self, epochs: int, rng: np.random.Generator) -> tuple[np.ndarray, int]:
+        """:return: ``epochs`` observations per new transition, drawn from the buffer, to be seen once."""
+        buffer = self.model.replay_buffer
+        assert buffer is not None
+        n_samples = epochs * self.n_new
+        self.timesteps_seen = self.model.num_timesteps
+        upper = buffer.buffer_size if buffer.full else buffer.pos
+        rows = rng.integers(0, upper, size=n_samples)
+        envs = rng.integers(0, buffer.n_envs, size=n_samples)
+        obs = buffer.observations[rows, envs]
+        vec_normalize = self.model.get_vec_normalize_env()
+        if vec_normalize is not None:  # replay buffers hold raw observations
+            normalized = vec_normalize.normalize_obs(obs)
+            assert isinstance(normalized, np.ndarray)
+            return normalized, 1
+        return obs, 1
+
+
+def _student_specs(
+    student: StudentSpec | Mapping[str, Any], student_kwargs: dict[str, Any] | None
+) -> dict[str, tuple[StudentSpec, dict[str, Any] | None]]:
+    if not isinstance(student, Mapping):
+        return {SINGLE_STUDENT: (student, student_kwargs)}
+    if student_kwargs:
+        raise ValueError(
+            "student_kwargs applies to a single student; give each student of the dict its own (spec, kwargs)"
+        )
+    if not student:
+        raise ValueError("student dict is empty: give at least one name -> student spec")
+    specs = {}
+    for name, spec in student.items():
+        if not isinstance(name, str) or not name or "/" in name:
+            raise ValueError(f"student names must be non-empty strings without '/', got {name!r}")
+        if isinstance(spec, tuple):
+            if len(spec) != 2 or not isinstance(spec[1], dict | type(None)):
+                raise ValueError(f"student {name!r}: a tuple spec must be (alias or policy class, policy_kwargs)")
+            specs[name] = (spec[0], spec[1])
+        else:
+            specs[name] = (spec, None)
+    return specs
+
+
+class RealTimeDistillCallback(BaseCallback):
+    """
+    Distil a PPO, A2C or DQN teacher into small students while it trains.
+
+    After each teacher update, the students learn from the observations the teacher has just
+    collected: the whole rollout for PPO/A2C (``epochs`` passes), or ``epochs`` samples per new
+    transition from the replay buffer for DQN. Distillation waits until at least ``distill_freq``
+    new observations have arrived, so that short rollouts (A2C's 5 steps) are grouped. The
+    teacher trains exactly as it would without the callback: same seed, same weights, bit for bit.
+
+    Metrics go to the teacher's logger: ``distill/loss``, ``distill/agreement`` (fraction of
+    greedy actions shared with the teacher, during the last epoch), ``distill/compression`` (acting
+    parameters of student / teacher), ``distill/time_s`` (seconds of the last distillation),
+    ``distill/skipped_updates`` (non-finite losses), and ``distill/value_loss`` when values are
+    distilled. With several students each logs under ``distill/<name>/``.
+
+    :param student: the student: an alias of the teacher's policy family (``"MlpPolicy"``,
+        ``"CnnPolicy"``), an SB3 policy class, a policy instance built for the teacher's spaces, or a
+        ``torch.nn.Module`` mapping preprocessed observations to one output per action. Several
+        students: a dict name -> spec, where a spec may also be a tuple ``(alias or class, policy_kwargs)``.
+    :param student_kwargs: ``policy_kwargs`` for an alias or class student (``net_arch``, ...)
+    :param loss: ``"kl"`` (default), ``"mse"`` or ``"nll"``
+    :param temperature: softens the teacher's scores in the KL loss (default 0.01 for DQN's
+        Q-values, 1.0 for actor-critic logits)
+    :param learning_rate: the students' learning rate, a float or a schedule of the teacher's progress
+    :param epochs: passes over each rollout (on-policy) or samples per new transition (off-policy)
+    :param batch_size: minibatch size of the student updates
+    :param distill_value: also distil the teacher's value function (``None``: when teacher and student
+        are actor-critics, so that the student can be fine-tuned with PPO)
+    :param vf_coef: weight of the value loss
+    :param max_grad_norm: clip the students' gradient norm (``None``: no clipping)
+    :param distill_freq: minimum number of new observations between two distillations (``None``: ``batch_size``)
+    :param seed: seed of the students' initialisation and of the callback's private generators
+    :param verbose: 1 prints a line when distillation starts
+    """
+
+    def __init__(
+        self,
+        student: StudentSpec | Mapping[str, Any],
+        student_kwargs: dict[str, Any] | None = None,
+        loss: str | None = None,
+        temperature: float | None = None,
+        learning_rate: float | Schedule = 1e-3,
+        epochs: int = 4,
+        batch_size: int = 64,
+        distill_value: bool | None = None,
+        vf_coef: float = 0.5,
+        max_grad_norm: float | None = None,
+        distill_freq: int | None = None,
+        seed: int | None = None,
+        verbose: int = 0,
+    ) -> None:
+        super().__init__(verbose=verbose)
+        self.config = DistillConfig(
+            loss="kl" if loss is None else loss,
+            temperature=temperature,
+            learning_rate=learning_rate,
+            batch_size=batch_size,
+            epochs=epochs,
+            distill_value=distill_value,
+            vf_coef=vf_coef,
+            max_grad_norm=max_grad_norm,
+        )
+        if distill_freq is not None:
+            _check_positive("distill_freq", distill_freq, integer=True)
+        self.distill_freq = batch_size if distill_freq is None else distill_freq
+        self.seed = seed
+        self._specs = _student_specs(student, student_kwargs)
+        self.distiller: Distiller | None = None
+        self._source: _RolloutSource | _ReplaySource | None = None
+        self._updates_seen: int | None = None
+        self._resume_state: dict[str, Any] | None = None
+        self.n_distillations = 0
+
+    # -- students ------------------------------------------------------------------------------
+
+    @property
+    def students(self) -> dict[str, BasePolicy]:
+        """The students, by name (built when the teacher's training starts)."""
+        if self.distiller is not None:
+            return self.distiller.students
+        if all(isinstance(spec, BasePolicy) for spec, _ in self._specs.values()):  # given ready, or loaded
+            return {name: spec for name, (spec, _) in self._specs.items()}  # type: ignore[misc]
+        raise RuntimeError("the students are built when training starts: call teacher.learn(..., callback=this)")
+
+    @property
+    def student(self) -> BasePolicy:
+        """The student (when a single one was given)."""
+        students = self.students
+        if len(students) != 1:
+            raise AttributeError(f"this callback distils several students {sorted(students)}: use .students[name]")
+        return next(iter(students.values()))
+
+    # -- SB3 hooks -----------------------------------------------------------------------------
+
+    def _init_callback(self) -> None:
+        teacher = Teacher(self.model)
+        if self.distiller is None:
+            seeds = np.random.SeedSequence(self.seed).generate_state(len(self._specs) + 1)
+            students = {
+                name: make_student(
+                    spec,
+                    teacher.observation_space,
+                    teacher.action_space,
+                    self.model.policy_aliases,
+                    student_kwargs=kwargs,
+                    learning_rate=self.config.learning_rate if not callable(self.config.learning_rate) else 0.0,
+                    seed=int(student_seed),
+                    device=teacher.device,
+                )
+                for (name, (spec, kwargs)), student_seed in zip(self._specs.items(), seeds[1:], strict=True)
+            }
+            self.distiller = Distiller(teacher, students, self.config, seed=int(seeds[0]))
+            if self._resume_state is not None:
+                self.distiller.load_state_dict(self._resume_state)
+                self._resume_state = None
+        else:  # the same callback on a new or continuing teacher: keep the students, re-check the spaces
+            for name, student in self.distiller.students.items():
+                if (
+                    student.observation_space != teacher.observation_space
+                    or student.action_space != teacher.action_space
+                ):
+                    raise ValueError(f"student {name!r} was built for other spaces than this teacher's")
+            self.distiller.teacher = teacher
+        source_class = _RolloutSource if isinstance(self.model, OnPolicyAlgorithm) else _ReplaySource
+        if not isinstance(self._source, source_class) or self._source.model is not self.model:
+            self._source = source_class(self.model)  # type: ignore[arg-type]
+        self._updates_seen = self.model._n_updates
+        if self.verbose >= 1:
+            for name, compression in self.distiller.compression.items():
+                teacher_name = type(self.model).__name__
+                print(f"Distilling {teacher_name} into {name!r}: {compression:.2%} of the teacher's acting parameters")
+
+    def _on_step(self) -> bool:
+        return True
+
+    def _on_rollout_end(self) -> None:
+        assert self._source is not None
+        self._source.on_rollout_end()
+
+    def _on_rollout_start(self) -> None:
+        self._maybe_distill(self.distill_freq)
+
+    def _on_training_end(self) -> None:
+        self._maybe_distill(1)
+
+    def _maybe_distill(self, min_new: int) -> None:
+        """Distil if the teacher has updated since the last distillation and enough data is new."""
+        assert self._source is not None
+        if self.model._n_updates == self._updates_seen:
+            if isinstance(self._source, _ReplaySource):
+                self._source.skip()  # transitions collected before the teacher learns are not counted
+            return
+        if self._source.n_new < min_new:
+            return
+        self._updates_seen = self.model._n_updates
+        self.distill()
+
+    def distill(self) -> dict[str, Any]:
+        """
+        Run one distillation on the observations collected since the last one, and log it.
+
+        Called by the training loop; call it yourself only to force a distillation.
+
+        :return: the distiller's metrics
+        """
+        assert self.distiller is not None
+        assert self._source is not None
+        obs, epochs = self._source.take(self.config.epochs, self.distiller._rng)
+        obs_tensor = th.as_tensor(obs, device=self.distiller.teacher.device)
+        metrics = self.distiller.update(obs_tensor, self.model._current_progress_remaining, epochs=epochs)
+        self.n_distillations += 1
+        normalization = obs_normalization_of(self.model.get_vec_normalize_env())
+        for student in self.distiller.students.values():
+            if isinstance(student, StudentMixin):
+                student.obs_normalization = normalization
+        self._log(metrics)
+        return metrics
+
+    def _log(self, metrics: dict[str, Any]) -> None:
+        prefix = "distill/"
+        self.logger.record(prefix + "time_s", metrics["time_s"])
+        self.logger.record(prefix + "n_distillations", self.n_distillations, exclude="tensorboard")
+        for name, values in metrics["students"].items():
+            student_prefix = prefix if len(self._specs) == 1 else f"{prefix}{name}/"
+            for key, value in values.items():
+                self.logger.record(student_prefix + key, value)
+
+    # -- checkpoints ---------------------------------------------------------------------------
+
+    def save(self, path: PathLike) -> None:
+        """
+        Save the students, their optimisers and the callback's state, atomically, to resume later.
+
+        ``load_student(path)`` also reads a student straight from this file.
+
+        :param path: destination file
+        """
+        distiller = self.distiller
+        if distiller is None:
+            raise RuntimeError("nothing to save yet: the students are built when training starts")
+        checkpoint = {
+            FILE_FORMAT_KEY: {"version": FILE_FORMAT_VERSION, "kind": "realtime_checkpoint"},
+            "students": {name: student_payload(s) for name, s in distiller.students.items()},
+            "distiller": distiller.state_dict(),
+            "config": self.config.to_dict(),
+            "callback": {
+                "distill_freq": self.distill_freq,
+                "seed": self.seed,
+                "n_distillations": self.n_distillations,
+                "single": list(self._specs) == [SINGLE_STUDENT],
+            },
+        }
+        atomic_torch_save(checkpoint, path)
+
+    @classmethod
+    def load(cls, path: PathLike, verbose: int = 0, **overrides: Any) -> RealTimeDistillCallback:
+        """
+        A callback that continues from a checkpoint written by :meth:`save`.
+
+        Pass it to the (reloaded) teacher's ``learn``: the students, their optimiser states and the
+        private generators continue where they were.
+
+        :param path: the checkpoint
+        :param verbose: verbosity of the new callback
+        :param overrides: options to change (``learning_rate``, ``epochs``, ...)
+        :return: the callback
+        """
+        saved = torch_load(path)
+        meta = saved.get(FILE_FORMAT_KEY) if isinstance(saved, Mapping) else None
+        if not isinstance(meta, Mapping) or meta.get("kind") != "realtime_checkpoint":
+            raise ValueError(f"{str(path)!r} is not a checkpoint written by RealTimeDistillCallback.save")
+        students = {name: student_from_payload(payload, device="cpu") for name, payload in saved["students"].items()}
+        options = {**DistillConfig.from_dict(saved["config"]).__dict__}
+        callback_state = saved["callback"]
+        options.update(distill_freq=callback_state["distill_freq"], seed=callback_state["seed"])
+        options.update(overrides)
+        student: Any = students[SINGLE_STUDENT] if callback_state["single"] else students
+        callback = cls(student=student, verbose=verbose, **options)
+        callback._resume_state = saved["distiller"]
+        callback.n_distillations = callback_state["n_distillations"]
+        return callback

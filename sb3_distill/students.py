@@ -1,0 +1,405 @@
+"""Building, checking, saving and loading students.
+
+A student is always an SB3 ``BasePolicy``: ``predict``, ``evaluate_policy`` and ``save`` work as on
+any SB3 policy. Whatever the user passes (an alias such as ``"MlpPolicy"``, a policy class, a ready
+policy instance or a plain ``torch.nn.Module``) becomes an instance of a policy class extended with
+:class:`StudentMixin`, whose ``save`` is atomic and records what :func:`load_student` needs to
+rebuild the student without its teacher.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import torch as th
+from gymnasium import spaces
+from stable_baselines3.common.policies import BasePolicy
+from stable_baselines3.common.preprocessing import preprocess_obs
+from stable_baselines3.common.running_mean_std import RunningMeanStd
+from stable_baselines3.common.type_aliases import PyTorchObs, Schedule
+from stable_baselines3.common.utils import get_device
+from stable_baselines3.common.vec_env import VecEnv, VecNormalize
+from torch import nn
+
+from sb3_distill.outputs import is_supported_policy
+from sb3_distill.serialization import PathLike, atomic_torch_save, torch_load
+
+#: Marker stored in every student file and checkpoint written by this package.
+FILE_FORMAT_KEY = "sb3_distill"
+FILE_FORMAT_VERSION = 1
+
+#: What the ``student`` argument accepts.
+StudentSpec = str | type[BasePolicy] | BasePolicy | nn.Module
+
+
+def _class_path(cls: type) -> str:
+    return f"{cls.__module__}:{cls.__qualname__}"
+
+
+def _import_class(path: str) -> type:
+    module_name, _, qualname = path.partition(":")
+    try:
+        obj: Any = importlib.import_module(module_name)
+        for part in qualname.split("."):
+            obj = getattr(obj, part)
+    except (ImportError, AttributeError) as error:
+        raise ImportError(
+            f"cannot import the student's policy class {path!r}: define it in an importable module "
+            f"(not in __main__ or a function) and import that module before loading"
+        ) from error
+    return obj
+
+
+class StudentMixin:
+    """
+    Gives any SB3 policy class an atomic ``save`` that records how to rebuild it.
+
+    A student file is an SB3 policy file (``{"state_dict", "data"}``, loadable with
+    ``PolicyClass.load``) with one more entry: the policy class, the package version and, if the
+    teacher normalised observations with ``VecNormalize``, the statistics the student was trained under.
+    """
+
+    #: The SB3 policy class this student class extends (set on the generated subclasses).
+    base_policy_class: type[BasePolicy]
+    #: ``VecNormalize`` observation statistics the student's inputs were normalised with, or ``None``.
+    obs_normalization: dict[str, Any] | None = None
+
+    def to_payload(self) -> dict[str, Any]:
+        """:return: everything needed to rebuild this student, as one picklable dict."""
+        policy: Any = self
+        return {
+            "state_dict": policy.state_dict(),
+            "data": policy._get_constructor_parameters(),
+            FILE_FORMAT_KEY: {
+                "version": FILE_FORMAT_VERSION,
+                "policy_class": _class_path(self.base_policy_class),
+                "obs_normalization": self.obs_normalization,
+            },
+        }
+
+    def save(self, path: PathLike) -> None:
+        """
+        Save the student atomically (temporary file in the same folder, then rename).
+
+        :param path: destination file; :func:`load_student` reads it back
+        """
+        atomic_torch_save(self.to_payload(), path)
+
+
+_STUDENT_CLASSES: dict[type, type] = {}
+
+
+def as_student_class(policy_class: type[BasePolicy]) -> type[BasePolicy]:
+    """
+    The student version of an SB3 policy class: the same class, with :class:`StudentMixin`'s ``save``.
+
+    The generated class keeps the original's module and name, so pickles of it (an SB3 model that
+    wraps the student, say) load as the original class without this package.
+
+    :param policy_class: an SB3 policy class
+    :return: a subclass of ``policy_class`` (cached, one per class)
+    """
+    if issubclass(policy_class, StudentMixin):
+        return policy_class
+    if policy_class not in _STUDENT_CLASSES:
+        generated = type(
+            policy_class.__name__,
+            (StudentMixin, policy_class),
+            {
+                "__module__": policy_class.__module__,
+                "__qualname__": policy_class.__qualname__,
+                "base_policy_class": policy_class,
+            },
+        )
+        _STUDENT_CLASSES[policy_class] = generated
+    return _STUDENT_CLASSES[policy_class]
+
+
+class ModuleStudent(StudentMixin, BasePolicy):
+    """
+    An SB3 policy around a plain ``torch.nn.Module`` that maps preprocessed observations to one score per action.
+
+    The module receives observations after SB3's ``preprocess_obs`` (float, images scaled to [0, 1],
+    still channel-first); its outputs are treated as logits: ``predict(..., deterministic=True)``
+    takes the highest-scoring action, ``deterministic=False`` samples from their softmax.
+
+    :param observation_space: the teacher's observation space
+    :param action_space: the teacher's (discrete) action space
+    :param module: the network
+    :param lr_schedule: learning-rate schedule for the optimiser
+    :param normalize_images: scale uint8 images to [0, 1] before the module
+    :param optimizer_class: optimiser class
+    :param optimizer_kwargs: extra optimiser arguments
+    """
+
+    def __init__(
+        self,
+        observation_space: spaces.Space,
+        action_space: spaces.Space,
+        module: nn.Module,
+        lr_schedule: Schedule = BasePolicy._dummy_schedule,
+        normalize_images: bool = True,
+        optimizer_class: type[th.optim.Optimizer] = th.optim.Adam,
+        optimizer_kwargs: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__(
+            observation_space,
+            action_space,
+            normalize_images=normalize_images,
+            optimizer_class=optimizer_class,
+            optimizer_kwargs=optimizer_kwargs,
+        )
+        self.module = module
+        self.optimizer = self.optimizer_class(self.module.parameters(), lr=lr_schedule(1), **self.optimizer_kwargs)  # type: ignore[call-arg]
+
+    def action_scores(self, obs: th.Tensor) -> th.Tensor:
+        """
+        :param obs: raw observation batch
+        :return: scores of shape ``(batch, n_actions)``
+        """
+        return self.module(preprocess_obs(obs, self.observation_space, normalize_images=self.normalize_images))
+
+    def forward(self, obs: PyTorchObs, deterministic: bool = True) -> th.Tensor:
+        return self._predict(obs, deterministic=deterministic)
+
+    def _predict(self, observation: PyTorchObs, deterministic: bool = True) -> th.Tensor:
+        assert isinstance(observation, th.Tensor)
+        scores = self.action_scores(observation)
+        if deterministic:
+            return scores.argmax(dim=-1)
+        return th.distributions.Categorical(logits=scores).sample()
+
+    def _get_constructor_parameters(self) -> dict[str, Any]:
+        data = super()._get_constructor_parameters()
+        data.update(module=self.module, optimizer_class=self.optimizer_class, optimizer_kwargs=self.optimizer_kwargs)
+        return data
+
+
+ModuleStudent.base_policy_class = ModuleStudent  # already a student class: it is its own base
+
+
+def _describe(space: spaces.Space) -> str:
+    if isinstance(space, spaces.Box):
+        return f"Box(shape={space.shape}, dtype={space.dtype})"
+    return repr(space)
+
+
+def check_student(student: BasePolicy, observation_space: spaces.Space, action_space: spaces.Space) -> None:
+    """
+    Check that a student can be distilled from a teacher with these spaces.
+
+    :param student: the student policy
+    :param observation_space: the teacher's observation space (as its policy sees it)
+    :param action_space: the teacher's action space
+    """
+    if not is_supported_policy(student):
+        raise TypeError(
+            f"student policy {type(student).__name__} is not supported: expected an ActorCriticPolicy "
+            f"(PPO/A2C family), a DQNPolicy (DQN family) or a torch.nn.Module"
+        )
+    if student.observation_space != observation_space:
+        hint = ""
+        obs_space = observation_space
+        if (
+            isinstance(student.observation_space, spaces.Box)
+            and isinstance(obs_space, spaces.Box)
+            and sorted(student.observation_space.shape) == sorted(obs_space.shape)
+        ):
+            hint = " (SB3 transposes image observations to channel-first: build the student from the teacher's spaces)"
+        raise ValueError(
+            f"student observation space {_describe(student.observation_space)} does not match the teacher's "
+            f"{_describe(observation_space)}{hint}"
+        )
+    if student.action_space != action_space:
+        raise ValueError(f"student action space {student.action_space} does not match the teacher's {action_space}")
+    if isinstance(student, ModuleStudent):
+        assert isinstance(action_space, spaces.Discrete)
+        assert isinstance(observation_space, spaces.Box)
+        obs = th.as_tensor(np.zeros((2, *observation_space.shape), dtype=observation_space.dtype))
+        try:
+            with th.no_grad():
+                scores = student.action_scores(obs.to(student.device))
+        except Exception as error:
+            raise ValueError(
+                f"the student module failed on a batch of observations of shape {tuple(obs.shape)}: {error}"
+            ) from error
+        expected = (2, int(action_space.n))
+        if tuple(scores.shape) != expected:
+            raise ValueError(
+                f"the student module outputs shape {tuple(scores.shape)} for a batch of 2 observations; "
+                f"expected {expected}: one score per action"
+            )
+
+
+def make_student(
+    student: StudentSpec,
+    observation_space: spaces.Space,
+    action_space: spaces.Space,
+    policy_aliases: Mapping[str, type[BasePolicy]],
+    student_kwargs: dict[str, Any] | None = None,
+    learning_rate: float = 1e-3,
+    seed: int | None = None,
+    device: th.device | str = "cpu",
+) -> BasePolicy:
+    """
+    Build a student for a teacher's spaces.
+
+    Weights are initialised inside ``torch.random.fork_rng`` from ``seed``, so building a student
+    never moves the global torch generator that the teacher draws from.
+
+    :param student: an alias of ``policy_aliases`` (``"MlpPolicy"``, ``"CnnPolicy"``), an SB3 policy
+        class, a policy instance built for these spaces, or a ``torch.nn.Module``
+    :param observation_space: the teacher's observation space
+    :param action_space: the teacher's action space
+    :param policy_aliases: the teacher's policy aliases (``PPO.policy_aliases``, say)
+    :param student_kwargs: ``policy_kwargs`` for an alias or a class (``net_arch``, ``features_extractor_class``...)
+    :param learning_rate: initial learning rate of the student's optimiser
+    :param seed: seed of the weight initialisation (``None``: fresh entropy)
+    :param device: where the student lives
+    :return: the student, checked against the spaces
+    """
+    kwargs = dict(student_kwargs or {})
+    if isinstance(student, str):
+        if student not in policy_aliases:
+            raise ValueError(f"unknown student policy alias {student!r}: expected one of {sorted(policy_aliases)}")
+        student = policy_aliases[student]
+    if not isinstance(student, type) and kwargs:
+        raise ValueError(
+            f"student_kwargs {sorted(kwargs)} only apply when student is an alias or a policy class, "
+            f"not a ready {type(student).__name__} instance"
+        )
+    if seed is None:
+        seed = int(np.random.SeedSequence().generate_state(1)[0])
+    with th.random.fork_rng(devices=[]):
+        th.manual_seed(seed)
+        policy: BasePolicy
+        if isinstance(student, type):
+            if not issubclass(student, BasePolicy):
+                raise TypeError(f"student class {student.__name__} is not an SB3 BasePolicy subclass")
+            try:
+                policy = as_student_class(student)(
+                    observation_space, action_space, lr_schedule=lambda _: learning_rate, **kwargs
+                )
+            except TypeError as error:
+                raise TypeError(
+                    f"cannot build student {student.__name__} with student_kwargs {kwargs}: {error}"
+                ) from error
+        elif isinstance(student, BasePolicy):
+            student.__class__ = as_student_class(type(student))
+            policy = student
+        elif isinstance(student, nn.Module):
+            policy = ModuleStudent(observation_space, action_space, student, lr_schedule=lambda _: learning_rate)
+        else:
+            raise TypeError(
+                f"student must be a policy alias, an SB3 policy class or instance, or a torch.nn.Module; "
+                f"got {type(student).__name__}"
+            )
+    policy = policy.to(get_device(device))
+    check_student(policy, observation_space, action_space)
+    return policy
+
+
+def student_payload(student: BasePolicy) -> dict[str, Any]:
+    """
+    :param student: a student built by :func:`make_student` or :func:`load_student`
+    :return: the dict its ``save`` writes
+    """
+    if not isinstance(student, StudentMixin):
+        raise TypeError(f"{type(student).__name__} is not a student built by sb3_distill")
+    return student.to_payload()
+
+
+def student_from_payload(payload: Mapping[str, Any], device: th.device | str = "auto") -> BasePolicy:
+    """
+    Rebuild a student from :meth:`StudentMixin.to_payload`'s dict.
+
+    :param payload: the saved dict
+    :param device: where the student is loaded
+    :return: the student
+    """
+    meta = payload.get(FILE_FORMAT_KEY) if isinstance(payload, Mapping) else None
+    if not isinstance(meta, Mapping) or "data" not in payload or "state_dict" not in payload:
+        raise ValueError("not a student saved by sb3_distill (no student entry found)")
+    policy_class = as_student_class(_import_class(meta["policy_class"]))
+    with th.random.fork_rng(devices=[]):  # the weights are overwritten: keep the user's generator untouched
+        student = policy_class(**payload["data"])
+    assert isinstance(student, StudentMixin)
+    student.load_state_dict(payload["state_dict"])
+    student.obs_normalization = meta.get("obs_normalization")
+    return student.to(get_device(device))
+
+
+def load_student(path: PathLike, name: str | None = None, device: th.device | str = "auto") -> BasePolicy:
+    """
+    Load a student saved with ``student.save(path)`` or from a distillation checkpoint (``distill.save(path)``).
+
+    :param path: the file
+    :param name: which student of a checkpoint holding several (default: the only one)
+    :param device: where the student is loaded (``"auto"``: CUDA if available)
+    :return: the student, an SB3 policy
+    """
+    saved = torch_load(path, device=get_device(device))
+    if not isinstance(saved, Mapping):
+        raise ValueError(f"{str(path)!r} is not a student saved by sb3_distill")
+    if "students" in saved and FILE_FORMAT_KEY in saved:
+        students = saved["students"]
+        if name is None:
+            if len(students) != 1:
+                raise ValueError(f"{str(path)!r} holds several students {sorted(students)}: pass name=")
+            (name,) = students
+        if name not in students:
+            raise KeyError(f"{str(path)!r} has no student {name!r}; it holds {sorted(students)}")
+        saved = students[name]
+    try:
+        return student_from_payload(saved, device=device)
+    except ValueError as error:
+        raise ValueError(f"{str(path)!r}: {error}") from error
+
+
+def obs_normalization_of(vec_normalize: VecNormalize | None) -> dict[str, Any] | None:
+    """
+    Snapshot of a ``VecNormalize``'s observation statistics, as a student records them.
+
+    :param vec_normalize: the teacher's ``VecNormalize`` wrapper, if any
+    :return: ``None`` when observations are not normalised
+    """
+    if vec_normalize is None or not vec_normalize.norm_obs:
+        return None
+    obs_rms = vec_normalize.obs_rms
+    assert isinstance(obs_rms, RunningMeanStd), "students support Box observations, not Dict"
+    return {
+        "mean": np.array(obs_rms.mean, copy=True),
+        "var": np.array(obs_rms.var, copy=True),
+        "count": float(obs_rms.count),
+        "clip_obs": float(vec_normalize.clip_obs),
+        "epsilon": float(vec_normalize.epsilon),
+    }
+
+
+def wrap_env(venv: VecEnv, student: BasePolicy) -> VecEnv:
+    """
+    Wrap a ``VecEnv`` so that it gives the student the observations it was distilled on.
+
+    Frame stacking, Atari preprocessing and image transposition are the environment's own
+    wrappers (make the env as the teacher's was made); this adds the teacher's ``VecNormalize``
+    observation statistics that the student recorded, frozen (``training=False``), rewards raw.
+
+    :param venv: the environment, wrapped as the teacher's was up to (not including) ``VecNormalize``
+    :param student: a student from :func:`load_student` or a distillation callback
+    :return: ``venv`` itself if the teacher did not normalise observations, else a ``VecNormalize``
+    """
+    stats = getattr(student, "obs_normalization", None)
+    if stats is None:
+        return venv
+    wrapped = VecNormalize(
+        venv, training=False, norm_obs=True, norm_reward=False, clip_obs=stats["clip_obs"], epsilon=stats["epsilon"]
+    )
+    obs_rms = wrapped.obs_rms
+    assert isinstance(obs_rms, RunningMeanStd)
+    obs_rms.mean = np.array(stats["mean"], copy=True)
+    obs_rms.var = np.array(stats["var"], copy=True)
+    obs_rms.count = stats["count"]
+    return wrapped

@@ -1,0 +1,119 @@
+"""What a teacher is: an SB3 model whose policy gives distillation targets."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import torch as th
+from gymnasium import spaces
+from stable_baselines3 import A2C, DQN, PPO
+from stable_baselines3.common.base_class import BaseAlgorithm
+from stable_baselines3.common.policies import BasePolicy
+from torch import nn
+
+from sb3_distill.outputs import PolicyOutputs, count_acting_parameters, has_value_head, policy_outputs, score_kind
+
+#: Teacher algorithms, by name. Their subclasses are accepted too.
+SUPPORTED_ALGORITHMS: tuple[type[BaseAlgorithm], ...] = (PPO, A2C, DQN)
+
+#: Largest batch the teacher evaluates in one forward pass (bounds memory for image observations).
+TARGET_CHUNK_SIZE = 4096
+
+
+@contextmanager
+def eval_mode(module: nn.Module) -> Iterator[None]:
+    """
+    Put ``module`` in eval mode for the block, then restore every submodule's own mode exactly.
+
+    :param module: the teacher's policy
+    """
+    modes = [(m, m.training) for m in module.modules()]
+    if not any(training for _, training in modes):
+        yield
+        return
+    module.train(False)
+    try:
+        yield
+    finally:
+        for m, training in modes:
+            m.training = training
+
+
+class Teacher:
+    """
+    Reads distillation targets from an SB3 model, never changing it.
+
+    :param model: a PPO, A2C or DQN model with a ``Discrete`` action space and ``Box`` observations
+    """
+
+    def __init__(self, model: BaseAlgorithm) -> None:
+        check_teacher(model)
+        self.model = model
+        self.policy: BasePolicy = model.policy
+        #: ``"logits"`` (actor-critic) or ``"q_values"`` (DQN)
+        self.kind = score_kind(self.policy)
+        #: whether targets include state values
+        self.has_values = has_value_head(self.policy)
+        #: parameters on the teacher's acting path
+        self.acting_parameters = count_acting_parameters(self.policy)
+
+    @property
+    def observation_space(self) -> spaces.Box:
+        """The observation space as the teacher's policy sees it (after SB3's image transposition)."""
+        space = self.policy.observation_space
+        assert isinstance(space, spaces.Box)
+        return space
+
+    @property
+    def action_space(self) -> spaces.Discrete:
+        """The teacher's action space."""
+        space = self.policy.action_space
+        assert isinstance(space, spaces.Discrete)
+        return space
+
+    @property
+    def device(self) -> th.device:
+        """Where the teacher's policy lives."""
+        return self.policy.device
+
+    def targets(self, obs: th.Tensor, with_values: bool = True) -> PolicyOutputs:
+        """
+        The teacher's action scores (and values) for a batch, without gradients, in eval mode.
+
+        :param obs: observation batch on the teacher's device, as stored in SB3's buffers
+        :param with_values: also compute state values (actor-critic teachers only)
+        :return: scores of shape ``(batch, n_actions)``, values of shape ``(batch,)`` or ``None``
+        """
+        with_values = with_values and self.has_values
+        with th.no_grad(), eval_mode(self.policy):
+            chunks = [
+                policy_outputs(self.policy, obs[start : start + TARGET_CHUNK_SIZE], with_values)
+                for start in range(0, len(obs), TARGET_CHUNK_SIZE)
+            ]
+        if len(chunks) == 1:
+            return chunks[0]
+        scores = th.cat([chunk.scores for chunk in chunks])
+        values = th.cat([chunk.values for chunk in chunks if chunk.values is not None]) if with_values else None
+        return PolicyOutputs(scores, values)
+
+
+def check_teacher(model: object) -> None:
+    """
+    Check that ``model`` can teach: a supported algorithm, a ``Discrete`` action space, ``Box`` observations.
+
+    :param model: the would-be teacher
+    """
+    names = ", ".join(cls.__name__ for cls in SUPPORTED_ALGORITHMS)
+    if not isinstance(model, SUPPORTED_ALGORITHMS):
+        raise TypeError(f"unsupported teacher algorithm {type(model).__name__}: supported teachers are {names}")
+    if not isinstance(model.action_space, spaces.Discrete):
+        raise TypeError(
+            f"unsupported teacher action space {model.action_space}: {type(model).__name__} teachers are "
+            f"supported with Discrete action spaces"
+        )
+    if not isinstance(model.observation_space, spaces.Box):
+        raise TypeError(
+            f"unsupported teacher observation space {model.observation_space}: expected a Box "
+            f"(vector or image observations)"
+        )

@@ -1,0 +1,109 @@
+"""Shared helpers: small real SB3 teachers on real environments."""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+import torch as th
+from stable_baselines3 import A2C, DQN, PPO
+from stable_baselines3.common.base_class import BaseAlgorithm
+from stable_baselines3.common.env_util import make_vec_env
+from stable_baselines3.common.policies import BasePolicy
+
+from sb3_distill import RealTimeDistillCallback
+from sb3_distill.evaluation import trajectory_agreement
+from sb3_distill.losses import kl_loss
+from sb3_distill.outputs import policy_outputs
+
+# One thread per test process: tests run in parallel (pytest-xdist) and tiny networks gain nothing from more.
+th.set_num_threads(1)
+
+#: Fast CartPole settings per algorithm (RL-Zoo's tuned ones, smaller where the test allows).
+CARTPOLE = {
+    "ppo": (
+        PPO,
+        8,
+        {
+            "n_steps": 32,
+            "batch_size": 256,
+            "gae_lambda": 0.8,
+            "gamma": 0.98,
+            "n_epochs": 20,
+            "ent_coef": 0.0,
+            "learning_rate": 1e-3,
+        },
+    ),
+    "a2c": (A2C, 8, {"ent_coef": 0.0}),
+    "dqn": (
+        DQN,
+        1,
+        {
+            "learning_rate": 2.3e-3,
+            "batch_size": 64,
+            "buffer_size": 50_000,
+            "learning_starts": 1000,
+            "target_update_interval": 10,
+            "train_freq": 256,
+            "gradient_steps": 128,
+            "exploration_fraction": 0.16,
+            "exploration_final_eps": 0.04,
+            "policy_kwargs": {"net_arch": [64, 64]},
+        },
+    ),
+}
+
+
+def make_teacher(algo: str, seed: int = 0, env_id: str = "CartPole-v1", **overrides) -> BaseAlgorithm:
+    """A fresh teacher with the fast CartPole settings."""
+    algo_class, n_envs, kwargs = CARTPOLE[algo]
+    env = make_vec_env(env_id, n_envs=n_envs, seed=seed)
+    return algo_class("MlpPolicy", env, seed=seed, **{**kwargs, **overrides})
+
+
+def greedy_agreement(teacher: BaseAlgorithm, student: BasePolicy, n_steps: int = 1000, seed: int = 123) -> float:
+    """Agreement on the teacher's own greedy CartPole trajectories."""
+    return trajectory_agreement(teacher, student, make_vec_env("CartPole-v1", seed=seed), n_steps=n_steps)
+
+
+def random_observations(n: int = 256, seed: int = 0) -> np.ndarray:
+    """CartPole-like observations for prediction comparisons."""
+    return np.random.default_rng(seed).normal(scale=0.5, size=(n, 4)).astype(np.float32)
+
+
+def policy_vector(model: BaseAlgorithm) -> th.Tensor:
+    """Every parameter of a model's policy, flattened."""
+    return th.cat([p.detach().flatten().cpu() for p in model.policy.parameters()])
+
+
+@pytest.fixture
+def tmp_file(tmp_path):
+    return tmp_path / "student.zip"
+
+
+class RecordingDistillCallback(RealTimeDistillCallback):
+    """The real callback, keeping every distillation's metrics and a copy of the students as first built."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.history: list[dict] = []
+        self.initial_students: dict = {}
+
+    def _init_callback(self) -> None:
+        super()._init_callback()
+        self.initial_students = copy.deepcopy(self.students)
+
+    def distill(self) -> dict:
+        metrics = super().distill()
+        self.history.append(metrics)
+        return metrics
+
+
+def kl_to_teacher(teacher: BaseAlgorithm, student: BasePolicy, obs: np.ndarray, temperature: float) -> float:
+    """KL(teacher || student) on a batch of observations, as the distillation loss computes it."""
+    obs_tensor = th.as_tensor(obs, device=teacher.device)
+    with th.no_grad():
+        teacher_scores = policy_outputs(teacher.policy, obs_tensor).scores
+        student_scores = policy_outputs(student, obs_tensor.to(student.device)).scores
+    return float(kl_loss(student_scores, teacher_scores, temperature))

@@ -1,0 +1,63 @@
+"""Distilling from frame-stacked Atari observations (ROMs ship inside ale-py): a few hundred teacher steps on Pong."""
+
+from __future__ import annotations
+
+import ale_py
+import gymnasium as gym
+import numpy as np
+import pytest
+from stable_baselines3 import DQN, PPO
+from stable_baselines3.common.env_util import make_atari_env
+from stable_baselines3.common.vec_env import VecFrameStack
+
+from sb3_distill import load_student
+from sb3_distill.architectures import SmallCNN
+from tests.conftest import RecordingDistillCallback, kl_to_teacher
+
+gym.register_envs(ale_py)
+
+
+def pong(n_envs: int, seed: int = 0) -> VecFrameStack:
+    return VecFrameStack(make_atari_env("PongNoFrameskip-v4", n_envs=n_envs, seed=seed), n_stack=4)
+
+
+TEACHERS = {
+    "ppo": lambda: PPO("CnnPolicy", pong(2), n_steps=64, batch_size=64, n_epochs=1, seed=0),
+    "dqn": lambda: DQN("CnnPolicy", pong(1), buffer_size=1000, learning_starts=64, train_freq=4, seed=0),
+}
+
+
+@pytest.mark.parametrize("algo", ["ppo", "dqn"])
+def test_small_cnn_student_distils_from_frame_stacked_pong(algo, tmp_path):
+    teacher = TEACHERS[algo]()
+    distill = RecordingDistillCallback(
+        student="CnnPolicy",
+        student_kwargs={"features_extractor_class": SmallCNN, "net_arch": []},
+        batch_size=64,
+        seed=0,
+    )
+    teacher.learn(384, callback=distill)
+
+    student = distill.student
+    # The student sees what the teacher's policy saw: 4 stacked 84x84 frames, channel-first, uint8.
+    assert student.observation_space == teacher.policy.observation_space
+    assert student.observation_space.shape == (4, 84, 84)
+    assert len(distill.history) >= 2
+    last = distill.history[-1]["students"]["student"]
+    assert np.isfinite(last["loss"])
+    # The student moved towards the (final) teacher on the observations the teacher collected.
+    if algo == "ppo":
+        obs = teacher.rollout_buffer.observations.reshape(-1, 4, 84, 84)
+    else:
+        obs = teacher.replay_buffer.observations[: teacher.replay_buffer.pos, 0]
+    temperature = distill.distiller.temperature
+    before = kl_to_teacher(teacher, distill.initial_students["student"], obs, temperature)
+    assert kl_to_teacher(teacher, student, obs, temperature) < 0.8 * before
+    # Near the real-time paper's headline: about 1.7-1.9% of the Nature-CNN's acting parameters.
+    assert 0.015 < last["compression"] < 0.022
+
+    student.save(tmp_path / "pong_student.zip")
+    same = load_student(tmp_path / "pong_student.zip")
+    obs = pong(2, seed=1).reset()  # raw env observations, channel-last: predict transposes them as SB3 does
+    assert obs.shape == (2, 84, 84, 4)
+    np.testing.assert_array_equal(student.predict(obs, deterministic=True)[0], same.predict(obs, deterministic=True)[0])
