@@ -169,7 +169,7 @@ class RealTimeDistillCallback(BaseCallback):
         temperature: float | None = None,
         learning_rate: float | Schedule = 1e-3,
         epochs: int = 4,
-        batch_size: int = 64,
+        batch_size: int = 128,
         distill_value: bool | None = None,
         vf_coef: float = 0.5,
         max_grad_norm: float | None = None,
