@@ -16,6 +16,7 @@ import time
 from typing import Any
 
 import gymnasium as gym
+import torch as th
 from stable_baselines3 import DQN, PPO
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.env_util import make_vec_env
@@ -25,7 +26,8 @@ from common import write_result
 
 from sb3_distill import RealTimeDistillCallback
 
-# Teachers: RL-Zoo's tuned CartPole settings, SB3's defaults on MinAtar (flattened 10x10x4 frames).
+# Teachers: RL-Zoo's tuned CartPole settings (and SB3's defaults for PPO, whose larger updates make the
+# relative overhead smaller), SB3's defaults on MinAtar (flattened 10x10x4 frames).
 CASES: dict[str, dict[str, Any]] = {
     "ppo/CartPole-v1": {
         "algo": PPO,
@@ -40,6 +42,14 @@ CASES: dict[str, dict[str, Any]] = {
             "ent_coef": 0.0,
             "learning_rate": 1e-3,
         },
+        "timesteps": 30_000,
+        "student_kwargs": {"net_arch": [8]},
+    },
+    "ppo/CartPole-v1/sb3-defaults": {
+        "algo": PPO,
+        "env": "CartPole-v1",
+        "n_envs": 1,
+        "kwargs": {},
         "timesteps": 30_000,
         "student_kwargs": {"net_arch": [8]},
     },
@@ -82,7 +92,7 @@ CASES: dict[str, dict[str, Any]] = {
 }
 
 
-def train(case: dict[str, Any], timesteps: int, seed: int, distill: bool) -> tuple[float, BaseAlgorithm, Any]:
+def train(case: dict[str, Any], timesteps: int, seed: int, distill: bool) -> tuple[float, float, BaseAlgorithm, Any]:
     env = make_vec_env(case["env"], n_envs=case["n_envs"], seed=seed)
     teacher = case["algo"]("MlpPolicy", env, seed=seed, **case["kwargs"])
     callback = (
@@ -90,9 +100,9 @@ def train(case: dict[str, Any], timesteps: int, seed: int, distill: bool) -> tup
         if distill
         else None
     )
-    start = time.perf_counter()
+    start, start_cpu = time.perf_counter(), time.process_time()
     teacher.learn(timesteps, callback=callback)
-    return time.perf_counter() - start, teacher, callback
+    return time.perf_counter() - start, time.process_time() - start_cpu, teacher, callback
 
 
 def main() -> None:
@@ -100,7 +110,9 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="3 repeats, half the budgets")
     parser.add_argument("--repeats", type=int, default=None)
     parser.add_argument("--cases", nargs="*", default=list(CASES), choices=list(CASES))
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (1 suits these small networks)")
     args = parser.parse_args()
+    th.set_num_threads(args.threads)
     repeats = args.repeats or (3 if args.quick else 5)
     scale = 0.5 if args.quick else 1.0
     if any(case.startswith(("ppo/MinAtar", "dqn/MinAtar")) for case in args.cases):
@@ -114,18 +126,19 @@ def main() -> None:
         case = CASES[name]
         timesteps = int(case["timesteps"] * scale)
         times: dict[str, list[float]] = {"without": [], "with": []}
-        ratios, distill_times, agreements = [], [], []
+        ratios, cpu_ratios, distill_times, agreements = [], [], [], []
         for repeat in range(repeats):
             order = (False, True) if repeat % 2 == 0 else (True, False)
-            pair = {}
+            pair, cpu_pair = {}, {}
             for distill in order:
-                elapsed, _, callback = train(case, timesteps, seed=repeat, distill=distill)
-                pair[distill] = elapsed
+                elapsed, cpu, _, callback = train(case, timesteps, seed=repeat, distill=distill)
+                pair[distill], cpu_pair[distill] = elapsed, cpu
                 times["with" if distill else "without"].append(elapsed)
                 if callback is not None:
                     distill_times.append(callback.distiller.total_time_s)
                     agreements.append(callback.model.logger.name_to_value["distill/agreement"])
             ratios.append(pair[True] / pair[False])
+            cpu_ratios.append(cpu_pair[True] / cpu_pair[False])
             print(
                 f"{name} repeat {repeat}: without {pair[False]:.2f}s with {pair[True]:.2f}s ratio {ratios[-1]:.3f}",
                 flush=True,
@@ -138,6 +151,8 @@ def main() -> None:
             "seeds": list(range(repeats)),
             "median_ratio": statistics.median(ratios),
             "ratios": ratios,
+            "median_cpu_time_ratio": statistics.median(cpu_ratios),
+            "cpu_time_ratios": cpu_ratios,
             "seconds_without": times["without"],
             "seconds_with": times["with"],
             "median_distill_fraction": statistics.median(
@@ -158,9 +173,8 @@ def main() -> None:
     )
     print(f"\nwritten {path}")
     for name, result in results.items():
-        print(
-            f"  {name:<28} median ratio {result['median_ratio']:.3f}  (distillation {result['median_distill_fraction']:.1%} of wall time)"
-        )
+        fraction = result["median_distill_fraction"]
+        print(f"  {name:<28} median ratio {result['median_ratio']:.3f}  (distillation {fraction:.1%} of wall time)")
 
 
 if __name__ == "__main__":

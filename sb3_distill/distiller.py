@@ -234,7 +234,8 @@ class Distiller:
             learning_rate = self.lr_schedule(progress_remaining)
             sums = {name: _Sums.zeros(obs.device) for name in self.students}
             for student in self.students.values():
-                student.set_training_mode(True)
+                if not student.training:  # SB3's predict() switches to eval mode itself; stay in train mode after
+                    student.set_training_mode(True)
                 update_learning_rate(student.optimizer, learning_rate)
             for epoch in range(epochs):
                 order = th.as_tensor(self._rng.permutation(n_obs), device=obs.device)
@@ -248,8 +249,6 @@ class Distiller:
                     )
                     for name, student in self.students.items():
                         self._step(name, student, batch, sums[name], count_agreement=epoch == epochs - 1)
-            for student in self.students.values():
-                student.set_training_mode(False)
         elapsed = time.perf_counter() - start_time
         self.total_time_s += elapsed
         return {"time_s": elapsed, "students": {name: self._metrics(name, sums[name]) for name in self.students}}
