@@ -18,7 +18,9 @@ def run_example(name: str, *args: str) -> str:
 
 
 def test_realtime_ppo_cartpole_demo(tmp_path):
-    out = run_example("realtime_ppo_cartpole.py", "--timesteps", "4096", "--n-eval-episodes", "3", "--output", str(tmp_path))
+    out = run_example(
+        "realtime_ppo_cartpole.py", "--timesteps", "4096", "--n-eval-episodes", "3", "--output", str(tmp_path)
+    )
     for row in ("teacher mean return", "student mean return", "student / teacher", "action agreement", "compression"):
         assert row in out
     assert "1.87%" in out  # a [12] student against PPO's [64, 64] actor on CartPole
