@@ -196,8 +196,11 @@ class Distiller:
 
     def _initial_torch_states(self, seed: int) -> list[th.Tensor]:
         devices = self._cuda_devices()
+        # Seed only the generators fork_rng restores: torch.manual_seed would reseed every CUDA device.
         with th.random.fork_rng(devices=devices):
-            th.manual_seed(seed)
+            th.random.default_generator.manual_seed(seed)
+            for device in devices:
+                th.cuda.default_generators[device].manual_seed(seed)
             return [th.get_rng_state()] + [th.cuda.get_rng_state(d) for d in devices]
 
     @contextmanager

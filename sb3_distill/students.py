@@ -273,8 +273,8 @@ def make_student(
         )
     if seed is None:
         seed = int(np.random.SeedSequence().generate_state(1)[0])
-    with th.random.fork_rng(devices=[]):
-        th.manual_seed(seed)
+    with th.random.fork_rng(devices=[]):  # students are built on the CPU, then moved
+        th.random.default_generator.manual_seed(seed)  # not torch.manual_seed: it would reseed every CUDA device
         policy: BasePolicy
         if isinstance(student, type):
             if not issubclass(student, BasePolicy):

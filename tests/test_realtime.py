@@ -65,6 +65,10 @@ def test_student_agrees_with_teacher_and_reloads_identically(algo, tmp_path):
         assert key in columns, key
 
 
+CUDA = pytest.param("cuda", marks=pytest.mark.skipif(not th.cuda.is_available(), reason="needs a CUDA device"))
+
+
+@pytest.mark.parametrize("device", ["cpu", CUDA])
 @pytest.mark.parametrize(
     ("algo", "steps", "overrides"),
     [
@@ -73,10 +77,12 @@ def test_student_agrees_with_teacher_and_reloads_identically(algo, tmp_path):
         ("dqn", 1500, {"learning_starts": 200, "train_freq": 4, "gradient_steps": 1}),
     ],
 )
-def test_teacher_is_bit_for_bit_unaffected(algo, steps, overrides):
+def test_teacher_is_bit_for_bit_unaffected(algo, steps, overrides, device):
+    overrides = {**overrides, "device": device}
     without = make_teacher(algo, seed=3, **overrides)
     without.learn(steps)
     np_state, torch_state = np.random.get_state()[1].copy(), th.get_rng_state().clone()
+    cuda_state = th.cuda.get_rng_state().clone() if device == "cuda" else None
 
     with_distill = make_teacher(algo, seed=3, **overrides)
     distill = RealTimeDistillCallback(student="MlpPolicy", student_kwargs={"net_arch": [8]}, seed=1)
@@ -87,6 +93,8 @@ def test_teacher_is_bit_for_bit_unaffected(algo, steps, overrides):
     # The global generators end where they would have: nothing was drawn from them.
     assert np.array_equal(np.random.get_state()[1], np_state)
     assert th.equal(th.get_rng_state(), torch_state)
+    if cuda_state is not None:  # PPO samples its actions from the CUDA generator there
+        assert th.equal(th.cuda.get_rng_state(), cuda_state)
 
 
 class TwoLayer(nn.Module):
