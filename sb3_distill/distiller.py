@@ -26,7 +26,15 @@ from sb3_distill.outputs import count_acting_parameters, has_value_head, policy_
 from sb3_distill.teachers import Teacher
 
 
-def _check_positive(name: str, value: Any, integer: bool = False, allow_zero: bool = False) -> None:
+def check_positive(name: str, value: Any, integer: bool = False, allow_zero: bool = False) -> None:
+    """
+    Raise a ``TypeError``/``ValueError`` naming ``name`` unless ``value`` is a finite positive number.
+
+    :param name: the option's name, for the message
+    :param value: its value
+    :param integer: require an integer
+    :param allow_zero: accept 0
+    """
     kind = "an integer" if integer else "a number"
     valid_type = isinstance(value, int | np.integer) if integer else isinstance(value, int | float | np.number)
     if isinstance(value, bool) or not valid_type:
@@ -67,16 +75,24 @@ class DistillConfig:
     def __post_init__(self) -> None:
         get_loss(self.loss)
         if self.temperature is not None:
-            _check_positive("temperature", self.temperature)
+            check_positive("temperature", self.temperature)
         if not callable(self.learning_rate):
-            _check_positive("learning_rate", self.learning_rate)
-        _check_positive("batch_size", self.batch_size, integer=True)
-        _check_positive("epochs", self.epochs, integer=True)
-        _check_positive("vf_coef", self.vf_coef, allow_zero=True)
+            check_positive("learning_rate", self.learning_rate)
+        check_positive("batch_size", self.batch_size, integer=True)
+        check_positive("epochs", self.epochs, integer=True)
+        check_positive("vf_coef", self.vf_coef, allow_zero=True)
         if self.max_grad_norm is not None:
-            _check_positive("max_grad_norm", self.max_grad_norm)
+            check_positive("max_grad_norm", self.max_grad_norm)
         if self.distill_value not in (None, True, False):
             raise TypeError(f"distill_value must be True, False or None, got {self.distill_value!r}")
+
+    def learning_rate_at(self, progress_remaining: float) -> float:
+        """
+        :param progress_remaining: the teacher's remaining progress, from 1 (start) to 0 (end)
+        :return: the students' learning rate at that point
+        """
+        learning_rate = self.learning_rate
+        return float(learning_rate(progress_remaining)) if callable(learning_rate) else float(learning_rate)
 
     def to_dict(self) -> dict[str, Any]:
         """:return: a picklable dict (a learning-rate schedule is stored with cloudpickle)."""
@@ -162,8 +178,6 @@ class Distiller:
         self.config = config
         self.policy_loss = get_loss(config.loss)
         self.temperature = config.temperature if config.temperature is not None else DEFAULT_TEMPERATURE[teacher.kind]
-        learning_rate = config.learning_rate
-        self.lr_schedule: Schedule = learning_rate if callable(learning_rate) else lambda _: float(learning_rate)
         self.distill_value = {name: self._resolve_distill_value(name, s) for name, s in self.students.items()}
         self.compression = {
             name: count_acting_parameters(s) / teacher.acting_parameters for name, s in self.students.items()
@@ -174,7 +188,8 @@ class Distiller:
         self.total_time_s = 0.0
         self._warned_non_finite = False
         numpy_seed, torch_seed = np.random.SeedSequence(seed).generate_state(2)
-        self._rng = np.random.default_rng(int(numpy_seed))
+        #: the distiller's own NumPy generator (minibatch order, replay sampling): never the global one
+        self.rng = np.random.default_rng(int(numpy_seed))
         self._torch_states = self._initial_torch_states(int(torch_seed))
 
     def _resolve_distill_value(self, name: str, student: BasePolicy) -> bool:
@@ -226,7 +241,7 @@ class Distiller:
         :param obs: observations on the teacher's device, as the teacher's policy takes them
         :param progress_remaining: the teacher's remaining progress (1 to 0), for learning-rate schedules
         :param epochs: passes over ``obs`` (default: the config's ``epochs``)
-        :return: ``{"time_s": ..., "students": {name: {"loss", "agreement", "compression", ...}}}``
+        :return: ``{"time_s", "learning_rate", "students": {name: {"loss", "agreement", "compression", ...}}}``
         """
         start_time = time.perf_counter()
         epochs = self.config.epochs if epochs is None else epochs
@@ -234,14 +249,14 @@ class Distiller:
         with self.private_torch_rng():
             targets = self.teacher.targets(obs, with_values=any(self.distill_value.values()))
             teacher_actions = targets.scores.argmax(dim=-1)
-            learning_rate = self.lr_schedule(progress_remaining)
+            learning_rate = self.config.learning_rate_at(progress_remaining)
             sums = {name: _Sums.zeros(obs.device) for name in self.students}
             for student in self.students.values():
                 if not student.training:  # SB3's predict() switches to eval mode itself; stay in train mode after
                     student.set_training_mode(True)
                 update_learning_rate(student.optimizer, learning_rate)
             for epoch in range(epochs):
-                order = th.as_tensor(self._rng.permutation(n_obs), device=obs.device)
+                order = th.as_tensor(self.rng.permutation(n_obs), device=obs.device)
                 for begin in range(0, n_obs, self.config.batch_size):
                     idx = order[begin : begin + self.config.batch_size]
                     batch = _Batch(
@@ -254,7 +269,8 @@ class Distiller:
                         self._step(name, student, batch, sums[name], count_agreement=epoch == epochs - 1)
         elapsed = time.perf_counter() - start_time
         self.total_time_s += elapsed
-        return {"time_s": elapsed, "students": {name: self._metrics(name, sums[name]) for name in self.students}}
+        students = {name: self._metrics(name, sums[name]) for name in self.students}
+        return {"time_s": elapsed, "learning_rate": learning_rate, "students": students}
 
     def _step(self, name: str, student: BasePolicy, batch: _Batch, sums: _Sums, count_agreement: bool) -> None:
         """One gradient step of one student on one minibatch."""
@@ -309,7 +325,7 @@ class Distiller:
         """:return: optimiser states, private generator states and counters (not the students' weights)."""
         return {
             "optimizers": {name: s.optimizer.state_dict() for name, s in self.students.items()},
-            "numpy_rng": self._rng.bit_generator.state,
+            "numpy_rng": self.rng.bit_generator.state,
             "torch_rng": [state.clone() for state in self._torch_states],
             "skipped_updates": dict(self.skipped_updates),
             "total_time_s": self.total_time_s,
@@ -327,7 +343,7 @@ class Distiller:
             )
         for name, student in self.students.items():
             student.optimizer.load_state_dict(state["optimizers"][name])
-        self._rng.bit_generator.state = state["numpy_rng"]
+        self.rng.bit_generator.state = state["numpy_rng"]
         if len(state["torch_rng"]) == len(self._torch_states):
             self._torch_states = [s.clone() for s in state["torch_rng"]]
         else:  # resumed on another kind of device: keep the CPU state, fresh CUDA ones

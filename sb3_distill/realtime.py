@@ -20,7 +20,7 @@ from stable_baselines3.common.on_policy_algorithm import OnPolicyAlgorithm
 from stable_baselines3.common.policies import BasePolicy
 from stable_baselines3.common.type_aliases import Schedule
 
-from sb3_distill.distiller import DistillConfig, Distiller, _check_positive
+from sb3_distill.distiller import DistillConfig, Distiller, check_positive
 from sb3_distill.serialization import PathLike, atomic_torch_save, torch_load
 from sb3_distill.students import (
     FILE_FORMAT_KEY,
@@ -138,8 +138,8 @@ class RealTimeDistillCallback(BaseCallback):
     Metrics go to the teacher's logger: ``distill/loss``, ``distill/agreement`` (fraction of
     greedy actions shared with the teacher, during the last epoch), ``distill/compression`` (acting
     parameters of student / teacher), ``distill/time_s`` (seconds of the last distillation),
-    ``distill/skipped_updates`` (non-finite losses), and ``distill/value_loss`` when values are
-    distilled. With several students each logs under ``distill/<name>/``.
+    ``distill/skipped_updates`` (non-finite losses), ``distill/learning_rate``, and
+    ``distill/value_loss`` when values are distilled. With several students each logs under ``distill/<name>/``.
 
     :param student: the student: an alias of the teacher's policy family (``"MlpPolicy"``,
         ``"CnnPolicy"``), an SB3 policy class, a policy instance built for the teacher's spaces, or a
@@ -189,7 +189,7 @@ class RealTimeDistillCallback(BaseCallback):
             max_grad_norm=max_grad_norm,
         )
         if distill_freq is not None:
-            _check_positive("distill_freq", distill_freq, integer=True)
+            check_positive("distill_freq", distill_freq, integer=True)
         self.distill_freq = batch_size if distill_freq is None else distill_freq
         self.seed = seed
         self._specs = _student_specs(student, student_kwargs)
@@ -231,7 +231,7 @@ class RealTimeDistillCallback(BaseCallback):
                     teacher.action_space,
                     self.model.policy_aliases,
                     student_kwargs=kwargs,
-                    learning_rate=self.config.learning_rate if not callable(self.config.learning_rate) else 0.0,
+                    learning_rate=self.config.learning_rate_at(1.0),
                     seed=int(student_seed),
                     device=teacher.device,
                 )
@@ -293,7 +293,7 @@ class RealTimeDistillCallback(BaseCallback):
         """
         assert self.distiller is not None
         assert self._source is not None
-        obs, epochs = self._source.take(self.config.epochs, self.distiller._rng)
+        obs, epochs = self._source.take(self.config.epochs, self.distiller.rng)
         obs_tensor = th.as_tensor(obs, device=self.distiller.teacher.device)
         metrics = self.distiller.update(obs_tensor, self.model._current_progress_remaining, epochs=epochs)
         self.n_distillations += 1
@@ -307,6 +307,7 @@ class RealTimeDistillCallback(BaseCallback):
     def _log(self, metrics: dict[str, Any]) -> None:
         prefix = "distill/"
         self.logger.record(prefix + "time_s", metrics["time_s"])
+        self.logger.record(prefix + "learning_rate", metrics["learning_rate"])
         self.logger.record(prefix + "n_distillations", self.n_distillations, exclude="tensorboard")
         for name, values in metrics["students"].items():
             student_prefix = prefix if len(self._specs) == 1 else f"{prefix}{name}/"

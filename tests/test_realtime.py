@@ -18,7 +18,13 @@ from stable_baselines3.common.vec_env import VecNormalize
 from torch import nn
 
 from sb3_distill import ModuleStudent, RealTimeDistillCallback, load_student, wrap_env
-from tests.conftest import greedy_agreement, make_teacher, policy_vector, random_observations
+from tests.conftest import (
+    RecordingDistillCallback,
+    greedy_agreement,
+    make_teacher,
+    policy_vector,
+    random_observations,
+)
 
 # Thresholds from measurements with seeds 0-2 and the default options (greedy agreement on the teacher's
 # own trajectories): PPO 0.83-0.93, A2C 0.88-0.96, DQN 0.52-0.67 (0.67 with seed 0, used here). DQN's
@@ -385,3 +391,18 @@ class TestAtomicSaves:
         th.save({"weights": th.zeros(2)}, tmp_path / "other.pt")
         with pytest.raises(ValueError, match="not a student saved by sb3_distill"):
             load_student(tmp_path / "other.pt")
+
+
+def test_learning_rate_schedule_follows_the_teacher_progress_and_survives_a_checkpoint(tmp_path):
+    teacher = make_teacher("ppo", seed=0)
+    distill = RecordingDistillCallback(
+        student="MlpPolicy", student_kwargs={"net_arch": [4]}, learning_rate=lambda progress: 1e-3 * progress
+    )
+    teacher.learn(1024, callback=distill)
+    # Distillation follows each teacher update (256 steps each): progress 0.75, 0.5, 0.25, then 0 at the end.
+    rates = [metrics["learning_rate"] for metrics in distill.history]
+    assert rates == pytest.approx([7.5e-4, 5e-4, 2.5e-4, 0.0])
+    assert teacher.logger.name_to_value["distill/learning_rate"] == pytest.approx(0.0)
+    distill.save(tmp_path / "distill.zip")
+    resumed = RealTimeDistillCallback.load(tmp_path / "distill.zip")
+    assert resumed.config.learning_rate_at(0.5) == pytest.approx(5e-4)
