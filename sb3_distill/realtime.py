@@ -56,9 +56,6 @@ class _RolloutSource:
     def n_new(self) -> int:
         return sum(len(obs) for obs in self.pending)
 
-    def skip(self) -> None:
-        self.pending.clear()
-
     def take(self, epochs: int, rng: np.random.Generator) -> tuple[np.ndarray, int]:
         """:return: every pending observation, to be seen ``epochs`` times."""
         obs = self.pending[0] if len(self.pending) == 1 else np.concatenate(self.pending)
@@ -81,6 +78,7 @@ class _ReplaySource:
         return self.model.num_timesteps - self.timesteps_seen
 
     def skip(self) -> None:
+        """Do not count the transitions collected so far (the teacher has not learned from them yet)."""
         self.timesteps_seen = self.model.num_timesteps
 
     def take(self, epochs: int, rng: np.random.Generator) -> tuple[np.ndarray, int]:
@@ -156,7 +154,8 @@ class RealTimeDistillCallback(BaseCallback):
         are actor-critics, so that the student can be fine-tuned with PPO)
     :param vf_coef: weight of the value loss
     :param max_grad_norm: clip the students' gradient norm (``None``: no clipping)
-    :param distill_freq: minimum number of new observations between two distillations (``None``: ``batch_size``)
+    :param distill_freq: minimum number of new observations between two distillations (``None``: ``batch_size``);
+        off-policy, one distillation holds ``epochs * distill_freq`` sampled observations in memory
     :param seed: seed of the students' initialisation and of the callback's private generators
     :param verbose: 1 prints a line when distillation starts
     """
