@@ -129,7 +129,7 @@ class ModuleStudent(StudentMixin, BasePolicy):
     :param observation_space: the teacher's observation space
     :param action_space: the teacher's (discrete) action space
     :param module: the network
-    :param lr_schedule: learning-rate schedule for the optimiser
+    :param lr_schedule: learning-rate schedule for the optimiser (``None``: 0 until a distiller sets it)
     :param normalize_images: scale uint8 images to [0, 1] before the module
     :param optimizer_class: optimiser class
     :param optimizer_kwargs: extra optimiser arguments
@@ -140,7 +140,7 @@ class ModuleStudent(StudentMixin, BasePolicy):
         observation_space: spaces.Space,
         action_space: spaces.Space,
         module: nn.Module,
-        lr_schedule: Schedule = BasePolicy._dummy_schedule,
+        lr_schedule: Schedule | None = None,
         normalize_images: bool = True,
         optimizer_class: type[th.optim.Optimizer] = th.optim.Adam,
         optimizer_kwargs: dict[str, Any] | None = None,
@@ -153,7 +153,8 @@ class ModuleStudent(StudentMixin, BasePolicy):
             optimizer_kwargs=optimizer_kwargs,
         )
         self.module = module
-        self.optimizer = self.optimizer_class(self.module.parameters(), lr=lr_schedule(1), **self.optimizer_kwargs)  # type: ignore[call-arg]
+        learning_rate = lr_schedule(1) if lr_schedule is not None else 0.0  # the distiller sets it per update
+        self.optimizer = self.optimizer_class(self.module.parameters(), lr=learning_rate, **self.optimizer_kwargs)  # type: ignore[call-arg]
 
     def action_scores(self, obs: th.Tensor) -> th.Tensor:
         """
