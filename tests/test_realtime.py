@@ -145,7 +145,7 @@ def test_student_as_policy_class_and_as_instance():
     assert not th.equal(before, after)
 
 
-def test_several_students_share_the_batches():
+def test_several_students_share_the_batches(tmp_path):
     teacher = make_teacher("ppo", seed=0)
     distill = RealTimeDistillCallback(
         student={"tiny": ("MlpPolicy", {"net_arch": [4]}), "small": ("MlpPolicy", {"net_arch": [16]})}, seed=0
@@ -156,6 +156,19 @@ def test_several_students_share_the_batches():
     assert logged["distill/tiny/compression"] < logged["distill/small/compression"]
     with pytest.raises(AttributeError, match="several students"):
         _ = distill.student
+    # Checkpoints carry every student; a student file of a checkpoint is picked by name.
+    distill.save(tmp_path / "distill.zip")
+    resumed = RealTimeDistillCallback.load(tmp_path / "distill.zip")
+    assert sorted(resumed.students) == ["small", "tiny"]
+    teacher.learn(512, callback=resumed, reset_num_timesteps=False)
+    assert resumed.n_distillations > distill.n_distillations
+    tiny = load_student(tmp_path / "distill.zip", name="tiny")
+    obs = random_observations()
+    np.testing.assert_array_equal(
+        tiny.predict(obs, deterministic=True)[0], distill.students["tiny"].predict(obs, deterministic=True)[0]
+    )
+    with pytest.raises(ValueError, match=r"holds several students \['small', 'tiny'\]: pass name="):
+        load_student(tmp_path / "distill.zip")
 
 
 def test_resume_continues_the_student(tmp_path):
