@@ -1,6 +1,8 @@
 """Ready student networks: features extractors sized to a fraction of the usual teachers.
 
-Use them as ``student_kwargs={"features_extractor_class": SmallCNN, ...}`` with ``"CnnPolicy"``.
+Use them as ``student_kwargs={"features_extractor_class": SmallCNN, "net_arch": []}`` with
+``"CnnPolicy"`` (Atari) or ``"MlpPolicy"`` (:class:`MinAtarCNN`); they are also importable from
+:mod:`sb3_distill.students`, and by dotted name from YAML files (``sb3_distill.students.SmallCNN``).
 """
 
 from __future__ import annotations
@@ -44,3 +46,40 @@ class SmallCNN(BaseFeaturesExtractor):
 
     def forward(self, observations: th.Tensor) -> th.Tensor:
         return self.linear(self.cnn(observations))
+
+
+class MinAtarCNN(BaseFeaturesExtractor):
+    """
+    The MinAtar network (Young & Tian, 2019: one 3x3 convolution, then one linear layer), with a size knob.
+
+    MinAtar frames are 10x10xC binary arrays, channel-last, which SB3 does not treat as images
+    (they are not uint8): this extractor takes them as they come and moves the channels first.
+    With ``channels=16, features_dim=128`` it is the paper's DQN torso; the defaults make a student.
+
+    :param observation_space: ``Box`` of shape ``(height, width, channels)``
+        (or channel-first, with ``channels_last=False``)
+    :param channels: output channels of the convolution
+    :param features_dim: size of the output features
+    :param channels_last: whether observations are ``(height, width, channels)``, as MinAtar gives them
+    """
+
+    def __init__(
+        self, observation_space: spaces.Box, channels: int = 8, features_dim: int = 16, channels_last: bool = True
+    ) -> None:
+        super().__init__(observation_space, features_dim)
+        if len(observation_space.shape) != 3:
+            raise ValueError(f"MinAtarCNN expects 3-d observations (height, width, channels), got {observation_space}")
+        self.channels_last = channels_last
+        n_input_channels = observation_space.shape[-1 if channels_last else 0]
+        self.cnn = nn.Sequential(
+            nn.Conv2d(n_input_channels, channels, kernel_size=3, stride=1), nn.ReLU(), nn.Flatten()
+        )
+        with th.no_grad():
+            n_flatten = self.cnn(self._channels_first(th.zeros((1, *observation_space.shape)))).shape[1]
+        self.linear = nn.Sequential(nn.Linear(n_flatten, features_dim), nn.ReLU())
+
+    def _channels_first(self, observations: th.Tensor) -> th.Tensor:
+        return observations.permute(0, 3, 1, 2) if self.channels_last else observations
+
+    def forward(self, observations: th.Tensor) -> th.Tensor:
+        return self.linear(self.cnn(self._channels_first(observations.float())))

@@ -1,7 +1,8 @@
 """What a policy outputs for distillation, for teachers and students alike.
 
 Every supported policy maps a batch of observations to *action scores*, one per discrete action
-(an actor-critic's logits, a Q-network's Q-values, a wrapped module's raw outputs), and
+(an actor-critic's logits, a Q-network's Q-values, the mean of a QR-DQN's quantiles, a wrapped
+module's raw outputs), and
 actor-critic policies also to a state value. Teachers and students share this code, so a student
 is read exactly the way a teacher is.
 """
@@ -11,6 +12,7 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import torch as th
+from sb3_contrib.qrdqn.policies import QRDQNPolicy, QuantileNetwork
 from stable_baselines3.common.policies import ActorCriticPolicy, BasePolicy
 from stable_baselines3.dqn.policies import DQNPolicy, QNetwork
 from torch import nn
@@ -18,6 +20,9 @@ from torch import nn
 #: Policy families that can act as teacher or student, by what their scores mean.
 LOGITS = "logits"
 Q_VALUES = "q_values"
+
+#: Policies whose action scores are Q-values (QR-DQN's are the means of its quantiles).
+Q_POLICIES = (DQNPolicy, QNetwork, QRDQNPolicy, QuantileNetwork)
 
 
 class PolicyOutputs(NamedTuple):
@@ -34,7 +39,7 @@ def score_kind(policy: nn.Module) -> str:
     :param policy: an SB3 policy or a wrapped module student
     :return: ``"q_values"`` for Q-networks, ``"logits"`` otherwise
     """
-    return Q_VALUES if isinstance(policy, DQNPolicy | QNetwork) else LOGITS
+    return Q_VALUES if isinstance(policy, Q_POLICIES) else LOGITS
 
 
 def has_value_head(policy: nn.Module) -> bool:
@@ -45,7 +50,7 @@ def has_value_head(policy: nn.Module) -> bool:
 def is_supported_policy(policy: nn.Module) -> bool:
     """:return: whether ``policy_outputs`` can read this policy."""
     # ModuleStudent defines ``action_scores``; imported lazily to keep this module dependency-free.
-    return isinstance(policy, ActorCriticPolicy | DQNPolicy | QNetwork) or hasattr(policy, "action_scores")
+    return isinstance(policy, (ActorCriticPolicy, *Q_POLICIES)) or hasattr(policy, "action_scores")
 
 
 def policy_outputs(policy: BasePolicy, obs: th.Tensor, with_values: bool = True) -> PolicyOutputs:
@@ -55,7 +60,7 @@ def policy_outputs(policy: BasePolicy, obs: th.Tensor, with_values: bool = True)
     Observations are what SB3 stores in its buffers: the policy applies its own ``preprocess_obs``
     (uint8 scaling, flattening). One pass through the shared features extractor serves both heads.
 
-    :param policy: an ``ActorCriticPolicy``, ``DQNPolicy``/``QNetwork`` or a wrapped module student
+    :param policy: an ``ActorCriticPolicy``, a DQN or QR-DQN policy (or its online network), or a wrapped module student
     :param obs: observation batch on the policy's device
     :param with_values: also compute the value head of an actor-critic
     :return: scores and values (``None`` where the policy has no value head or none was asked for)
@@ -75,6 +80,9 @@ def policy_outputs(policy: BasePolicy, obs: th.Tensor, with_values: bool = True)
         return PolicyOutputs(policy.q_net(obs), None)
     if isinstance(policy, QNetwork):
         return PolicyOutputs(policy(obs), None)
+    if isinstance(policy, QRDQNPolicy | QuantileNetwork):
+        quantile_net = policy.quantile_net if isinstance(policy, QRDQNPolicy) else policy
+        return PolicyOutputs(quantile_net(obs).mean(dim=1), None)  # (batch, n_quantiles, n_actions) -> Q-values
     action_scores = getattr(policy, "action_scores", None)  # ModuleStudent
     if callable(action_scores):
         return PolicyOutputs(action_scores(obs), None)
@@ -83,7 +91,7 @@ def policy_outputs(policy: BasePolicy, obs: th.Tensor, with_values: bool = True)
 
 def acting_modules(policy: nn.Module) -> list[nn.Module]:
     """
-    The modules a policy uses to act (the actor path of an actor-critic, the online Q-network of DQN).
+    The modules a policy uses to act (the actor path of an actor-critic, the online network of DQN or QR-DQN).
 
     :param policy: an SB3 policy or a wrapped module student
     :return: modules whose parameters count towards the policy's acting size
@@ -93,6 +101,8 @@ def acting_modules(policy: nn.Module) -> list[nn.Module]:
         return [policy.pi_features_extractor, actor, policy.action_net]
     if isinstance(policy, DQNPolicy):
         return [policy.q_net]
+    if isinstance(policy, QRDQNPolicy):
+        return [policy.quantile_net]
     return [policy]
 
 

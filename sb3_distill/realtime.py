@@ -2,18 +2,21 @@
 
 After every teacher update the callback hands the observations the teacher has just collected to
 the :class:`~sb3_distill.distiller.Distiller`: on-policy teachers (PPO, A2C) give their rollouts,
-off-policy teachers (DQN) a sample of their replay buffer. The callback reads SB3's buffers by
+off-policy teachers (DQN, QR-DQN) a sample of their replay buffer. The callback reads SB3's buffers by
 indexing their arrays with its own generator; it never calls ``rollout_buffer.get()`` or
 ``replay_buffer.sample()``, which draw from the global NumPy generator the teacher trains with.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch as th
+from gymnasium import spaces
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
 from stable_baselines3.common.on_policy_algorithm import OnPolicyAlgorithm
@@ -33,6 +36,7 @@ from sb3_distill.students import (
     student_payload,
 )
 from sb3_distill.teachers import Teacher
+from sb3_distill.zoo import current_zoo_run
 
 #: The name of the student when a single one is given.
 SINGLE_STUDENT = "student"
@@ -125,7 +129,7 @@ def _student_specs(
 
 class RealTimeDistillCallback(BaseCallback):
     """
-    Distil a PPO, A2C or DQN teacher into small students while it trains.
+    Distil a PPO, A2C, DQN or QR-DQN teacher into small students while it trains.
 
     After each teacher update, the students learn from the observations the teacher has just
     collected: the whole rollout for PPO/A2C (``epochs`` passes), or ``epochs`` samples per new
@@ -156,8 +160,14 @@ class RealTimeDistillCallback(BaseCallback):
     :param max_grad_norm: clip the students' gradient norm (``None``: no clipping)
     :param distill_freq: minimum number of new observations between two distillations (``None``: ``batch_size``);
         off-policy, one distillation holds ``epochs * distill_freq`` sampled observations in memory
+    :param save_path: folder where each student is saved when training ends, as ``{name_prefix}.zip``
+        (several students: ``{name_prefix}_{name}.zip``). ``None``: nowhere, except under RL-Zoo's
+        ``train``, where students go to the run's folder next to the teacher, as ``{env}_student.zip``
+    :param name_prefix: file name stem of the saved students (default ``"student"``, or
+        ``"{env}_student"`` in an RL-Zoo run)
     :param seed: seed of the students' initialisation and of the callback's private generators
-    :param verbose: 1 prints a line when distillation starts
+        (``None``: derived from the teacher's ``seed`` when it has one, else fresh entropy)
+    :param verbose: 1 prints a line when distillation starts and when students are saved
     """
 
     def __init__(
@@ -173,6 +183,8 @@ class RealTimeDistillCallback(BaseCallback):
         vf_coef: float = 0.5,
         max_grad_norm: float | None = None,
         distill_freq: int | None = None,
+        save_path: PathLike | None = None,
+        name_prefix: str | None = None,
         seed: int | None = None,
         verbose: int = 0,
     ) -> None:
@@ -190,8 +202,11 @@ class RealTimeDistillCallback(BaseCallback):
         if distill_freq is not None:
             check_positive("distill_freq", distill_freq, integer=True)
         self.distill_freq = batch_size if distill_freq is None else distill_freq
+        self.save_path = save_path
+        self.name_prefix = name_prefix
         self.seed = seed
         self._specs = _student_specs(student, student_kwargs)
+        self._student_paths: dict[str, Path] = {}
         self.distiller: Distiller | None = None
         self._source: _RolloutSource | _ReplaySource | None = None
         self._updates_seen: int | None = None
@@ -219,24 +234,53 @@ class RealTimeDistillCallback(BaseCallback):
 
     # -- SB3 hooks -----------------------------------------------------------------------------
 
+    def make_students(
+        self,
+        observation_space: spaces.Space,
+        action_space: spaces.Space,
+        policy_aliases: Mapping[str, type[BasePolicy]],
+        seed: int | None = None,
+        device: th.device | str = "cpu",
+    ) -> dict[str, BasePolicy]:
+        """
+        Build this callback's students for a teacher's spaces (training does it; this is for checks).
+
+        :param observation_space: the teacher policy's observation space
+        :param action_space: the teacher's action space
+        :param policy_aliases: the teacher algorithm's policy aliases
+        :param seed: seed of the initialisation
+        :param device: where the students live
+        :return: the students, by name
+        """
+        seeds = np.random.SeedSequence(seed).generate_state(len(self._specs))
+        return {
+            name: make_student(
+                spec,
+                observation_space,
+                action_space,
+                policy_aliases,
+                student_kwargs=kwargs,
+                learning_rate=self.config.learning_rate_at(1.0),
+                seed=int(student_seed),
+                device=device,
+            )
+            for (name, (spec, kwargs)), student_seed in zip(self._specs.items(), seeds, strict=True)
+        }
+
     def _init_callback(self) -> None:
         teacher = Teacher(self.model)
         if self.distiller is None:
-            seeds = np.random.SeedSequence(self.seed).generate_state(len(self._specs) + 1)
-            students = {
-                name: make_student(
-                    spec,
-                    teacher.observation_space,
-                    teacher.action_space,
-                    self.model.policy_aliases,
-                    student_kwargs=kwargs,
-                    learning_rate=self.config.learning_rate_at(1.0),
-                    seed=int(student_seed),
-                    device=teacher.device,
-                )
-                for (name, (spec, kwargs)), student_seed in zip(self._specs.items(), seeds[1:], strict=True)
-            }
-            self.distiller = Distiller(teacher, students, self.config, seed=int(seeds[0]))
+            # No seed given: follow the teacher's, so that a seeded run (RL-Zoo's --seed) is reproducible.
+            seed = self.seed if self.seed is not None else self.model.seed
+            distiller_seed, students_seed = np.random.SeedSequence(seed).generate_state(2)
+            students = self.make_students(
+                teacher.observation_space,
+                teacher.action_space,
+                self.model.policy_aliases,
+                seed=int(students_seed),
+                device=teacher.device,
+            )
+            self.distiller = Distiller(teacher, students, self.config, seed=int(distiller_seed))
             if self._resume_state is not None:
                 self.distiller.load_state_dict(self._resume_state)
                 self._resume_state = None
@@ -252,6 +296,7 @@ class RealTimeDistillCallback(BaseCallback):
         if not isinstance(self._source, source_class) or self._source.model is not self.model:
             self._source = source_class(self.model)  # type: ignore[arg-type]
         self._updates_seen = self.model._n_updates
+        self._student_paths = self._resolve_student_paths()
         if self.verbose >= 1:
             for name, compression in self.distiller.compression.items():
                 teacher_name = type(self.model).__name__
@@ -269,6 +314,7 @@ class RealTimeDistillCallback(BaseCallback):
 
     def _on_training_end(self) -> None:
         self._maybe_distill(1)
+        self.save_students()
 
     def _maybe_distill(self, min_new: int) -> None:
         """Distil if the teacher has updated since the last distillation and enough data is new."""
@@ -313,6 +359,42 @@ class RealTimeDistillCallback(BaseCallback):
             for key, value in values.items():
                 self.logger.record(student_prefix + key, value)
 
+    # -- saving --------------------------------------------------------------------------------
+
+    def _resolve_student_paths(self) -> dict[str, Path]:
+        """Where ``save_students`` writes; checked (folder created) before the teacher's first step."""
+        folder, prefix = self.save_path, self.name_prefix
+        if folder is None:
+            run = current_zoo_run()
+            if run is None:
+                return {}
+            folder, prefix = run.save_path, prefix or f"{run.env_name}_student"
+        prefix = prefix or "student"
+        try:
+            os.makedirs(folder, exist_ok=True)
+        except OSError as error:
+            raise OSError(f"cannot create the students' folder save_path={str(folder)!r}: {error}") from error
+        if list(self._specs) == [SINGLE_STUDENT]:
+            return {SINGLE_STUDENT: Path(folder) / f"{prefix}.zip"}
+        return {name: Path(folder) / f"{prefix}_{name}.zip" for name in self._specs}
+
+    def save_students(self) -> dict[str, Path]:
+        """
+        Save each student to its file under ``save_path`` (done when training ends).
+
+        :return: the files written, by student name (empty when there is nowhere to save)
+        """
+        if self.distiller is None:
+            return {}
+        paths = getattr(self, "_student_paths", {})
+        for name, path in paths.items():
+            student = self.distiller.students[name]
+            assert isinstance(student, StudentMixin)
+            student.save(path)
+            if self.verbose >= 1:
+                print(f"Saved student {name!r} to {path}")
+        return paths
+
     # -- checkpoints ---------------------------------------------------------------------------
 
     def save(self, path: PathLike) -> None:
@@ -333,6 +415,8 @@ class RealTimeDistillCallback(BaseCallback):
             "config": self.config.to_dict(),
             "callback": {
                 "distill_freq": self.distill_freq,
+                "save_path": None if self.save_path is None else str(self.save_path),
+                "name_prefix": self.name_prefix,
                 "seed": self.seed,
                 "n_distillations": self.n_distillations,
                 "single": list(self._specs) == [SINGLE_STUDENT],
@@ -361,6 +445,7 @@ class RealTimeDistillCallback(BaseCallback):
         options = {**DistillConfig.from_dict(saved["config"]).__dict__}
         callback_state = saved["callback"]
         options.update(distill_freq=callback_state["distill_freq"], seed=callback_state["seed"])
+        options.update(save_path=callback_state.get("save_path"), name_prefix=callback_state.get("name_prefix"))
         options.update(overrides)
         student: Any = students[SINGLE_STUDENT] if callback_state["single"] else students
         callback = cls(student=student, verbose=verbose, **options)

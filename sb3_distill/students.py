@@ -24,8 +24,20 @@ from stable_baselines3.common.utils import get_device
 from stable_baselines3.common.vec_env import VecEnv, VecNormalize
 from torch import nn
 
+from sb3_distill.architectures import MinAtarCNN, SmallCNN
 from sb3_distill.outputs import is_supported_policy
 from sb3_distill.serialization import PathLike, atomic_torch_save, torch_load
+
+__all__ = [
+    "MinAtarCNN",
+    "ModuleStudent",
+    "SmallCNN",
+    "import_name",
+    "load_student",
+    "make_student",
+    "resolve_student_kwargs",
+    "wrap_env",
+]
 
 #: Marker stored in every student file and checkpoint written by this package.
 FILE_FORMAT_KEY = "sb3_distill"
@@ -34,23 +46,56 @@ FILE_FORMAT_VERSION = 1
 #: What the ``student`` argument accepts.
 StudentSpec = str | type[BasePolicy] | BasePolicy | nn.Module
 
+#: Prefixes of the short names that ``student_kwargs`` may use, as RL-Zoo's YAML files do (``nn.ReLU``).
+_NAME_PREFIXES = {"nn": "torch.nn", "th": "torch"}
+
 
 def _class_path(cls: type) -> str:
     return f"{cls.__module__}:{cls.__qualname__}"
 
 
-def _import_class(path: str) -> type:
-    module_name, _, qualname = path.partition(":")
+def import_name(name: str, what: str = "name") -> Any:
+    """
+    Import an object by its dotted name (``package.module.Name`` or ``package.module:Qual.Name``).
+
+    Lets YAML files and command lines refer to classes: ``sb3_distill.students.SmallCNN``,
+    ``torch.nn.ReLU`` (or RL-Zoo's short form ``nn.ReLU``).
+
+    :param name: the dotted name
+    :param what: what the name is for, for the error message
+    :return: the object
+    """
+    head, _, _ = name.partition(".")
+    path = _NAME_PREFIXES[head] + name[len(head) :] if head in _NAME_PREFIXES else name
+    module_name, sep, qualname = path.partition(":")
+    if not sep:
+        module_name, _, qualname = path.rpartition(".")
+    if not module_name or not qualname:
+        raise ImportError(f"{what} {name!r} is not a dotted name such as 'package.module.Name'")
     try:
         obj: Any = importlib.import_module(module_name)
         for part in qualname.split("."):
             obj = getattr(obj, part)
     except (ImportError, AttributeError) as error:
-        raise ImportError(
-            f"cannot import the student's policy class {path!r}: define it in an importable module "
-            f"(not in __main__ or a function) and import that module before loading"
-        ) from error
+        raise ImportError(f"{what} {name!r} does not import: {error}") from error
     return obj
+
+
+def resolve_student_kwargs(student_kwargs: Mapping[str, Any] | None) -> dict[str, Any]:
+    """
+    ``policy_kwargs`` for a student, with class names given as strings imported.
+
+    Keys ending in ``_class`` and ``activation_fn`` may hold dotted names (as YAML files must);
+    everything else is passed unchanged.
+
+    :param student_kwargs: the user's ``student_kwargs``
+    :return: a new dict
+    """
+    kwargs = dict(student_kwargs or {})
+    for key, value in kwargs.items():
+        if isinstance(value, str) and (key.endswith("_class") or key == "activation_fn"):
+            kwargs[key] = import_name(value, f"student_kwargs[{key!r}]")
+    return kwargs
 
 
 class StudentMixin:
@@ -252,21 +297,29 @@ def make_student(
     never moves the global torch generator that the teacher draws from.
 
     :param student: an alias of ``policy_aliases`` (``"MlpPolicy"``, ``"CnnPolicy"``), an SB3 policy
-        class, a policy instance built for these spaces, or a ``torch.nn.Module``
+        class (or its dotted name, ``"sb3_contrib.qrdqn.policies.CnnPolicy"``), a policy instance built
+        for these spaces, or a ``torch.nn.Module``
     :param observation_space: the teacher's observation space
     :param action_space: the teacher's action space
     :param policy_aliases: the teacher's policy aliases (``PPO.policy_aliases``, say)
-    :param student_kwargs: ``policy_kwargs`` for an alias or a class (``net_arch``, ``features_extractor_class``...)
+    :param student_kwargs: ``policy_kwargs`` for an alias or a class (``net_arch``, ``features_extractor_class``...);
+        classes may be given by dotted name (see :func:`resolve_student_kwargs`)
     :param learning_rate: initial learning rate of the student's optimiser
     :param seed: seed of the weight initialisation (``None``: fresh entropy)
     :param device: where the student lives
     :return: the student, checked against the spaces
     """
-    kwargs = dict(student_kwargs or {})
+    kwargs = resolve_student_kwargs(student_kwargs)
     if isinstance(student, str):
-        if student not in policy_aliases:
-            raise ValueError(f"unknown student policy alias {student!r}: expected one of {sorted(policy_aliases)}")
-        student = policy_aliases[student]
+        if student in policy_aliases:
+            student = policy_aliases[student]
+        elif "." in student or ":" in student:
+            student = import_name(student, "student")
+        else:
+            raise ValueError(
+                f"unknown student policy alias {student!r}: expected one of {sorted(policy_aliases)} "
+                f"or the dotted name of a policy class"
+            )
     if not isinstance(student, type) and kwargs:
         raise ValueError(
             f"student_kwargs {sorted(kwargs)} only apply when student is an alias or a policy class, "
@@ -324,7 +377,13 @@ def student_from_payload(payload: Mapping[str, Any], device: th.device | str = "
     meta = payload.get(FILE_FORMAT_KEY) if isinstance(payload, Mapping) else None
     if not isinstance(meta, Mapping) or "data" not in payload or "state_dict" not in payload:
         raise ValueError("not a student saved by sb3_distill (no student entry found)")
-    policy_class = as_student_class(_import_class(meta["policy_class"]))
+    try:
+        policy_class = as_student_class(import_name(meta["policy_class"], "the student's policy class"))
+    except ImportError as error:
+        raise ImportError(
+            f"{error}; define it in an importable module (not in __main__ or a function) and import "
+            f"that module before loading"
+        ) from error
     with th.random.fork_rng(devices=[]):  # the weights are overwritten: keep the user's generator untouched
         student = policy_class(**payload["data"])
     assert isinstance(student, StudentMixin)

@@ -7,6 +7,7 @@ from contextlib import contextmanager
 
 import torch as th
 from gymnasium import spaces
+from sb3_contrib import QRDQN
 from stable_baselines3 import A2C, DQN, PPO
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.policies import BasePolicy
@@ -15,7 +16,7 @@ from torch import nn
 from sb3_distill.outputs import PolicyOutputs, count_acting_parameters, has_value_head, policy_outputs, score_kind
 
 #: Teacher algorithms, by name. Their subclasses are accepted too.
-SUPPORTED_ALGORITHMS: tuple[type[BaseAlgorithm], ...] = (PPO, A2C, DQN)
+SUPPORTED_ALGORITHMS: tuple[type[BaseAlgorithm], ...] = (PPO, A2C, DQN, QRDQN)
 
 #: Largest batch the teacher evaluates in one forward pass (bounds memory for image observations).
 TARGET_CHUNK_SIZE = 4096
@@ -44,14 +45,14 @@ class Teacher:
     """
     Reads distillation targets from an SB3 model, never changing it.
 
-    :param model: a PPO, A2C or DQN model with a ``Discrete`` action space and ``Box`` observations
+    :param model: a PPO, A2C, DQN or QR-DQN model with a ``Discrete`` action space and ``Box`` observations
     """
 
     def __init__(self, model: BaseAlgorithm) -> None:
         check_teacher(model)
         self.model = model
         self.policy: BasePolicy = model.policy
-        #: ``"logits"`` (actor-critic) or ``"q_values"`` (DQN)
+        #: ``"logits"`` (actor-critic) or ``"q_values"`` (DQN, QR-DQN: the mean of its quantiles)
         self.kind = score_kind(self.policy)
         #: whether targets include state values
         self.has_values = has_value_head(self.policy)

@@ -1,0 +1,51 @@
+"""Register the environments the hyperparameter files use: ALE's Atari games and MinAtar's.
+
+Import it for its side effect, as RL-Zoo does with ``--gym-packages sb3_distill.envs``
+(the ``sb3-distill`` command imports it itself). Packages that are not installed are skipped;
+:func:`require_env` then says which one to install.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+
+import gymnasium as gym
+
+#: Environment id prefix -> the package that provides it, for error messages.
+PROVIDERS = {"MinAtar/": "minatar", "ALE/": "ale-py"}
+
+
+def register() -> None:
+    """Register ALE's games (``PongNoFrameskip-v4``) and MinAtar's (``MinAtar/Breakout-v1``), where installed."""
+    if importlib.util.find_spec("ale_py") is not None:
+        import ale_py
+
+        gym.register_envs(ale_py)
+    if importlib.util.find_spec("minatar") is not None and "MinAtar/Breakout-v1" not in gym.registry:
+        from minatar import gym as minatar_gym
+
+        minatar_gym.register_envs()
+
+
+def require_env(env_id: str) -> None:
+    """
+    Check that ``env_id`` is registered, naming the package to install or the close matches if not.
+
+    :param env_id: the environment id
+    """
+    import difflib
+
+    register()
+    if env_id in gym.registry:
+        return
+    for prefix, package in PROVIDERS.items():
+        if env_id.startswith(prefix) and importlib.util.find_spec(package.replace("-", "_")) is None:
+            raise ValueError(f"environment {env_id!r} needs the {package!r} package: pip install {package}")
+    if env_id.endswith("NoFrameskip-v4") and importlib.util.find_spec("ale_py") is None:
+        raise ValueError(f"Atari environment {env_id!r} needs ale-py: pip install 'sb3-distill[atari]'")
+    close = difflib.get_close_matches(env_id, list(gym.registry), n=3)
+    hint = f"; close matches: {', '.join(close)}" if close else ""
+    raise ValueError(f"environment {env_id!r} is not registered{hint}")
+
+
+register()
