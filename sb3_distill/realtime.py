@@ -207,6 +207,7 @@ class RealTimeDistillCallback(BaseCallback):
         self.seed = seed
         self._specs = _student_specs(student, student_kwargs)
         self._student_paths: dict[str, Path] = {}
+        self._saved_at: int | None = None
         self.distiller: Distiller | None = None
         self._source: _RolloutSource | _ReplaySource | None = None
         self._updates_seen: int | None = None
@@ -313,6 +314,8 @@ class RealTimeDistillCallback(BaseCallback):
         self._maybe_distill(self.distill_freq)
 
     def _on_training_end(self) -> None:
+        if self._source is None:  # training failed before it started (RL-Zoo still calls this hook)
+            return
         self._maybe_distill(1)
         self.save_students()
 
@@ -386,7 +389,10 @@ class RealTimeDistillCallback(BaseCallback):
         """
         if self.distiller is None:
             return {}
-        paths = getattr(self, "_student_paths", {})
+        paths = self._student_paths
+        if self._saved_at == self.n_distillations:  # nothing new (RL-Zoo calls on_training_end twice)
+            return paths
+        self._saved_at = self.n_distillations
         for name, path in paths.items():
             student = self.distiller.students[name]
             assert isinstance(student, StudentMixin)

@@ -1,0 +1,444 @@
+"""The ``sb3-distill`` command line (also ``python -m sb3_distill``).
+
+- ``sb3-distill train --algo ppo --env PongNoFrameskip-v4 [--student ...] [any rl_zoo3.train option]``:
+  RL-Zoo's training with this package's hyperparameter files, which distil a student in real time;
+- ``sb3-distill enjoy --student PATH --env ENV``: run a saved student with the teacher's wrappers;
+- ``sb3-distill list``: the games and algorithms the hyperparameter files cover, with each student's compression.
+
+Everything that can be checked (algorithm, env id, student, options, the YAML itself) is checked
+before RL-Zoo starts, and reported as one line naming the problem.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import copy
+import inspect
+import sys
+import tempfile
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from sb3_distill import zoo
+
+#: Errors that mean "bad input": reported in one line, exit status 2.
+USER_ERRORS = (ValueError, TypeError, ImportError, FileNotFoundError, KeyError, OSError)
+
+
+class CommandError(Exception):
+    """A problem with the command line, reported without a traceback."""
+
+
+@contextlib.contextmanager
+def user_errors() -> Iterator[None]:
+    """Report bad input found in the block (a missing file, an unknown env, a student that does not fit) as such."""
+    try:
+        yield
+    except USER_ERRORS as error:
+        raise CommandError(str(error)) from error
+
+
+# -- option parsing ----------------------------------------------------------------------------
+
+
+def parse_key_values(items: Sequence[str] | None, option: str) -> dict[str, Any]:
+    """
+    Parse ``KEY:VALUE`` pairs, each value read as YAML (``net_arch:[16]``, ``learning_rate:3e-4``).
+
+    :param items: the pairs
+    :param option: the option's name, for error messages
+    :return: the options as a dict
+    """
+    parsed: dict[str, Any] = {}
+    for item in items or []:
+        key, sep, text = item.partition(":")
+        if not sep or not key:
+            raise CommandError(f"{option}: expected KEY:VALUE, got {item!r}")
+        try:
+            value = yaml.safe_load(text)
+        except yaml.YAMLError as error:
+            raise CommandError(f"{option}: cannot read the value of {key!r}: {error}") from error
+        if isinstance(value, str):  # YAML 1.1 reads 3e-4 as a string
+            with contextlib.suppress(ValueError):
+                value = float(value)
+        parsed[key] = value
+    return parsed
+
+
+def callback_options() -> list[str]:
+    """:return: the options ``RealTimeDistillCallback`` takes."""
+    from sb3_distill.realtime import RealTimeDistillCallback
+
+    return [name for name in inspect.signature(RealTimeDistillCallback.__init__).parameters if name != "self"]
+
+
+def override_distillation(
+    entry: dict[str, Any],
+    student: str | None,
+    student_kwargs: dict[str, Any],
+    distill_kwargs: dict[str, Any],
+    where: str,
+) -> dict[str, Any]:
+    """
+    A copy of a hyperparameter entry with the callback's options changed.
+
+    ``student`` replaces the file's student and its ``student_kwargs`` (the new ones are
+    ``student_kwargs``); ``student_kwargs`` alone are merged into the file's.
+
+    :param entry: the entry, unchanged
+    :param student: the new student (alias or dotted name), or ``None``
+    :param student_kwargs: policy kwargs for the student
+    :param distill_kwargs: other callback options (``learning_rate``, ``epochs``...)
+    :param where: names the entry in error messages
+    :return: the new entry
+    """
+    entry = copy.deepcopy(entry)
+    kwargs = zoo.distill_kwargs(entry, where)
+    known = callback_options()
+    unknown = sorted(set(distill_kwargs) - set(known))
+    if unknown:
+        raise CommandError(f"--distill-kwargs: unknown option(s) {unknown}; RealTimeDistillCallback takes {known}")
+    kwargs.update(distill_kwargs)
+    if student is not None:
+        kwargs["student"] = student
+        kwargs["student_kwargs"] = dict(student_kwargs)
+    elif student_kwargs:
+        kwargs["student_kwargs"] = {**(kwargs.get("student_kwargs") or {}), **student_kwargs}
+    unknown = sorted(set(kwargs) - set(known))
+    if unknown:
+        raise CommandError(f"{where}: unknown RealTimeDistillCallback option(s) {unknown}; it takes {known}")
+    return entry
+
+
+# -- train -------------------------------------------------------------------------------------
+
+
+def _pop_option(rest: list[str], *names: str, nargs: str = "1") -> list[str] | None:
+    """Remove an option of RL-Zoo's from ``rest`` and return its values (``None`` when absent)."""
+    for index, token in enumerate(rest):
+        name, sep, inline = token.partition("=")
+        if name not in names:
+            continue
+        if sep:
+            del rest[index]
+            return [inline]
+        end = index + 1
+        if nargs == "1":
+            end = min(index + 2, len(rest))
+        else:
+            while end < len(rest) and not rest[end].startswith("-"):
+                end += 1
+        values = rest[index + 1 : end]
+        del rest[index:end]
+        if not values:
+            raise CommandError(f"{name} needs a value")
+        return values
+    return None
+
+
+def prepare_train(args: argparse.Namespace, rest: list[str], folder: Path) -> list[str]:
+    """
+    Check everything about a ``train`` command and write the entry RL-Zoo will read.
+
+    :param args: the parsed options
+    :param rest: the options for RL-Zoo (changed in place)
+    :param folder: where to write the derived hyperparameter file
+    :return: the ``rl_zoo3.train`` command line
+    """
+    from sb3_distill.envs import require_env
+
+    conf_file = _pop_option(rest, "--conf-file", "-conf", "--conf")
+    packages = _pop_option(rest, "--gym-packages", nargs="+") or []
+    default_file = zoo.hyperparams_file(args.algo)  # also checks the algorithm
+    path = Path(conf_file[0]) if conf_file else default_file
+    require_env(args.env)
+    hyperparams = zoo.load_hyperparams(path)
+    key = zoo.find_entry(hyperparams, args.env, where=str(path))
+    where = f"{path}: {key}"
+    entry = override_distillation(
+        hyperparams[key],
+        args.student,
+        parse_key_values(args.student_kwargs, "--student-kwargs"),
+        parse_key_values(args.distill_kwargs, "--distill-kwargs"),
+        where,
+    )
+    derived = folder / f"{args.algo}.yml"
+    derived.write_text(yaml.safe_dump({args.env: entry}, sort_keys=False))
+    report = zoo.check_entry(args.algo, args.env, config=derived)
+    for name, share in report.compression.items():
+        label = "" if name == "student" else f" {name!r}"
+        print(
+            f"sb3-distill: student{label} has {share:.2%} of the teacher's acting parameters "
+            f"({report.student_parameters[name]:,} / {report.teacher_parameters:,}); entry {key!r} of {path}"
+        )
+    return [
+        "rl_zoo3.train",
+        "--algo",
+        args.algo,
+        "--env",
+        args.env,
+        "--conf-file",
+        str(derived),
+        "--gym-packages",
+        "sb3_distill.envs",
+        *packages,
+        *rest,
+    ]
+
+
+def run_rl_zoo(argv: list[str]) -> None:
+    """Run ``rl_zoo3.train`` with this command line, as ``python -m rl_zoo3.train`` would."""
+    from rl_zoo3.train import train
+
+    saved = sys.argv
+    sys.argv = argv
+    try:
+        train()
+    finally:
+        sys.argv = saved
+
+
+def train_command(args: argparse.Namespace, rest: list[str]) -> int:
+    with tempfile.TemporaryDirectory(prefix="sb3-distill-") as folder:
+        with user_errors():
+            argv = prepare_train(args, rest, Path(folder))
+        run_rl_zoo(argv)
+    return 0
+
+
+# -- enjoy -------------------------------------------------------------------------------------
+
+
+def _zoo_run_config(student_path: Path, env_id: str) -> dict[str, Any] | None:
+    """The hyperparameters RL-Zoo saved for the run a student was saved in, if it was."""
+    from huggingface_sb3 import EnvironmentName
+    from rl_zoo3.utils import get_saved_hyperparams
+
+    params_path = student_path.parent / str(EnvironmentName(env_id))
+    if not (params_path / "config.yml").is_file():
+        return None
+    hyperparams, _ = get_saved_hyperparams(str(params_path), norm_reward=False, test_mode=True)
+    return hyperparams
+
+
+def _family_algo(student: Any) -> str:
+    from sb3_contrib.qrdqn.policies import QRDQNPolicy
+    from stable_baselines3.dqn.policies import DQNPolicy
+
+    if isinstance(student, QRDQNPolicy):
+        return "qrdqn"
+    return "dqn" if isinstance(student, DQNPolicy) else "ppo"
+
+
+def make_student_env(
+    student: Any,
+    env_id: str,
+    hyperparams: dict[str, Any],
+    seed: int,
+    env_kwargs: dict[str, Any] | None = None,
+) -> Any:
+    """
+    The environment a student acts in: the teacher's wrappers, then the student's recorded normalisation.
+
+    :param student: the loaded student
+    :param env_id: the environment
+    :param hyperparams: the entry (or saved RL-Zoo config) whose wrappers the teacher trained with
+    :param seed: the environment's seed
+    :param env_kwargs: keyword arguments of ``gym.make``
+    :return: a ``VecEnv``
+    """
+    from rl_zoo3.utils import create_test_env
+    from stable_baselines3.common.preprocessing import is_image_space, is_image_space_channels_first
+    from stable_baselines3.common.vec_env import VecFrameStack, VecTransposeImage
+
+    from sb3_distill.students import wrap_env
+
+    # RL-Zoo's order: env_wrapper (in each env), vec_env_wrapper, VecNormalize, VecFrameStack, VecTransposeImage.
+    wrappers: dict[str, Any] = {
+        key: hyperparams[key] for key in ("env_wrapper", "vec_env_wrapper") if key in hyperparams
+    }
+    env = create_test_env(
+        env_id, n_envs=1, seed=seed, should_render=False, hyperparams=wrappers, env_kwargs=env_kwargs or {}
+    )
+    env = wrap_env(env, student)  # the teacher's VecNormalize statistics, as the student recorded them
+    if hyperparams.get("frame_stack"):
+        env = VecFrameStack(env, int(hyperparams["frame_stack"]))
+    space = env.observation_space
+    if is_image_space(space) and not is_image_space_channels_first(space):  # type: ignore[arg-type]
+        env = VecTransposeImage(env)
+    if env.observation_space != student.observation_space or env.action_space != student.action_space:
+        env.close()
+        raise CommandError(
+            f"the student acts on {student.observation_space} -> {student.action_space}, but {env_id} with the "
+            f"teacher's wrappers gives {env.observation_space} -> {env.action_space}: is it the student of "
+            f"another environment?"
+        )
+    return env
+
+
+def run_student(
+    student: Any, env: Any, n_episodes: int, n_timesteps: int | None, deterministic: bool
+) -> tuple[list[float], int]:
+    """
+    Run a student until ``n_episodes`` episodes end or ``n_timesteps`` steps pass.
+
+    Returns are the full-game returns recorded by ``Monitor`` (under Atari's life-loss resets).
+
+    :return: the episodes' returns and the number of steps taken
+    """
+    returns: list[float] = []
+    obs = env.reset()
+    steps = 0
+    while len(returns) < n_episodes and (n_timesteps is None or steps < n_timesteps):
+        actions, _ = student.predict(obs, deterministic=deterministic)
+        obs, _, _, infos = env.step(actions)
+        steps += 1
+        returns.extend(float(info["episode"]["r"]) for info in infos if "episode" in info)
+    return returns, steps
+
+
+def _enjoy_env(args: argparse.Namespace, path: Path) -> tuple[Any, Any, str]:
+    """Load the student and build its environment; :return: student, env, where the wrappers came from."""
+    from stable_baselines3.common.vec_env import VecVideoRecorder
+
+    from sb3_distill.envs import require_env
+    from sb3_distill.students import load_student
+
+    require_env(args.env)
+    student = load_student(path, name=args.name, device=args.device)
+    hyperparams = None if args.conf_file or args.algo else _zoo_run_config(path, args.env)
+    source = "the RL-Zoo run's saved config.yml"
+    if hyperparams is None:
+        algo = args.algo or _family_algo(student)
+        conf = Path(args.conf_file) if args.conf_file else zoo.hyperparams_file(algo)
+        entries = zoo.load_hyperparams(conf)
+        key = zoo.find_entry(entries, args.env, where=str(conf))
+        hyperparams, source = entries[key], f"entry {key!r} of {conf}"
+    env_kwargs = parse_key_values(args.env_kwargs, "--env-kwargs")
+    if args.record_video:
+        env_kwargs["render_mode"] = "rgb_array"
+    elif args.render:
+        env_kwargs["render_mode"] = "human"
+    env = make_student_env(student, args.env, hyperparams, args.seed, env_kwargs)
+    if args.record_video:
+        env = VecVideoRecorder(
+            env,
+            args.record_video,
+            record_video_trigger=lambda step: step == 0,
+            video_length=args.n_timesteps or 1000,
+            name_prefix=f"student-{args.env.replace('/', '-')}",
+        )
+    return student, env, source
+
+
+def enjoy_command(args: argparse.Namespace, rest: list[str]) -> int:
+    path = Path(args.student)
+    if not path.is_file():
+        raise CommandError(f"--student: no file {str(path)!r}")
+    if args.n_episodes < 1 or (args.n_timesteps is not None and args.n_timesteps < 1):
+        raise CommandError("--n-episodes and -n/--n-timesteps must be positive")
+    with user_errors():
+        student, env, source = _enjoy_env(args, path)
+    print(f"sb3-distill: {path} on {args.env}, wrappers from {source}")
+    try:
+        returns, steps = run_student(student, env, args.n_episodes, args.n_timesteps, not args.stochastic)
+    finally:
+        env.close()
+    if returns:
+        print(
+            f"{len(returns)} episode(s) in {steps} steps: return {np.mean(returns):.2f} +/- {np.std(returns):.2f} "
+            f"(min {np.min(returns):.2f}, max {np.max(returns):.2f})"
+        )
+    else:
+        print(f"no episode finished in {steps} steps")
+    return 0
+
+
+# -- list --------------------------------------------------------------------------------------
+
+
+def list_command(args: argparse.Namespace, rest: list[str]) -> int:
+    algos = [args.algo] if args.algo else list(zoo.ZOO_ALGOS)
+    table: dict[str, dict[str, float]] = {}
+    for algo in algos:
+        for key, share in zoo.compressions(zoo.hyperparams_file(algo)).items():
+            table.setdefault(key, {})[algo] = share
+    width = max(len(key) for key in table) + 2
+    print(
+        "env".ljust(width)
+        + "".join(algo.rjust(8) for algo in algos)
+        + "   (student's share of the teacher's acting parameters)"
+    )
+    for key, shares in table.items():
+        label = "atari (other games)" if key == zoo.ATARI_KEY else key
+        cells = "".join((f"{shares[algo]:.2%}" if algo in shares else "-").rjust(8) for algo in algos)
+        print(label.ljust(width) + cells)
+    return 0
+
+
+# -- entry point -------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="sb3-distill", description="Policy distillation for Stable-Baselines3.")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    train = commands.add_parser(
+        "train",
+        help="train a teacher with RL-Zoo and distil a student in real time",
+        description="RL-Zoo training (python -m rl_zoo3.train) with sb3-distill's hyperparameter files; "
+        "options not listed here go to rl_zoo3.train (-n, --eval-freq, --save-freq, -tb, --seed, -optimize...).",
+    )
+    train.add_argument("--algo", default="ppo", help=f"teacher algorithm: {', '.join(zoo.ZOO_ALGOS)}")
+    train.add_argument("--env", default="CartPole-v1", help="environment id")
+    train.add_argument("--student", help="student policy: an alias (MlpPolicy, CnnPolicy) or a dotted class name")
+    train.add_argument("--student-kwargs", nargs="+", metavar="KEY:VALUE", help="policy_kwargs of the student")
+    train.add_argument(
+        "--distill-kwargs", nargs="+", metavar="KEY:VALUE", help="RealTimeDistillCallback options (learning_rate:3e-4)"
+    )
+    train.set_defaults(func=train_command)
+
+    enjoy = commands.add_parser("enjoy", help="run a saved student and report its return")
+    enjoy.add_argument("--student", required=True, help="student file (.zip)")
+    enjoy.add_argument("--env", required=True, help="environment id")
+    enjoy.add_argument("--algo", help="take the wrappers from this algorithm's hyperparameter file")
+    enjoy.add_argument("--conf-file", help="take the wrappers from this hyperparameter file")
+    enjoy.add_argument("--name", help="which student of a checkpoint holding several")
+    enjoy.add_argument("--n-episodes", type=int, default=10, help="episodes to run (default 10)")
+    enjoy.add_argument("-n", "--n-timesteps", type=int, help="stop after this many steps")
+    enjoy.add_argument("--seed", type=int, default=0)
+    enjoy.add_argument("--stochastic", action="store_true", help="sample actions instead of taking the best")
+    enjoy.add_argument("--render", action="store_true", help="show the environment (needs a display)")
+    enjoy.add_argument("--record-video", metavar="FOLDER", help="record a video of the first steps into FOLDER")
+    enjoy.add_argument("--env-kwargs", nargs="+", metavar="KEY:VALUE", help="keyword arguments of gym.make")
+    enjoy.add_argument("--device", default="cpu")
+    enjoy.set_defaults(func=enjoy_command)
+
+    listing = commands.add_parser("list", help="the games and algorithms covered, with each student's compression")
+    listing.add_argument("--algo", choices=zoo.ZOO_ALGOS)
+    listing.set_defaults(func=list_command)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """
+    Run the command line.
+
+    :param argv: the arguments (default: ``sys.argv[1:]``)
+    :return: the exit status
+    """
+    parser = build_parser()
+    args, rest = parser.parse_known_args(argv)
+    if args.command != "train" and rest:
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
+    func: Callable[[argparse.Namespace, list[str]], int] = args.func
+    try:
+        return func(args, rest)
+    except CommandError as error:
+        print(f"sb3-distill {args.command}: error: {error}", file=sys.stderr)
+        return 2
