@@ -7,6 +7,7 @@ import copy
 import numpy as np
 import pytest
 import torch as th
+from sb3_contrib import QRDQN
 from stable_baselines3 import A2C, DQN, PPO
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.env_util import make_vec_env
@@ -50,6 +51,22 @@ CARTPOLE = {
             "exploration_fraction": 0.16,
             "exploration_final_eps": 0.04,
             "policy_kwargs": {"net_arch": [64, 64]},
+        },
+    ),
+    "qrdqn": (
+        QRDQN,
+        1,
+        {
+            "learning_rate": 2.3e-3,
+            "batch_size": 64,
+            "buffer_size": 50_000,
+            "learning_starts": 1000,
+            "target_update_interval": 10,
+            "train_freq": 256,
+            "gradient_steps": 128,
+            "exploration_fraction": 0.16,
+            "exploration_final_eps": 0.04,
+            "policy_kwargs": {"net_arch": [64, 64], "n_quantiles": 10},
         },
     ),
 }
