@@ -167,6 +167,11 @@ def prepare_train(args: argparse.Namespace, rest: list[str], folder: Path) -> li
         parse_key_values(args.distill_kwargs, "--distill-kwargs"),
         where,
     )
+    if args.tune == "student":
+        if not {"-optimize", "--optimize-hyperparameters"} & set(rest):
+            raise CommandError("--tune student applies to RL-Zoo's Optuna search: add -optimize")
+        if isinstance(zoo.distill_kwargs(entry, where)["student"], dict):
+            raise CommandError(f"--tune student scores one student; {where} distils several")
     derived = folder / f"{args.algo}.yml"
     derived.write_text(yaml.safe_dump({args.env: entry}, sort_keys=False))
     report = zoo.check_entry(args.algo, args.env, config=derived)
@@ -191,23 +196,33 @@ def prepare_train(args: argparse.Namespace, rest: list[str], folder: Path) -> li
     ]
 
 
-def run_rl_zoo(argv: list[str]) -> None:
-    """Run ``rl_zoo3.train`` with this command line, as ``python -m rl_zoo3.train`` would."""
-    from rl_zoo3.train import train
+def run_rl_zoo(argv: list[str], tune_student: bool = False) -> None:
+    """
+    Run ``rl_zoo3.train`` with this command line, as ``python -m rl_zoo3.train`` would.
 
-    saved = sys.argv
+    :param argv: the command line
+    :param tune_student: RL-Zoo's ``-optimize`` tunes the distillation options for the student's
+        return (:class:`~sb3_distill.tuning.DistillTuningManager` stands in for RL-Zoo's manager)
+    """
+    import rl_zoo3.train
+
+    saved_argv, saved_manager = sys.argv, rl_zoo3.train.ExperimentManager
     sys.argv = argv
+    if tune_student:
+        from sb3_distill.tuning import DistillTuningManager
+
+        rl_zoo3.train.ExperimentManager = DistillTuningManager  # type: ignore[misc]
     try:
-        train()
+        rl_zoo3.train.train()
     finally:
-        sys.argv = saved
+        sys.argv, rl_zoo3.train.ExperimentManager = saved_argv, saved_manager  # type: ignore[misc]
 
 
 def train_command(args: argparse.Namespace, rest: list[str]) -> int:
     with tempfile.TemporaryDirectory(prefix="sb3-distill-") as folder:
         with user_errors():
             argv = prepare_train(args, rest, Path(folder))
-        run_rl_zoo(argv)
+        run_rl_zoo(argv, tune_student=args.tune == "student")
     return 0
 
 
@@ -400,6 +415,13 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--student-kwargs", nargs="+", metavar="KEY:VALUE", help="policy_kwargs of the student")
     train.add_argument(
         "--distill-kwargs", nargs="+", metavar="KEY:VALUE", help="RealTimeDistillCallback options (learning_rate:3e-4)"
+    )
+    train.add_argument(
+        "--tune",
+        choices=["teacher", "student"],
+        default="teacher",
+        help="with -optimize: what RL-Zoo's Optuna search tunes: the teacher's hyperparameters (RL-Zoo's "
+        "default), or the distillation options, scored by the student's return",
     )
     train.set_defaults(func=train_command)
 

@@ -53,23 +53,13 @@ CARTPOLE = {
             "policy_kwargs": {"net_arch": [64, 64]},
         },
     ),
-    "qrdqn": (
-        QRDQN,
-        1,
-        {
-            "learning_rate": 2.3e-3,
-            "batch_size": 64,
-            "buffer_size": 50_000,
-            "learning_starts": 1000,
-            "target_update_interval": 10,
-            "train_freq": 256,
-            "gradient_steps": 128,
-            "exploration_fraction": 0.16,
-            "exploration_final_eps": 0.04,
-            "policy_kwargs": {"net_arch": [64, 64], "n_quantiles": 10},
-        },
-    ),
 }
+# QR-DQN (sb3-contrib): RL-Zoo uses its DQN settings for CartPole, with 10 quantiles.
+CARTPOLE["qrdqn"] = (
+    QRDQN,
+    1,
+    {**CARTPOLE["dqn"][2], "policy_kwargs": {"net_arch": [64, 64], "n_quantiles": 10}},
+)
 
 
 def make_teacher(algo: str, seed: int = 0, env_id: str = "CartPole-v1", **overrides) -> BaseAlgorithm:

@@ -175,3 +175,34 @@ def test_rl_zoo_optuna_search_runs_with_the_callback(tmp_path):
     assert result.stdout.count("Distilling PPO into 'student'") == 2  # the callback ran in both trials
     assert re.search(r"Number of finished trials:\s+2", result.stdout), result.stdout[-2000:]
     assert not list(tmp_path.rglob("*_student.zip"))
+
+
+def test_tune_student_searches_distillation_options_in_a_shared_study(tmp_path):
+    """-optimize --tune student: the student's return is the objective; two runs on one storage share the study."""
+    import optuna
+
+    storage = tmp_path / "study.log"  # RL-Zoo's journal-file storage; an SQL URL works the same across machines
+    command = [SB3_DISTILL, "train", "--algo", "ppo", "--env", "CartPole-v1", "-n", "2048", "-optimize"]
+    command += ["--tune", "student", "--n-trials", "2", "--n-evaluations", "2", "--sampler", "random"]
+    command += ["--pruner", "none", "--no-optim-plots", "--num-threads", "1", "--eval-episodes", "2"]
+    command += ["--storage", str(storage), "--study-name", "distill", "-f", "logs"]
+    for machine in ("first", "second"):
+        folder = tmp_path / machine
+        folder.mkdir()
+        run(command, cwd=folder)
+
+    study = optuna.load_study(
+        study_name="distill",
+        storage=optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(storage))),
+    )
+    trials = study.get_trials(states=[optuna.trial.TrialState.COMPLETE])
+    assert len(trials) == 4
+    for trial in trials:
+        assert set(trial.params) == {"distill_learning_rate", "distill_epochs", "distill_batch_size"}
+        assert trial.value > 0  # the student's mean return on CartPole
+        assert sorted(trial.intermediate_values) == [1, 2]  # reported for the pruner, then at the end
+
+
+def test_tune_student_needs_optuna_search(capsys):
+    assert main(["train", "--env", "CartPole-v1", "--tune", "student"]) == 2
+    assert "--tune student applies to RL-Zoo's Optuna search: add -optimize" in capsys.readouterr().err
