@@ -1,10 +1,12 @@
 """Policy distillation for Stable-Baselines3: distil a large teacher policy into a small student."""
 
 from sb3_distill.distiller import DistillConfig, Distiller
+from sb3_distill.finetune import to_dqn, to_ppo
+from sb3_distill.offline import distill
 from sb3_distill.outputs import count_acting_parameters
 from sb3_distill.realtime import RealTimeDistillCallback
 from sb3_distill.students import ModuleStudent, load_student, wrap_env
-from sb3_distill.teachers import Teacher
+from sb3_distill.teachers import Teacher, load_teacher
 from sb3_distill.version import __version__
 
 __all__ = [
@@ -15,6 +17,10 @@ __all__ = [
     "Teacher",
     "__version__",
     "count_acting_parameters",
+    "distill",
     "load_student",
+    "load_teacher",
+    "to_dqn",
+    "to_ppo",
     "wrap_env",
 ]

@@ -3,6 +3,7 @@
 - ``sb3-distill train --algo ppo --env PongNoFrameskip-v4 [--student ...] [any rl_zoo3.train option]``:
   RL-Zoo's training with this package's hyperparameter files, which distil a student in real time;
 - ``sb3-distill enjoy --student PATH --env ENV``: run a saved student with the teacher's wrappers;
+- ``sb3-distill compare --teacher T.zip --student S.zip --env ENV``: returns, agreement, size, latency;
 - ``sb3-distill list``: the games and algorithms the hyperparameter files cover, with each student's compression.
 
 Everything that can be checked (algorithm, env id, student, options, the YAML itself) is checked
@@ -15,6 +16,7 @@ import argparse
 import contextlib
 import copy
 import inspect
+import json
 import sys
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
@@ -317,6 +319,18 @@ def run_student(
     return returns, steps
 
 
+def _teacher_wrappers(args: argparse.Namespace, path: Path, student: Any) -> tuple[dict[str, Any], str]:
+    """The hyperparameters whose wrappers the teacher trained with; :return: them, and where they came from."""
+    hyperparams = None if args.conf_file or args.algo else _zoo_run_config(path, args.env)
+    if hyperparams is not None:
+        return hyperparams, "the RL-Zoo run's saved config.yml"
+    algo = args.algo or _family_algo(student)
+    conf = Path(args.conf_file) if args.conf_file else zoo.hyperparams_file(algo)
+    entries = zoo.load_hyperparams(conf)
+    key = zoo.find_entry(entries, args.env, where=str(conf))
+    return entries[key], f"entry {key!r} of {conf}"
+
+
 def _enjoy_env(args: argparse.Namespace, path: Path) -> tuple[Any, Any, str]:
     """Load the student and build its environment; :return: student, env, where the wrappers came from."""
     from stable_baselines3.common.vec_env import VecVideoRecorder
@@ -326,14 +340,7 @@ def _enjoy_env(args: argparse.Namespace, path: Path) -> tuple[Any, Any, str]:
 
     require_env(args.env)
     student = load_student(path, name=args.name, device=args.device)
-    hyperparams = None if args.conf_file or args.algo else _zoo_run_config(path, args.env)
-    source = "the RL-Zoo run's saved config.yml"
-    if hyperparams is None:
-        algo = args.algo or _family_algo(student)
-        conf = Path(args.conf_file) if args.conf_file else zoo.hyperparams_file(algo)
-        entries = zoo.load_hyperparams(conf)
-        key = zoo.find_entry(entries, args.env, where=str(conf))
-        hyperparams, source = entries[key], f"entry {key!r} of {conf}"
+    hyperparams, source = _teacher_wrappers(args, path, student)
     env_kwargs = parse_key_values(args.env_kwargs, "--env-kwargs")
     if args.record_video:
         env_kwargs["render_mode"] = "rgb_array"
@@ -371,6 +378,54 @@ def enjoy_command(args: argparse.Namespace, rest: list[str]) -> int:
         )
     else:
         print(f"no episode finished in {steps} steps")
+    return 0
+
+
+# -- compare -----------------------------------------------------------------------------------
+
+
+def compare_command(args: argparse.Namespace, rest: list[str]) -> int:
+    from sb3_distill.envs import require_env
+    from sb3_distill.evaluation import compare, format_comparison, plot_comparison
+    from sb3_distill.serialization import atomic_write_bytes
+    from sb3_distill.students import load_student
+    from sb3_distill.teachers import load_teacher
+
+    if args.n_eval_episodes < 1:
+        raise CommandError("-n/--n-eval-episodes must be positive")
+    with user_errors():
+        require_env(args.env)
+        teacher = load_teacher(args.teacher, device="cpu")
+        path = Path(args.student)
+        if not path.is_file():
+            raise FileNotFoundError(f"--student: no file {str(path)!r}")
+        student = load_student(path, name=args.name, device="cpu")
+        if (teacher.policy.observation_space, teacher.action_space) != (
+            student.observation_space,
+            student.action_space,
+        ):
+            raise ValueError(
+                f"the student acts on {student.observation_space} -> {student.action_space}, the teacher on "
+                f"{teacher.policy.observation_space} -> {teacher.action_space}: not its student"
+            )
+        for output in (args.json, args.plot):
+            if output is not None and not Path(output).resolve().parent.is_dir():
+                raise FileNotFoundError(f"no folder for {output!r}")
+        hyperparams, source = _teacher_wrappers(args, path, student)
+        env = make_student_env(student, args.env, hyperparams, args.seed)
+    print(f"sb3-distill: {args.teacher} vs {path} on {args.env}, wrappers from {source}")
+    try:
+        results = compare(teacher, student, env, n_eval_episodes=args.n_eval_episodes, seed=args.seed)
+    finally:
+        env.close()
+    results.update(teacher_file=str(args.teacher), student_file=str(path), env_id=args.env, seed=args.seed)
+    print(format_comparison(results))
+    atomic_write_bytes((json.dumps(results, indent=2) + "\n").encode(), args.json)
+    print(f"written: {args.json}")
+    if args.plot:
+        with user_errors():
+            plot_comparison(results, args.plot)
+        print(f"written: {args.plot}")
     return 0
 
 
@@ -440,6 +495,23 @@ def build_parser() -> argparse.ArgumentParser:
     enjoy.add_argument("--env-kwargs", nargs="+", metavar="KEY:VALUE", help="keyword arguments of gym.make")
     enjoy.add_argument("--device", default="cpu")
     enjoy.set_defaults(func=enjoy_command)
+
+    comparing = commands.add_parser(
+        "compare", help="returns, agreement, size and latency of a student against its teacher"
+    )
+    comparing.add_argument("--teacher", required=True, help="the teacher's SB3 zip")
+    comparing.add_argument("--student", required=True, help="student file (.zip)")
+    comparing.add_argument("--env", required=True, help="environment id")
+    comparing.add_argument("-n", "--n-eval-episodes", type=int, default=30, help="episodes per policy (default 30)")
+    comparing.add_argument("--algo", help="take the wrappers from this algorithm's hyperparameter file")
+    comparing.add_argument("--conf-file", help="take the wrappers from this hyperparameter file")
+    comparing.add_argument("--name", help="which student of a checkpoint holding several")
+    comparing.add_argument("--seed", type=int, default=0)
+    comparing.add_argument(
+        "--json", default="comparison.json", help="where to write the results (default comparison.json)"
+    )
+    comparing.add_argument("--plot", metavar="PNG", help="also save a plot of the return distributions")
+    comparing.set_defaults(func=compare_command)
 
     listing = commands.add_parser("list", help="the games and algorithms covered, with each student's compression")
     listing.add_argument("--algo", choices=zoo.ZOO_ALGOS)

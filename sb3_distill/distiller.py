@@ -17,12 +17,13 @@ from typing import Any, NamedTuple
 import cloudpickle
 import numpy as np
 import torch as th
+from stable_baselines3.common.logger import Logger
 from stable_baselines3.common.policies import BasePolicy
 from stable_baselines3.common.type_aliases import Schedule
 from stable_baselines3.common.utils import update_learning_rate
 
 from sb3_distill.losses import DEFAULT_TEMPERATURE, get_loss, value_loss
-from sb3_distill.outputs import count_acting_parameters, has_value_head, policy_outputs
+from sb3_distill.outputs import PolicyOutputs, count_acting_parameters, has_value_head, policy_outputs
 from sb3_distill.teachers import Teacher
 
 
@@ -231,7 +232,13 @@ class Distiller:
 
     # -- the update ----------------------------------------------------------------------------
 
-    def update(self, obs: th.Tensor, progress_remaining: float = 1.0, epochs: int | None = None) -> dict[str, Any]:
+    def update(
+        self,
+        obs: th.Tensor,
+        progress_remaining: float = 1.0,
+        epochs: int | None = None,
+        targets: PolicyOutputs | None = None,
+    ) -> dict[str, Any]:
         """
         Distil the teacher into every student on one batch of observations.
 
@@ -241,13 +248,16 @@ class Distiller:
         :param obs: observations on the teacher's device, as the teacher's policy takes them
         :param progress_remaining: the teacher's remaining progress (1 to 0), for learning-rate schedules
         :param epochs: passes over ``obs`` (default: the config's ``epochs``)
+        :param targets: the teacher's outputs for ``obs`` when already known (offline memories store
+            them); computed here otherwise
         :return: ``{"time_s", "learning_rate", "students": {name: {"loss", "agreement", "compression", ...}}}``
         """
         start_time = time.perf_counter()
         epochs = self.config.epochs if epochs is None else epochs
         n_obs = len(obs)
         with self.private_torch_rng():
-            targets = self.teacher.targets(obs, with_values=any(self.distill_value.values()))
+            if targets is None:
+                targets = self.teacher.targets(obs, with_values=any(self.distill_value.values()))
             teacher_actions = targets.scores.argmax(dim=-1)
             learning_rate = self.config.learning_rate_at(progress_remaining)
             sums = {name: _Sums.zeros(obs.device) for name in self.students}
@@ -318,6 +328,23 @@ class Distiller:
         if self.distill_value[name]:
             metrics["value_loss"] = sums.value_loss.item() / updates if updates else float("nan")
         return metrics
+
+    def record(self, logger: Logger, metrics: Mapping[str, Any], n_distillations: int) -> None:
+        """
+        Record one update's metrics in an SB3 logger under ``distill/`` (``distill/<name>/`` with several students).
+
+        :param logger: the logger (the teacher's, or the offline run's)
+        :param metrics: what :meth:`update` returned
+        :param n_distillations: how many updates so far
+        """
+        prefix = "distill/"
+        logger.record(prefix + "time_s", metrics["time_s"])
+        logger.record(prefix + "learning_rate", metrics["learning_rate"])
+        logger.record(prefix + "n_distillations", n_distillations, exclude="tensorboard")
+        for name, values in metrics["students"].items():
+            student_prefix = prefix if len(self.students) == 1 else f"{prefix}{name}/"
+            for key, value in values.items():
+                logger.record(student_prefix + key, value)
 
     # -- checkpoints ---------------------------------------------------------------------------
 

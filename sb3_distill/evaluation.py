@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import copy
+import io
+import time
 from typing import Any
 
 import numpy as np
@@ -11,20 +14,29 @@ from stable_baselines3.common.policies import BasePolicy
 from stable_baselines3.common.vec_env import VecEnv
 
 from sb3_distill.outputs import count_acting_parameters
+from sb3_distill.serialization import PathLike, atomic_write_bytes
 
 
 def trajectory_agreement(
-    teacher: BaseAlgorithm | BasePolicy, student: BasePolicy, env: VecEnv, n_steps: int = 1000
+    teacher: BaseAlgorithm | BasePolicy,
+    student: BasePolicy,
+    env: VecEnv,
+    n_steps: int = 1000,
+    actor: str = "teacher",
 ) -> float:
     """
-    Fraction of states where the student's greedy action is the teacher's, on the teacher's own greedy trajectories.
+    Fraction of states where the student's greedy action is the teacher's, along greedy trajectories.
 
-    :param teacher: the teacher (it acts)
-    :param student: the student (only asked)
+    :param teacher: the teacher
+    :param student: the student
     :param env: the environment, wrapped as the teacher was trained
     :param n_steps: number of environment steps (over all of ``env``'s copies)
+    :param actor: whose trajectories: ``"teacher"`` (the states it visits) or ``"student"`` (its own,
+        mistakes included: what matters when the student is deployed)
     :return: agreement in [0, 1]
     """
+    if actor not in ("teacher", "student"):
+        raise ValueError(f"actor must be 'teacher' or 'student', got {actor!r}")
     obs = env.reset()
     agree = total = 0
     while total < n_steps:
@@ -32,7 +44,7 @@ def trajectory_agreement(
         student_action, _ = student.predict(obs, deterministic=True)  # type: ignore[arg-type]
         agree += int(np.sum(action == student_action))
         total += len(action)
-        obs, _, _, _ = env.step(action)
+        obs, _, _, _ = env.step(action if actor == "teacher" else student_action)
     return agree / total
 
 
@@ -58,8 +70,10 @@ def compare_returns(
         if seed is not None:
             env.seed(seed)
         returns, _ = evaluate_policy(policy, env, n_eval_episodes=n_eval_episodes, return_episode_rewards=True)
+        assert isinstance(returns, list)
         results[f"{name}_mean"] = float(np.mean(returns))
         results[f"{name}_std"] = float(np.std(returns))
+        results[f"{name}_returns"] = [float(r) for r in returns]
     teacher_mean = results["teacher_mean"]
     results["ratio"] = results["student_mean"] / teacher_mean if teacher_mean != 0 else float("nan")
     results["n_eval_episodes"] = n_eval_episodes
@@ -74,3 +88,111 @@ def compression_ratio(teacher: BaseAlgorithm | BasePolicy, student: BasePolicy) 
     """
     teacher_policy = teacher.policy if isinstance(teacher, BaseAlgorithm) else teacher
     return count_acting_parameters(student) / count_acting_parameters(teacher_policy)
+
+
+def inference_latency(policy: BasePolicy, batch_size: int, n_repeats: int = 50) -> float:
+    """
+    CPU seconds per observation of ``policy.predict`` on a batch (median over repeats), on a CPU copy.
+
+    :param policy: the policy (teacher's or student's)
+    :param batch_size: observations per call (1: acting in one environment)
+    :param n_repeats: timed calls
+    :return: seconds per observation
+    """
+    cpu_policy = copy.deepcopy(policy).to("cpu")
+    cpu_policy.set_training_mode(False)
+    space = cpu_policy.observation_space
+    obs = np.stack([space.sample() for _ in range(batch_size)])
+    cpu_policy.predict(obs, deterministic=True)  # warm-up
+    times = []
+    for _ in range(n_repeats):
+        start = time.perf_counter()
+        cpu_policy.predict(obs, deterministic=True)
+        times.append(time.perf_counter() - start)
+    return float(np.median(times)) / batch_size
+
+
+def compare(
+    teacher: BaseAlgorithm,
+    student: BasePolicy,
+    env: VecEnv,
+    n_eval_episodes: int = 30,
+    seed: int = 0,
+    agreement_steps: int = 1000,
+    latency_batches: tuple[int, ...] = (1, 256),
+) -> dict[str, Any]:
+    """
+    Everything that says how a student does against its teacher.
+
+    :param teacher: the teacher model
+    :param student: the student
+    :param env: the environment, wrapped as the teacher was trained
+    :param n_eval_episodes: episodes per policy, over the same seeds
+    :param seed: seed of the environment before each evaluation
+    :param agreement_steps: steps of the student's own greedy trajectories on which agreement is measured
+    :param latency_batches: batch sizes of the CPU latency measurements
+    :return: returns (mean, std, ratio), ``agreement_on_student_trajectories``, parameter counts,
+        ``compression`` and ``latency_s`` per batch size for both
+    """
+    results = compare_returns(teacher, student, env, n_eval_episodes=n_eval_episodes, seed=seed)
+    env.seed(seed)
+    results["agreement_on_student_trajectories"] = trajectory_agreement(
+        teacher, student, env, n_steps=agreement_steps, actor="student"
+    )
+    results["teacher_parameters"] = count_acting_parameters(teacher.policy)
+    results["student_parameters"] = count_acting_parameters(student)
+    results["compression"] = results["student_parameters"] / results["teacher_parameters"]
+    results["latency_s"] = {
+        name: {str(batch): inference_latency(policy, batch) for batch in latency_batches}
+        for name, policy in (("teacher", teacher.policy), ("student", student))
+    }
+    return results
+
+
+def format_comparison(results: dict[str, Any]) -> str:
+    """:return: :func:`compare`'s results as a text table."""
+    latency = results["latency_s"]
+    rows = [
+        ("return (mean ± std)", "{teacher_mean:.2f} ± {teacher_std:.2f}", "{student_mean:.2f} ± {student_std:.2f}"),
+        ("acting parameters", "{teacher_parameters:,}", "{student_parameters:,}"),
+    ]
+    lines = [f"{'':34}{'teacher':>22}{'student':>22}"]
+    lines += [f"{label:34}{left.format(**results):>22}{right.format(**results):>22}" for label, left, right in rows]
+    for batch in latency["teacher"]:
+        teacher_us, student_us = latency["teacher"][batch] * 1e6, latency["student"][batch] * 1e6
+        lines.append(f"{'CPU latency per obs, batch ' + batch:34}{teacher_us:>19.1f} µs{student_us:>19.1f} µs")
+    lines.append(f"{'student / teacher return':34}{results['ratio']:>44.3f}")
+    lines.append(f"{'agreement (student trajectories)':34}{results['agreement_on_student_trajectories']:>44.3f}")
+    lines.append(f"{'compression':34}{results['compression']:>44.2%}")
+    lines.append(f"({results['n_eval_episodes']} episodes each, same seeds)")
+    return "\n".join(lines)
+
+
+def plot_comparison(results: dict[str, Any], path: PathLike) -> None:
+    """
+    Save a PNG of the teacher's and the student's return distributions (needs matplotlib), atomically.
+
+    :param results: :func:`compare`'s results
+    :param path: the PNG file
+    """
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError as error:
+        raise ImportError("plotting needs matplotlib: pip install matplotlib") from error
+    figure, axis = plt.subplots(figsize=(6, 4))
+    data = [results["teacher_returns"], results["student_returns"]]
+    axis.boxplot(data, showmeans=True)
+    axis.set_xticks([1, 2], ["teacher", f"student ({results['compression']:.2%} of the parameters)"])
+    for position, returns in enumerate(data, start=1):
+        jitter = np.random.default_rng(position).uniform(-0.08, 0.08, len(returns))
+        axis.scatter(position + jitter, returns, s=8, alpha=0.5)
+    axis.set_ylabel(f"episode return ({results['n_eval_episodes']} episodes, same seeds)")
+    axis.set_title(f"student / teacher return: {results['ratio']:.3f}")
+    figure.tight_layout()
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=120)
+    plt.close(figure)
+    atomic_write_bytes(buffer.getvalue(), path)

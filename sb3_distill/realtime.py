@@ -28,18 +28,17 @@ from sb3_distill.serialization import PathLike, atomic_torch_save, torch_load
 from sb3_distill.students import (
     FILE_FORMAT_KEY,
     FILE_FORMAT_VERSION,
+    SINGLE_STUDENT,
     StudentMixin,
     StudentSpec,
-    make_student,
+    make_students,
     obs_normalization_of,
     student_from_payload,
     student_payload,
+    student_specs,
 )
 from sb3_distill.teachers import Teacher
 from sb3_distill.zoo import current_zoo_run
-
-#: The name of the student when a single one is given.
-SINGLE_STUDENT = "student"
 
 
 class _RolloutSource:
@@ -101,30 +100,6 @@ class _ReplaySource:
             assert isinstance(normalized, np.ndarray)
             return normalized, 1
         return obs, 1
-
-
-def _student_specs(
-    student: StudentSpec | Mapping[str, Any], student_kwargs: dict[str, Any] | None
-) -> dict[str, tuple[StudentSpec, dict[str, Any] | None]]:
-    if not isinstance(student, Mapping):
-        return {SINGLE_STUDENT: (student, student_kwargs)}
-    if student_kwargs:
-        raise ValueError(
-            "student_kwargs applies to a single student; give each student of the dict its own (spec, kwargs)"
-        )
-    if not student:
-        raise ValueError("student dict is empty: give at least one name -> student spec")
-    specs = {}
-    for name, spec in student.items():
-        if not isinstance(name, str) or not name or "/" in name:
-            raise ValueError(f"student names must be non-empty strings without '/', got {name!r}")
-        if isinstance(spec, tuple):
-            if len(spec) != 2 or not isinstance(spec[1], dict | type(None)):
-                raise ValueError(f"student {name!r}: a tuple spec must be (alias or policy class, policy_kwargs)")
-            specs[name] = (spec[0], spec[1])
-        else:
-            specs[name] = (spec, None)
-    return specs
 
 
 class RealTimeDistillCallback(BaseCallback):
@@ -205,7 +180,7 @@ class RealTimeDistillCallback(BaseCallback):
         self.save_path = save_path
         self.name_prefix = name_prefix
         self.seed = seed
-        self._specs = _student_specs(student, student_kwargs)
+        self._specs = student_specs(student, student_kwargs)
         self._student_paths: dict[str, Path] = {}
         self._saved_at: int | None = None
         self.distiller: Distiller | None = None
@@ -253,20 +228,15 @@ class RealTimeDistillCallback(BaseCallback):
         :param device: where the students live
         :return: the students, by name
         """
-        seeds = np.random.SeedSequence(seed).generate_state(len(self._specs))
-        return {
-            name: make_student(
-                spec,
-                observation_space,
-                action_space,
-                policy_aliases,
-                student_kwargs=kwargs,
-                learning_rate=self.config.learning_rate_at(1.0),
-                seed=int(student_seed),
-                device=device,
-            )
-            for (name, (spec, kwargs)), student_seed in zip(self._specs.items(), seeds, strict=True)
-        }
+        return make_students(
+            self._specs,
+            observation_space,
+            action_space,
+            policy_aliases,
+            learning_rate=self.config.learning_rate_at(1.0),
+            seed=seed,
+            device=device,
+        )
 
     def _init_callback(self) -> None:
         teacher = Teacher(self.model)
@@ -349,18 +319,8 @@ class RealTimeDistillCallback(BaseCallback):
         for student in self.distiller.students.values():
             if isinstance(student, StudentMixin):
                 student.obs_normalization = normalization
-        self._log(metrics)
+        self.distiller.record(self.logger, metrics, self.n_distillations)
         return metrics
-
-    def _log(self, metrics: dict[str, Any]) -> None:
-        prefix = "distill/"
-        self.logger.record(prefix + "time_s", metrics["time_s"])
-        self.logger.record(prefix + "learning_rate", metrics["learning_rate"])
-        self.logger.record(prefix + "n_distillations", self.n_distillations, exclude="tensorboard")
-        for name, values in metrics["students"].items():
-            student_prefix = prefix if len(self._specs) == 1 else f"{prefix}{name}/"
-            for key, value in values.items():
-                self.logger.record(student_prefix + key, value)
 
     # -- saving --------------------------------------------------------------------------------
 

@@ -43,6 +43,9 @@ __all__ = [
 FILE_FORMAT_KEY = "sb3_distill"
 FILE_FORMAT_VERSION = 1
 
+#: The name of the student when a single one is given.
+SINGLE_STUDENT = "student"
+
 #: What the ``student`` argument accepts.
 StudentSpec = str | type[BasePolicy] | BasePolicy | nn.Module
 
@@ -354,6 +357,74 @@ def make_student(
     policy = policy.to(get_device(device))
     check_student(policy, observation_space, action_space)
     return policy
+
+
+def student_specs(
+    student: StudentSpec | Mapping[str, Any], student_kwargs: dict[str, Any] | None
+) -> dict[str, tuple[StudentSpec, dict[str, Any] | None]]:
+    """
+    The students a ``student`` argument names: ``{name: (spec, student_kwargs)}``.
+
+    :param student: one student spec, or a dict name -> spec or ``(spec, policy_kwargs)``
+    :param student_kwargs: ``policy_kwargs`` of a single student
+    :return: the specs by name (a single student is named ``"student"``)
+    """
+    if not isinstance(student, Mapping):
+        return {SINGLE_STUDENT: (student, student_kwargs)}
+    if student_kwargs:
+        raise ValueError(
+            "student_kwargs applies to a single student; give each student of the dict its own (spec, kwargs)"
+        )
+    if not student:
+        raise ValueError("student dict is empty: give at least one name -> student spec")
+    specs = {}
+    for name, spec in student.items():
+        if not isinstance(name, str) or not name or "/" in name:
+            raise ValueError(f"student names must be non-empty strings without '/', got {name!r}")
+        if isinstance(spec, tuple):
+            if len(spec) != 2 or not isinstance(spec[1], dict | type(None)):
+                raise ValueError(f"student {name!r}: a tuple spec must be (alias or policy class, policy_kwargs)")
+            specs[name] = (spec[0], spec[1])
+        else:
+            specs[name] = (spec, None)
+    return specs
+
+
+def make_students(
+    specs: Mapping[str, tuple[StudentSpec, dict[str, Any] | None]],
+    observation_space: spaces.Space,
+    action_space: spaces.Space,
+    policy_aliases: Mapping[str, type[BasePolicy]],
+    learning_rate: float = 1e-3,
+    seed: int | None = None,
+    device: th.device | str = "cpu",
+) -> dict[str, BasePolicy]:
+    """
+    Build every student of :func:`student_specs` for a teacher's spaces, each from its own seed.
+
+    :param specs: name -> (spec, student_kwargs)
+    :param observation_space: the teacher's observation space
+    :param action_space: the teacher's action space
+    :param policy_aliases: the teacher's policy aliases
+    :param learning_rate: initial learning rate of the students' optimisers
+    :param seed: seed of the initialisation (``None``: fresh entropy)
+    :param device: where the students live
+    :return: the students, by name
+    """
+    seeds = np.random.SeedSequence(seed).generate_state(len(specs))
+    return {
+        name: make_student(
+            spec,
+            observation_space,
+            action_space,
+            policy_aliases,
+            student_kwargs=kwargs,
+            learning_rate=learning_rate,
+            seed=int(student_seed),
+            device=device,
+        )
+        for (name, (spec, kwargs)), student_seed in zip(specs.items(), seeds, strict=True)
+    }
 
 
 def student_payload(student: BasePolicy) -> dict[str, Any]:

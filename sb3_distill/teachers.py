@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import os
+import zipfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -118,3 +121,49 @@ def check_teacher(model: object) -> None:
             f"unsupported teacher observation space {model.observation_space}: expected a Box "
             f"(vector or image observations)"
         )
+
+
+#: The module of a saved model's policy class -> the algorithm that loads it as a teacher.
+_FAMILIES: dict[str, type[BaseAlgorithm]] = {
+    "stable_baselines3.common.policies": PPO,  # PPO and A2C: the same policies; A2C is told apart below
+    "stable_baselines3.ppo.policies": PPO,
+    "stable_baselines3.a2c.policies": A2C,
+    "stable_baselines3.dqn.policies": DQN,
+    "sb3_contrib.qrdqn.policies": QRDQN,
+}
+
+
+def load_teacher(teacher: BaseAlgorithm | str | os.PathLike[str], device: th.device | str = "auto") -> BaseAlgorithm:
+    """
+    A teacher from a loaded model or a saved SB3 zip (PPO, A2C, DQN, QR-DQN), checked.
+
+    The algorithm is read from the zip itself (its policy class), so any saved agent works as it is,
+    an RL-Zoo model included.
+
+    :param teacher: the model, or the path of its zip
+    :param device: where a loaded teacher lives
+    :return: the model
+    """
+    if isinstance(teacher, BaseAlgorithm):
+        check_teacher(teacher)
+        return teacher
+    if not isinstance(teacher, str | os.PathLike):
+        raise TypeError(f"teacher must be an SB3 model or the path of a saved one, got {type(teacher).__name__}")
+    path = os.fspath(teacher)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"teacher file {path!r} does not exist")
+    try:
+        with zipfile.ZipFile(path) as archive:
+            data = json.loads(archive.read("data"))
+        module = data["policy_class"]["__module__"]
+    except (zipfile.BadZipFile, KeyError, TypeError, ValueError) as error:
+        raise ValueError(f"teacher file {path!r} is not a model saved by Stable-Baselines3 ({error})") from error
+    if module not in _FAMILIES:
+        names = ", ".join(cls.__name__ for cls in SUPPORTED_ALGORITHMS)
+        raise TypeError(f"teacher file {path!r} holds a policy from {module}: supported teachers are {names}")
+    algorithm = _FAMILIES[module]
+    if algorithm is PPO and "clip_range" not in data:
+        algorithm = A2C
+    model = algorithm.load(path, device=device)
+    check_teacher(model)
+    return model
