@@ -4,6 +4,7 @@ from sb3_distill.distiller import DistillConfig, Distiller
 from sb3_distill.finetune import to_dqn, to_ppo
 from sb3_distill.offline import distill
 from sb3_distill.outputs import count_acting_parameters
+from sb3_distill.ppd import ProximalPolicyDistillation
 from sb3_distill.realtime import RealTimeDistillCallback
 from sb3_distill.students import ModuleStudent, load_student, wrap_env
 from sb3_distill.teachers import Teacher, load_teacher
@@ -13,6 +14,7 @@ __all__ = [
     "DistillConfig",
     "Distiller",
     "ModuleStudent",
+    "ProximalPolicyDistillation",
     "RealTimeDistillCallback",
     "Teacher",
     "__version__",

@@ -21,9 +21,18 @@ from stable_baselines3.common.logger import Logger
 from stable_baselines3.common.policies import BasePolicy
 from stable_baselines3.common.type_aliases import Schedule
 from stable_baselines3.common.utils import update_learning_rate
+from stable_baselines3.sac.policies import SACPolicy
+from stable_baselines3.td3.policies import TD3Policy
 
-from sb3_distill.losses import DEFAULT_TEMPERATURE, get_loss, value_loss
-from sb3_distill.outputs import PolicyOutputs, count_acting_parameters, has_value_head, policy_outputs
+from sb3_distill.losses import DEFAULT_TEMPERATURE, gaussian_kl_loss, get_loss, loss_for_kind, value_loss
+from sb3_distill.outputs import (
+    ACTIONS,
+    GAUSSIAN,
+    PolicyOutputs,
+    count_acting_parameters,
+    has_value_head,
+    policy_outputs,
+)
 from sb3_distill.teachers import Teacher
 
 
@@ -50,8 +59,9 @@ class DistillConfig:
     """
     Options of the distillation step, checked on construction.
 
-    :param loss: ``"kl"`` (KL(teacher || student)), ``"mse"`` (on logits / Q-values) or ``"nll"``
-        (cross-entropy with the teacher's greedy action)
+    :param loss: ``"kl"`` (KL(teacher || student): softmax distributions, or Gaussians for continuous
+        actor-critics), ``"mse"`` (on logits, Q-values, Gaussian means or SAC/TD3 actions) or ``"nll"``
+        (cross-entropy with the teacher's greedy action); ``None``: ``"kl"``, and ``"mse"`` for SAC/TD3 teachers
     :param temperature: softens the teacher's scores in the KL loss; ``None`` picks 0.01 for
         Q-value teachers (Rusu et al., 2015) and 1.0 for actor-critic teachers
     :param learning_rate: the students' learning rate, a float or an SB3 schedule of the teacher's
@@ -64,7 +74,7 @@ class DistillConfig:
     :param max_grad_norm: clip the students' gradient norm (``None``: no clipping)
     """
 
-    loss: str = "kl"
+    loss: str | None = None
     temperature: float | None = None
     learning_rate: float | Schedule = 1e-3
     batch_size: int = 128
@@ -74,7 +84,8 @@ class DistillConfig:
     max_grad_norm: float | None = None
 
     def __post_init__(self) -> None:
-        get_loss(self.loss)
+        if self.loss is not None:
+            get_loss(self.loss)
         if self.temperature is not None:
             check_positive("temperature", self.temperature)
         if not callable(self.learning_rate):
@@ -117,6 +128,7 @@ class _Batch(NamedTuple):
     obs: th.Tensor
     scores: th.Tensor
     values: th.Tensor | None
+    log_std: th.Tensor | None
     actions: th.Tensor
 
 
@@ -155,6 +167,20 @@ def fused_optimizer(optimizer: th.optim.Optimizer) -> th.optim.Optimizer:
         return optimizer
 
 
+def acting_optimizer(student: BasePolicy) -> th.optim.Optimizer:
+    """:return: the optimiser of a student's acting path (the actor's, for SAC and TD3 policies)."""
+    actor = getattr(student, "actor", None)
+    return actor.optimizer if isinstance(student, SACPolicy | TD3Policy) and actor is not None else student.optimizer
+
+
+def set_acting_optimizer(student: BasePolicy, optimizer: th.optim.Optimizer) -> None:
+    """Give a student's acting path this optimiser (so that its own ``optimizer`` attribute stays the one in use)."""
+    if isinstance(student, SACPolicy | TD3Policy):
+        student.actor.optimizer = optimizer
+    else:
+        student.optimizer = optimizer
+
+
 class Distiller:
     """
     Updates one or more students towards a teacher on batches of observations.
@@ -177,14 +203,19 @@ class Distiller:
         self.teacher = teacher
         self.students = dict(students)
         self.config = config
-        self.policy_loss = get_loss(config.loss)
+        self.loss = loss_for_kind(config.loss, teacher.kind)
+        self.policy_loss = get_loss(self.loss)
+        #: discrete actions: agreement of greedy actions; continuous: squared error of the actions
+        self.continuous = teacher.kind in (GAUSSIAN, ACTIONS)
         self.temperature = config.temperature if config.temperature is not None else DEFAULT_TEMPERATURE[teacher.kind]
         self.distill_value = {name: self._resolve_distill_value(name, s) for name, s in self.students.items()}
         self.compression = {
             name: count_acting_parameters(s) / teacher.acting_parameters for name, s in self.students.items()
         }
-        for student in self.students.values():
-            student.optimizer = fused_optimizer(student.optimizer)
+        #: each student's optimiser (the actor's for SAC/TD3 students: only the acting path is distilled)
+        self.optimizers = {name: fused_optimizer(acting_optimizer(s)) for name, s in self.students.items()}
+        for student, optimizer in zip(self.students.values(), self.optimizers.values(), strict=True):
+            set_acting_optimizer(student, optimizer)
         self.skipped_updates = dict.fromkeys(self.students, 0)
         self.total_time_s = 0.0
         self._warned_non_finite = False
@@ -258,13 +289,14 @@ class Distiller:
         with self.private_torch_rng():
             if targets is None:
                 targets = self.teacher.targets(obs, with_values=any(self.distill_value.values()))
-            teacher_actions = targets.scores.argmax(dim=-1)
+            teacher_actions = targets.scores if self.continuous else targets.scores.argmax(dim=-1)
             learning_rate = self.config.learning_rate_at(progress_remaining)
             sums = {name: _Sums.zeros(obs.device) for name in self.students}
             for student in self.students.values():
                 if not student.training:  # SB3's predict() switches to eval mode itself; stay in train mode after
                     student.set_training_mode(True)
-                update_learning_rate(student.optimizer, learning_rate)
+            for optimizer in self.optimizers.values():
+                update_learning_rate(optimizer, learning_rate)
             for epoch in range(epochs):
                 order = th.as_tensor(self.rng.permutation(n_obs), device=obs.device)
                 for begin in range(0, n_obs, self.config.batch_size):
@@ -273,6 +305,7 @@ class Distiller:
                         obs=obs[idx],
                         scores=targets.scores[idx],
                         values=None if targets.values is None else targets.values[idx],
+                        log_std=None if targets.log_std is None else targets.log_std[idx],
                         actions=teacher_actions[idx],
                     )
                     for name, student in self.students.items():
@@ -285,9 +318,14 @@ class Distiller:
     def _step(self, name: str, student: BasePolicy, batch: _Batch, sums: _Sums, count_agreement: bool) -> None:
         """One gradient step of one student on one minibatch."""
         with_value = self.distill_value[name]
-        scores, values = policy_outputs(student, batch.obs, with_values=with_value)
+        scores, values, log_std = policy_outputs(student, batch.obs, with_values=with_value)
         # loss = policy term (kl / mse / nll, see losses.py) + vf_coef * value term
-        policy_loss = self.policy_loss(scores, batch.scores, self.temperature)
+        if self.loss == "kl" and batch.log_std is not None:  # continuous actor-critics: KL between Gaussians
+            if log_std is None:
+                raise TypeError(f"student {name!r} has no Gaussian policy to match the teacher's: use loss='mse'")
+            policy_loss = gaussian_kl_loss(scores, log_std, batch.scores, batch.log_std)
+        else:
+            policy_loss = self.policy_loss(scores, batch.scores, self.temperature)
         total = policy_loss
         if with_value:
             assert values is not None
@@ -304,24 +342,30 @@ class Distiller:
                 )
                 self._warned_non_finite = True
             return
-        student.optimizer.zero_grad(set_to_none=True)
+        optimizer = self.optimizers[name]
+        optimizer.zero_grad(set_to_none=True)
         total.backward()
         if self.config.max_grad_norm is not None:
             th.nn.utils.clip_grad_norm_(student.parameters(), self.config.max_grad_norm)
-        student.optimizer.step()
+        optimizer.step()
         sums.updates += 1
         sums.loss += policy_loss.detach()
         if with_value:
             sums.value_loss += v_loss.detach()
         if count_agreement:
-            sums.agree += (scores.detach().argmax(dim=-1) == batch.actions).sum()
+            if self.continuous:  # summed squared error of the actions (means), per observation
+                sums.agree += ((scores.detach() - batch.actions) ** 2).sum()
+            else:
+                sums.agree += (scores.detach().argmax(dim=-1) == batch.actions).sum()
             sums.seen += len(batch.actions)
 
     def _metrics(self, name: str, sums: _Sums) -> dict[str, float]:
         updates = sums.updates
         metrics = {
             "loss": sums.loss.item() / updates if updates else float("nan"),
-            "agreement": sums.agree.item() / sums.seen if sums.seen else float("nan"),
+            ("action_error" if self.continuous else "agreement"): sums.agree.item() / sums.seen
+            if sums.seen
+            else float("nan"),
             "compression": self.compression[name],
             "skipped_updates": float(self.skipped_updates[name]),
         }
@@ -351,7 +395,7 @@ class Distiller:
     def state_dict(self) -> dict[str, Any]:
         """:return: optimiser states, private generator states and counters (not the students' weights)."""
         return {
-            "optimizers": {name: s.optimizer.state_dict() for name, s in self.students.items()},
+            "optimizers": {name: optimizer.state_dict() for name, optimizer in self.optimizers.items()},
             "numpy_rng": self.rng.bit_generator.state,
             "torch_rng": [state.clone() for state in self._torch_states],
             "skipped_updates": dict(self.skipped_updates),
@@ -368,8 +412,8 @@ class Distiller:
             raise ValueError(
                 f"checkpoint holds students {sorted(state['optimizers'])}, expected {sorted(self.students)}"
             )
-        for name, student in self.students.items():
-            student.optimizer.load_state_dict(state["optimizers"][name])
+        for name, optimizer in self.optimizers.items():
+            optimizer.load_state_dict(state["optimizers"][name])
         self.rng.bit_generator.state = state["numpy_rng"]
         if len(state["torch_rng"]) == len(self._torch_states):
             self._torch_states = [s.clone() for s in state["torch_rng"]]

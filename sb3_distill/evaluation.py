@@ -5,9 +5,11 @@ from __future__ import annotations
 import copy
 import io
 import time
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+from gymnasium import spaces
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.evaluation import evaluate_policy
 from stable_baselines3.common.policies import BasePolicy
@@ -35,17 +37,50 @@ def trajectory_agreement(
         mistakes included: what matters when the student is deployed)
     :return: agreement in [0, 1]
     """
+    return _along_trajectories(teacher, student, env, n_steps, actor, lambda a, b: float(np.sum(a == b)))
+
+
+def trajectory_action_error(
+    teacher: BaseAlgorithm | BasePolicy,
+    student: BasePolicy,
+    env: VecEnv,
+    n_steps: int = 1000,
+    actor: str = "student",
+) -> float:
+    """
+    Continuous actions: mean squared distance between the student's and the teacher's greedy actions
+    (in the environment's units), along greedy trajectories.
+
+    :param teacher: the teacher
+    :param student: the student
+    :param env: the environment, wrapped as the teacher was trained
+    :param n_steps: number of environment steps
+    :param actor: whose trajectories, ``"teacher"`` or ``"student"``
+    :return: mean over states of the summed squared difference
+    """
+    return _along_trajectories(teacher, student, env, n_steps, actor, lambda a, b: float(np.sum((a - b) ** 2)))
+
+
+def _along_trajectories(
+    teacher: BaseAlgorithm | BasePolicy,
+    student: BasePolicy,
+    env: VecEnv,
+    n_steps: int,
+    actor: str,
+    score: Callable[[np.ndarray, np.ndarray], float],
+) -> float:
+    """Average a per-batch ``score`` of (teacher actions, student actions) along the actor's greedy trajectories."""
     if actor not in ("teacher", "student"):
         raise ValueError(f"actor must be 'teacher' or 'student', got {actor!r}")
     obs = env.reset()
-    agree = total = 0
+    total_score, total = 0.0, 0
     while total < n_steps:
         action, _ = teacher.predict(obs, deterministic=True)  # type: ignore[arg-type]
         student_action, _ = student.predict(obs, deterministic=True)  # type: ignore[arg-type]
-        agree += int(np.sum(action == student_action))
+        total_score += score(action, student_action)
         total += len(action)
         obs, _, _, _ = env.step(action if actor == "teacher" else student_action)
-    return agree / total
+    return total_score / total
 
 
 def compare_returns(
@@ -131,14 +166,20 @@ def compare(
     :param seed: seed of the environment before each evaluation
     :param agreement_steps: steps of the student's own greedy trajectories on which agreement is measured
     :param latency_batches: batch sizes of the CPU latency measurements
-    :return: returns (mean, std, ratio), ``agreement_on_student_trajectories``, parameter counts,
+    :return: returns (mean, std, ratio), ``agreement_on_student_trajectories`` (continuous actions:
+        ``action_error_on_student_trajectories``, see :func:`trajectory_action_error`), parameter counts,
         ``compression`` and ``latency_s`` per batch size for both
     """
     results = compare_returns(teacher, student, env, n_eval_episodes=n_eval_episodes, seed=seed)
     env.seed(seed)
-    results["agreement_on_student_trajectories"] = trajectory_agreement(
-        teacher, student, env, n_steps=agreement_steps, actor="student"
-    )
+    if isinstance(env.action_space, spaces.Box):
+        results["action_error_on_student_trajectories"] = trajectory_action_error(
+            teacher, student, env, n_steps=agreement_steps, actor="student"
+        )
+    else:
+        results["agreement_on_student_trajectories"] = trajectory_agreement(
+            teacher, student, env, n_steps=agreement_steps, actor="student"
+        )
     results["teacher_parameters"] = count_acting_parameters(teacher.policy)
     results["student_parameters"] = count_acting_parameters(student)
     results["compression"] = results["student_parameters"] / results["teacher_parameters"]
@@ -162,7 +203,12 @@ def format_comparison(results: dict[str, Any]) -> str:
         teacher_us, student_us = latency["teacher"][batch] * 1e6, latency["student"][batch] * 1e6
         lines.append(f"{'CPU latency per obs, batch ' + batch:34}{teacher_us:>19.1f} µs{student_us:>19.1f} µs")
     lines.append(f"{'student / teacher return':34}{results['ratio']:>44.3f}")
-    lines.append(f"{'agreement (student trajectories)':34}{results['agreement_on_student_trajectories']:>44.3f}")
+    if "agreement_on_student_trajectories" in results:
+        lines.append(f"{'agreement (student trajectories)':34}{results['agreement_on_student_trajectories']:>44.3f}")
+    else:
+        lines.append(
+            f"{'action error (student trajectories)':34}{results['action_error_on_student_trajectories']:>44.4f}"
+        )
     lines.append(f"{'compression':34}{results['compression']:>44.2%}")
     lines.append(f"({results['n_eval_episodes']} episodes each, same seeds)")
     return "\n".join(lines)

@@ -16,7 +16,30 @@ PolicyLoss = Callable[[th.Tensor, th.Tensor, float], th.Tensor]
 
 #: Default temperature per kind of teacher score: Q-values are sharpened with 0.01 as in
 #: Rusu et al., "Policy Distillation" (2015); logits are already a distribution's parameters.
-DEFAULT_TEMPERATURE = {"q_values": 0.01, "logits": 1.0}
+DEFAULT_TEMPERATURE = {"q_values": 0.01, "logits": 1.0, "gaussian": 1.0, "actions": 1.0}
+
+#: The losses that make sense per kind of teacher output, the first being the default.
+LOSSES_FOR_KIND = {
+    "logits": ("kl", "mse", "nll"),
+    "q_values": ("kl", "mse", "nll"),
+    "gaussian": ("kl", "mse"),  # KL between Gaussians, or MSE on their means
+    "actions": ("mse",),  # SAC's and TD3's deterministic actions
+}
+
+
+def kl_divergence(student_scores: th.Tensor, teacher_scores: th.Tensor, temperature: float) -> th.Tensor:
+    """
+    KL(teacher || student) per observation.
+
+    :param student_scores: student logits or Q-values; the student's distribution is their softmax
+    :param teacher_scores: teacher logits or Q-values; the teacher's is ``softmax(teacher_scores / temperature)``
+    :param temperature: softening temperature applied to the teacher's scores
+    :return: shape ``(batch,)``
+    """
+    teacher_log_probs = F.log_softmax(teacher_scores / temperature, dim=-1)
+    student_log_probs = F.log_softmax(student_scores, dim=-1)
+    # sum_a p_T(a) * (log p_T(a) - log p_S(a))
+    return (teacher_log_probs.exp() * (teacher_log_probs - student_log_probs)).sum(dim=-1)
 
 
 def kl_loss(student_scores: th.Tensor, teacher_scores: th.Tensor, temperature: float) -> th.Tensor:
@@ -31,10 +54,7 @@ def kl_loss(student_scores: th.Tensor, teacher_scores: th.Tensor, temperature: f
     :param temperature: softening temperature applied to the teacher's scores
     :return: mean KL divergence over the batch
     """
-    teacher_log_probs = F.log_softmax(teacher_scores / temperature, dim=-1)
-    student_log_probs = F.log_softmax(student_scores, dim=-1)
-    # sum_a p_T(a) * (log p_T(a) - log p_S(a)), averaged over the batch
-    return (teacher_log_probs.exp() * (teacher_log_probs - student_log_probs)).sum(dim=-1).mean()
+    return kl_divergence(student_scores, teacher_scores, temperature).mean()
 
 
 def mse_loss(student_scores: th.Tensor, teacher_scores: th.Tensor, temperature: float) -> th.Tensor:
@@ -61,6 +81,31 @@ def nll_loss(student_scores: th.Tensor, teacher_scores: th.Tensor, temperature: 
     return F.cross_entropy(student_scores, teacher_scores.argmax(dim=-1))
 
 
+def gaussian_kl_divergence(
+    student_mean: th.Tensor, student_log_std: th.Tensor, teacher_mean: th.Tensor, teacher_log_std: th.Tensor
+) -> th.Tensor:
+    """
+    KL(teacher || student) per observation between diagonal Gaussian policies, summed over action dimensions.
+
+    :param student_mean: shape ``(batch, action_dim)``
+    :param student_log_std: same shape
+    :param teacher_mean: same shape
+    :param teacher_log_std: same shape
+    :return: shape ``(batch,)``
+    """
+    # per dimension: log(s_S / s_T) + (s_T^2 + (m_T - m_S)^2) / (2 s_S^2) - 1/2
+    variance_ratio = th.exp(2 * (teacher_log_std - student_log_std))
+    mean_term = (teacher_mean - student_mean) ** 2 * th.exp(-2 * student_log_std)
+    return (student_log_std - teacher_log_std + 0.5 * (variance_ratio + mean_term) - 0.5).sum(dim=-1)
+
+
+def gaussian_kl_loss(
+    student_mean: th.Tensor, student_log_std: th.Tensor, teacher_mean: th.Tensor, teacher_log_std: th.Tensor
+) -> th.Tensor:
+    """:return: :func:`gaussian_kl_divergence` averaged over the batch."""
+    return gaussian_kl_divergence(student_mean, student_log_std, teacher_mean, teacher_log_std).mean()
+
+
 def value_loss(student_values: th.Tensor, teacher_values: th.Tensor) -> th.Tensor:
     """
     Mean squared error between the student's and the teacher's state values.
@@ -85,3 +130,20 @@ def get_loss(name: str) -> PolicyLoss:
     if name not in LOSSES:
         raise ValueError(f"unknown loss {name!r}: expected one of {sorted(LOSSES)}")
     return LOSSES[name]
+
+
+def loss_for_kind(name: str | None, kind: str) -> str:
+    """
+    The loss to use for a kind of teacher output, checked.
+
+    :param name: the user's choice (``None``: the kind's default: ``"kl"``, or ``"mse"`` for SAC/TD3 actions)
+    :param kind: ``"logits"``, ``"q_values"``, ``"gaussian"`` or ``"actions"``
+    :return: the loss name
+    """
+    allowed = LOSSES_FOR_KIND[kind]
+    if name is None:
+        return allowed[0]
+    get_loss(name)
+    if name not in allowed:
+        raise ValueError(f"loss {name!r} does not apply to a teacher whose outputs are {kind}: use one of {allowed}")
+    return name

@@ -34,7 +34,7 @@ from stable_baselines3.common.type_aliases import Schedule
 from stable_baselines3.common.vec_env import VecEnv, unwrap_vec_normalize
 
 from sb3_distill.distiller import DistillConfig, Distiller, check_positive
-from sb3_distill.outputs import PolicyOutputs, policy_outputs
+from sb3_distill.outputs import GAUSSIAN, PolicyOutputs
 from sb3_distill.students import (
     SINGLE_STUDENT,
     StudentMixin,
@@ -43,7 +43,7 @@ from sb3_distill.students import (
     obs_normalization_of,
     student_specs,
 )
-from sb3_distill.teachers import Teacher, load_teacher
+from sb3_distill.teachers import Teacher, eval_mode, load_teacher
 
 #: Who acts while observations are collected.
 COLLECT_MODES = ("teacher", "student", "mixed")
@@ -55,15 +55,19 @@ class TargetMemory:
 
     :param size: how many observations it holds
     :param observation_space: the teacher's observation space (its dtype is kept: uint8 frames stay uint8)
-    :param n_actions: number of action scores per observation
+    :param n_actions: number of action scores per observation (the action dimension for continuous actions)
     :param with_values: also keep the teacher's state values
+    :param with_log_std: also keep the log std of a Gaussian teacher
     """
 
-    def __init__(self, size: int, observation_space: spaces.Box, n_actions: int, with_values: bool) -> None:
+    def __init__(
+        self, size: int, observation_space: spaces.Box, n_actions: int, with_values: bool, with_log_std: bool = False
+    ) -> None:
         self.size = size
         self.obs = np.zeros((size, *observation_space.shape), dtype=observation_space.dtype)
         self.scores = np.zeros((size, n_actions), dtype=np.float32)
         self.values = np.zeros(size, dtype=np.float32) if with_values else None
+        self.log_std = np.zeros((size, n_actions), dtype=np.float32) if with_log_std else None
         self.pos = 0
         self.full = False
 
@@ -77,6 +81,8 @@ class TargetMemory:
         self.scores[rows] = targets.scores.cpu().numpy()
         if self.values is not None and targets.values is not None:
             self.values[rows] = targets.values.cpu().numpy()
+        if self.log_std is not None and targets.log_std is not None:
+            self.log_std[rows] = targets.log_std.cpu().numpy()
         self.full = self.full or self.pos + len(obs) >= self.size
         self.pos = int((self.pos + len(obs)) % self.size)
 
@@ -84,7 +90,8 @@ class TargetMemory:
         """:return: ``n`` observations drawn uniformly (with replacement), with their targets, on ``device``."""
         rows = rng.integers(0, len(self), size=n)
         values = None if self.values is None else th.as_tensor(self.values[rows], device=device)
-        targets = PolicyOutputs(th.as_tensor(self.scores[rows], device=device), values)
+        log_std = None if self.log_std is None else th.as_tensor(self.log_std[rows], device=device)
+        targets = PolicyOutputs(th.as_tensor(self.scores[rows], device=device), values, log_std)
         return th.as_tensor(self.obs[rows], device=device), targets
 
 
@@ -138,7 +145,7 @@ def distill(
     n_steps: int,
     collect: str = "teacher",
     student_kwargs: dict[str, Any] | None = None,
-    loss: str = "kl",
+    loss: str | None = None,
     temperature: float | None = None,
     learning_rate: float | Schedule = 1e-3,
     batch_size: int = 128,
@@ -159,7 +166,7 @@ def distill(
     """
     Distil a trained agent into small students, offline.
 
-    :param teacher: a PPO, A2C, DQN or QR-DQN model, or the path of its zip; it is never changed
+    :param teacher: a PPO, A2C, DQN, QR-DQN, SAC or TD3 model, or the path of its zip; it is never changed
     :param student: as for :class:`~sb3_distill.RealTimeDistillCallback`: an alias of the teacher's
         policy family, a policy class (or its dotted name: an actor-critic student of a DQN teacher is
         ``"stable_baselines3.common.policies.ActorCriticPolicy"``), an instance, a ``torch.nn.Module``,
@@ -170,14 +177,15 @@ def distill(
     :param collect: who acts: ``"teacher"``, ``"student"`` (with several students, environment ``i`` is
         driven by student ``i % n_students``) or ``"mixed"`` (see :func:`teacher_share`)
     :param student_kwargs: ``policy_kwargs`` of a single student
-    :param loss: ``"kl"``, ``"mse"`` or ``"nll"``
+    :param loss: ``"kl"``, ``"mse"`` or ``"nll"`` (``None``: ``"kl"``; ``"mse"`` for SAC and TD3 teachers)
     :param temperature: KL temperature (``None``: 0.01 for Q-value teachers, 1.0 for actor-critics)
     :param learning_rate: the students' learning rate, a float or a schedule of the remaining progress
     :param batch_size: minibatch size
     :param epochs: samples drawn from the memory per new transition
     :param buffer_size: how many (observation, teacher outputs) the memory holds
     :param train_freq: transitions between two updates (``None``: ``batch_size``)
-    :param exploration_rate: probability of a uniformly random action, whoever acts (epsilon-greedy)
+    :param exploration_rate: probability of a uniformly random action, whoever acts (epsilon-greedy;
+        continuous actions are drawn uniformly within the action space's bounds)
     :param mixed_fraction: with ``collect="mixed"``, the share of ``n_steps`` over which the teacher hands over
     :param distill_value: also distil the teacher's values (``None``: when teacher and student are actor-critics)
     :param vf_coef: weight of the value loss
@@ -211,8 +219,11 @@ def distill(
     )
     distiller = Distiller(teacher_view, students, config, seed=int(distiller_seed))
     with_values = any(distiller.distill_value.values())
-    n_actions = int(teacher_view.action_space.n)
-    memory = TargetMemory(buffer_size, teacher_view.observation_space, n_actions, with_values)
+    action_space = teacher_view.action_space
+    discrete = isinstance(action_space, spaces.Discrete)
+    n_scores = int(action_space.n) if isinstance(action_space, spaces.Discrete) else int(action_space.shape[0])
+    with_log_std = teacher_view.kind == GAUSSIAN
+    memory = TargetMemory(buffer_size, teacher_view.observation_space, n_scores, with_values, with_log_std)
     rng = np.random.default_rng(int(collect_seed))
     if logger is None:
         logger = Logger(folder=None, output_formats=[HumanOutputFormat(sys.stdout)] if verbose >= 1 else [])
@@ -233,17 +244,22 @@ def distill(
         # 1-2. The teacher labels the observations; whoever is chosen acts greedily (epsilon-greedy).
         obs_tensor = th.as_tensor(obs, device=teacher_view.device)
         targets = teacher_view.targets(obs_tensor, with_values=with_values)
-        actions = targets.scores.argmax(dim=-1).cpu().numpy()
         beta = teacher_share(collect, step, n_steps, mixed_fraction)
         by_student = rng.random(n_envs) >= beta
-        for index, driver in enumerate(drivers):
-            driven = np.flatnonzero(by_student & (np.arange(n_envs) % len(drivers) == index))
-            if len(driven):
-                with th.no_grad(), distiller.private_torch_rng():
-                    scores = policy_outputs(driver, obs_tensor[driven], with_values=False).scores
-                actions[driven] = scores.argmax(dim=-1).cpu().numpy()
+        with distiller.private_torch_rng(), eval_mode(model.policy):  # predict() would leave it in eval mode
+            actions = (
+                targets.scores.argmax(dim=-1).cpu().numpy() if discrete else model.predict(obs, deterministic=True)[0]
+            )
+            for index, driver in enumerate(drivers):
+                driven = np.flatnonzero(by_student & (np.arange(n_envs) % len(drivers) == index))
+                if len(driven):
+                    actions[driven] = driver.predict(obs[driven], deterministic=True)[0]
         explore = rng.random(n_envs) < exploration_rate
-        actions[explore] = rng.integers(0, n_actions, size=int(explore.sum()))
+        if isinstance(action_space, spaces.Discrete):
+            actions[explore] = rng.integers(0, action_space.n, size=int(explore.sum()))
+        else:
+            low, high = venv.action_space.low, venv.action_space.high  # type: ignore[attr-defined]
+            actions[explore] = rng.uniform(low, high, size=(int(explore.sum()), *low.shape))
         teacher_actions += int((~by_student).sum())
         # 3. The memory keeps the observation the teacher labelled, as the environment gave it.
         memory.add(obs, targets)

@@ -12,24 +12,37 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import torch as th
+from gymnasium import spaces
 from sb3_contrib.qrdqn.policies import QRDQNPolicy, QuantileNetwork
 from stable_baselines3.common.policies import ActorCriticPolicy, BasePolicy
 from stable_baselines3.dqn.policies import DQNPolicy, QNetwork
+from stable_baselines3.sac.policies import SACPolicy
+from stable_baselines3.td3.policies import TD3Policy
 from torch import nn
 
 #: Policy families that can act as teacher or student, by what their scores mean.
 LOGITS = "logits"
 Q_VALUES = "q_values"
+#: Continuous actions: a Gaussian policy's mean (with ``log_std``), or a deterministic actor's action.
+GAUSSIAN = "gaussian"
+ACTIONS = "actions"
 
 #: Policies whose action scores are Q-values (QR-DQN's are the means of its quantiles).
 Q_POLICIES = (DQNPolicy, QNetwork, QRDQNPolicy, QuantileNetwork)
 
 
 class PolicyOutputs(NamedTuple):
-    """Action scores of shape ``(batch, n_actions)`` and, for actor-critics, values of shape ``(batch,)``."""
+    """
+    What a policy outputs for a batch.
+
+    ``scores``: ``(batch, n_actions)`` logits or Q-values for discrete actions; for continuous ones the
+    Gaussian's mean (PPO, A2C; ``log_std`` beside it) or the deterministic action in [-1, 1] (SAC, TD3),
+    ``(batch, action_dim)``. ``values``: ``(batch,)`` state values of actor-critics.
+    """
 
     scores: th.Tensor
     values: th.Tensor | None
+    log_std: th.Tensor | None = None
 
 
 def score_kind(policy: nn.Module) -> str:
@@ -37,9 +50,16 @@ def score_kind(policy: nn.Module) -> str:
     What a policy's action scores are.
 
     :param policy: an SB3 policy or a wrapped module student
-    :return: ``"q_values"`` for Q-networks, ``"logits"`` otherwise
+    :return: ``"q_values"`` for Q-networks, ``"gaussian"`` for continuous actor-critics, ``"actions"``
+        for SAC and TD3, ``"logits"`` otherwise
     """
-    return Q_VALUES if isinstance(policy, Q_POLICIES) else LOGITS
+    if isinstance(policy, Q_POLICIES):
+        return Q_VALUES
+    if isinstance(policy, SACPolicy | TD3Policy):
+        return ACTIONS
+    if isinstance(policy, ActorCriticPolicy) and isinstance(policy.action_space, spaces.Box):
+        return GAUSSIAN
+    return LOGITS
 
 
 def has_value_head(policy: nn.Module) -> bool:
@@ -50,7 +70,9 @@ def has_value_head(policy: nn.Module) -> bool:
 def is_supported_policy(policy: nn.Module) -> bool:
     """:return: whether ``policy_outputs`` can read this policy."""
     # ModuleStudent defines ``action_scores``; imported lazily to keep this module dependency-free.
-    return isinstance(policy, (ActorCriticPolicy, *Q_POLICIES)) or hasattr(policy, "action_scores")
+    return isinstance(policy, (ActorCriticPolicy, SACPolicy, TD3Policy, *Q_POLICIES)) or hasattr(
+        policy, "action_scores"
+    )
 
 
 def policy_outputs(policy: BasePolicy, obs: th.Tensor, with_values: bool = True) -> PolicyOutputs:
@@ -67,15 +89,26 @@ def policy_outputs(policy: BasePolicy, obs: th.Tensor, with_values: bool = True)
     """
     if isinstance(policy, ActorCriticPolicy):
         pi_features = BasePolicy.extract_features(policy, obs, policy.pi_features_extractor)
-        logits = policy.action_net(policy.mlp_extractor.forward_actor(pi_features))
+        latent_pi = policy.mlp_extractor.forward_actor(pi_features)
+        log_std = None
+        if isinstance(policy.action_space, spaces.Box):  # Gaussian (gSDE included): its mean and log std
+            normal = policy._get_action_dist_from_latent(latent_pi).distribution
+            assert isinstance(normal, th.distributions.Normal)
+            logits, log_std = normal.mean, normal.stddev.log()
+        else:
+            logits = policy.action_net(latent_pi)
         if not with_values:
-            return PolicyOutputs(logits, None)
+            return PolicyOutputs(logits, None, log_std)
         if policy.share_features_extractor:
             vf_features = pi_features
         else:
             vf_features = BasePolicy.extract_features(policy, obs, policy.vf_features_extractor)
         latent_vf = policy.mlp_extractor.forward_critic(vf_features)
-        return PolicyOutputs(logits, policy.value_net(latent_vf).flatten())
+        return PolicyOutputs(logits, policy.value_net(latent_vf).flatten(), log_std)
+    if isinstance(policy, SACPolicy):
+        return PolicyOutputs(policy.actor(obs, deterministic=True), None)  # tanh of the Gaussian's mean
+    if isinstance(policy, TD3Policy):
+        return PolicyOutputs(policy.actor(obs), None)
     if isinstance(policy, DQNPolicy):
         return PolicyOutputs(policy.q_net(obs), None)
     if isinstance(policy, QNetwork):
@@ -103,6 +136,8 @@ def acting_modules(policy: nn.Module) -> list[nn.Module]:
         return [policy.q_net]
     if isinstance(policy, QRDQNPolicy):
         return [policy.quantile_net]
+    if isinstance(policy, SACPolicy | TD3Policy):
+        return [policy.actor]
     return [policy]
 
 
@@ -117,4 +152,6 @@ def count_acting_parameters(policy: nn.Module) -> int:
     for module in acting_modules(policy):
         for param in module.parameters():
             seen[id(param)] = param.numel()
+    if isinstance(policy, ActorCriticPolicy) and isinstance(policy.action_space, spaces.Box):
+        seen[id(policy.log_std)] = policy.log_std.numel()  # the Gaussian's (state-independent) log std
     return sum(seen.values())

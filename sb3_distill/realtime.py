@@ -2,7 +2,7 @@
 
 After every teacher update the callback hands the observations the teacher has just collected to
 the :class:`~sb3_distill.distiller.Distiller`: on-policy teachers (PPO, A2C) give their rollouts,
-off-policy teachers (DQN, QR-DQN) a sample of their replay buffer. The callback reads SB3's buffers by
+off-policy teachers (DQN, QR-DQN, SAC, TD3) a sample of their replay buffer. The callback reads SB3's buffers by
 indexing their arrays with its own generator; it never calls ``rollout_buffer.get()`` or
 ``replay_buffer.sample()``, which draw from the global NumPy generator the teacher trains with.
 """
@@ -104,7 +104,7 @@ class _ReplaySource:
 
 class RealTimeDistillCallback(BaseCallback):
     """
-    Distil a PPO, A2C, DQN or QR-DQN teacher into small students while it trains.
+    Distil a PPO, A2C, DQN, QR-DQN, SAC or TD3 teacher into small students while it trains.
 
     After each teacher update, the students learn from the observations the teacher has just
     collected: the whole rollout for PPO/A2C (``epochs`` passes), or ``epochs`` samples per new
@@ -123,7 +123,8 @@ class RealTimeDistillCallback(BaseCallback):
         ``torch.nn.Module`` mapping preprocessed observations to one output per action. Several
         students: a dict name -> spec, where a spec may also be a tuple ``(alias or class, policy_kwargs)``.
     :param student_kwargs: ``policy_kwargs`` for an alias or class student (``net_arch``, ...)
-    :param loss: ``"kl"`` (default), ``"mse"`` or ``"nll"``
+    :param loss: ``"kl"`` (default; KL between Gaussians for continuous PPO/A2C), ``"mse"`` (the default
+        for SAC and TD3, whose deterministic actions are distilled) or ``"nll"``
     :param temperature: softens the teacher's scores in the KL loss (default 0.01 for DQN's
         Q-values, 1.0 for actor-critic logits)
     :param learning_rate: the students' learning rate, a float or a schedule of the teacher's progress
@@ -165,7 +166,7 @@ class RealTimeDistillCallback(BaseCallback):
     ) -> None:
         super().__init__(verbose=verbose)
         self.config = DistillConfig(
-            loss="kl" if loss is None else loss,
+            loss=loss,
             temperature=temperature,
             learning_rate=learning_rate,
             batch_size=batch_size,

@@ -265,7 +265,8 @@ def check_student(student: BasePolicy, observation_space: spaces.Space, action_s
     if student.action_space != action_space:
         raise ValueError(f"student action space {student.action_space} does not match the teacher's {action_space}")
     if isinstance(student, ModuleStudent):
-        assert isinstance(action_space, spaces.Discrete)
+        if not isinstance(action_space, spaces.Discrete):
+            raise TypeError(f"a torch.nn.Module student needs a Discrete action space, not {action_space}")
         assert isinstance(observation_space, spaces.Box)
         obs = th.as_tensor(np.zeros((2, *observation_space.shape), dtype=observation_space.dtype))
         try:

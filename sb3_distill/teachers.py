@@ -11,7 +11,7 @@ from contextlib import contextmanager
 import torch as th
 from gymnasium import spaces
 from sb3_contrib import QRDQN
-from stable_baselines3 import A2C, DQN, PPO
+from stable_baselines3 import A2C, DQN, PPO, SAC, TD3
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.policies import BasePolicy
 from torch import nn
@@ -19,7 +19,9 @@ from torch import nn
 from sb3_distill.outputs import PolicyOutputs, count_acting_parameters, has_value_head, policy_outputs, score_kind
 
 #: Teacher algorithms, by name. Their subclasses are accepted too.
-SUPPORTED_ALGORITHMS: tuple[type[BaseAlgorithm], ...] = (PPO, A2C, DQN, QRDQN)
+SUPPORTED_ALGORITHMS: tuple[type[BaseAlgorithm], ...] = (PPO, A2C, DQN, QRDQN, SAC, TD3)
+#: Teachers of continuous (Box) actions.
+CONTINUOUS_ALGORITHMS: tuple[type[BaseAlgorithm], ...] = (PPO, A2C, SAC, TD3)
 
 #: Largest batch the teacher evaluates in one forward pass (bounds memory for image observations).
 TARGET_CHUNK_SIZE = 4096
@@ -48,14 +50,16 @@ class Teacher:
     """
     Reads distillation targets from an SB3 model, never changing it.
 
-    :param model: a PPO, A2C, DQN or QR-DQN model with a ``Discrete`` action space and ``Box`` observations
+    :param model: a PPO, A2C, DQN or QR-DQN model with a ``Discrete`` action space, or a PPO, A2C, SAC or
+        TD3 model with a ``Box`` action space; ``Box`` observations
     """
 
     def __init__(self, model: BaseAlgorithm) -> None:
         check_teacher(model)
         self.model = model
         self.policy: BasePolicy = model.policy
-        #: ``"logits"`` (actor-critic) or ``"q_values"`` (DQN, QR-DQN: the mean of its quantiles)
+        #: ``"logits"`` (discrete actor-critic), ``"q_values"`` (DQN, QR-DQN: the mean of its quantiles),
+        #: ``"gaussian"`` (continuous actor-critic) or ``"actions"`` (SAC, TD3)
         self.kind = score_kind(self.policy)
         #: whether targets include state values
         self.has_values = has_value_head(self.policy)
@@ -70,10 +74,10 @@ class Teacher:
         return space
 
     @property
-    def action_space(self) -> spaces.Discrete:
+    def action_space(self) -> spaces.Discrete | spaces.Box:
         """The teacher's action space."""
         space = self.policy.action_space
-        assert isinstance(space, spaces.Discrete)
+        assert isinstance(space, spaces.Discrete | spaces.Box)
         return space
 
     @property
@@ -111,10 +115,13 @@ def check_teacher(model: object) -> None:
     names = ", ".join(cls.__name__ for cls in SUPPORTED_ALGORITHMS)
     if not isinstance(model, SUPPORTED_ALGORITHMS):
         raise TypeError(f"unsupported teacher algorithm {type(model).__name__}: supported teachers are {names}")
-    if not isinstance(model.action_space, spaces.Discrete):
+    continuous = isinstance(model.action_space, spaces.Box) and len(model.action_space.shape) == 1
+    if not (
+        isinstance(model.action_space, spaces.Discrete) or (continuous and isinstance(model, CONTINUOUS_ALGORITHMS))
+    ):
         raise TypeError(
             f"unsupported teacher action space {model.action_space}: {type(model).__name__} teachers are "
-            f"supported with Discrete action spaces"
+            f"supported with Discrete action spaces, and PPO, A2C, SAC and TD3 with 1-d Box action spaces"
         )
     if not isinstance(model.observation_space, spaces.Box):
         raise TypeError(
@@ -130,12 +137,14 @@ _FAMILIES: dict[str, type[BaseAlgorithm]] = {
     "stable_baselines3.a2c.policies": A2C,
     "stable_baselines3.dqn.policies": DQN,
     "sb3_contrib.qrdqn.policies": QRDQN,
+    "stable_baselines3.sac.policies": SAC,
+    "stable_baselines3.td3.policies": TD3,
 }
 
 
 def load_teacher(teacher: BaseAlgorithm | str | os.PathLike[str], device: th.device | str = "auto") -> BaseAlgorithm:
     """
-    A teacher from a loaded model or a saved SB3 zip (PPO, A2C, DQN, QR-DQN), checked.
+    A teacher from a loaded model or a saved SB3 zip (PPO, A2C, DQN, QR-DQN, SAC, TD3), checked.
 
     The algorithm is read from the zip itself (its policy class), so any saved agent works as it is,
     an RL-Zoo model included.

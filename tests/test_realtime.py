@@ -6,9 +6,11 @@ import csv
 import os
 import warnings
 
+import gymnasium as gym
 import numpy as np
 import pytest
 import torch as th
+from gymnasium import spaces
 from stable_baselines3 import PPO
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.evaluation import evaluate_policy
@@ -141,6 +143,20 @@ def test_save_path_must_be_creatable(tmp_path):
     with pytest.raises(OSError, match="save_path"):
         teacher.learn(64, callback=distill)
     assert teacher.num_timesteps == 0
+
+
+class TwoSwitches(gym.Env):
+    """An environment with a MultiDiscrete action space, which no teacher supports."""
+
+    observation_space = spaces.Box(-1, 1, (2,), np.float32)
+    action_space = spaces.MultiDiscrete([2, 2])
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        return np.zeros(2, np.float32), {}
+
+    def step(self, action):
+        return np.zeros(2, np.float32), 0.0, False, False, {}
 
 
 class TwoLayer(nn.Module):
@@ -361,20 +377,20 @@ class TestBadInputFailsBeforeTheFirstStep:
         )
 
     def test_unsupported_teacher_algorithm(self):
-        from stable_baselines3 import SAC
+        from sb3_contrib import ARS
 
-        teacher = SAC("MlpPolicy", "Pendulum-v1", learning_starts=10)
+        teacher = ARS("LinearPolicy", "Pendulum-v1", n_delta=2)
         self.fails_at_start(
             teacher,
             RealTimeDistillCallback(student="MlpPolicy"),
             TypeError,
-            r"unsupported teacher algorithm SAC: supported teachers are PPO, A2C, DQN",
+            r"unsupported teacher algorithm ARS: supported teachers are PPO, A2C, DQN, QRDQN, SAC, TD3",
         )
 
     def test_unsupported_action_space(self):
-        teacher = PPO("MlpPolicy", "Pendulum-v1", n_steps=64)
+        teacher = PPO("MlpPolicy", TwoSwitches(), n_steps=64)
         self.fails_at_start(
-            teacher, RealTimeDistillCallback(student="MlpPolicy"), TypeError, r"action space Box.*Discrete"
+            teacher, RealTimeDistillCallback(student="MlpPolicy"), TypeError, r"action space MultiDiscrete.*Discrete"
         )
 
     def test_value_distillation_needs_value_heads(self):
