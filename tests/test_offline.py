@@ -16,7 +16,7 @@ from sb3_distill import distill, load_student, load_teacher, to_dqn, to_ppo
 from sb3_distill.cli import main
 from sb3_distill.offline import TargetMemory, teacher_share
 from sb3_distill.outputs import PolicyOutputs
-from tests.conftest import greedy_agreement, make_teacher, policy_vector
+from tests.conftest import CARTPOLE, greedy_agreement, make_teacher, policy_vector
 
 ACTOR_CRITIC = "stable_baselines3.common.policies.ActorCriticPolicy"  # a PPO student, whatever the teacher
 
@@ -115,15 +115,7 @@ def test_dqn_teacher_into_a_ppo_student_then_fine_tuned(dqn_teacher, tmp_path):
     distilled = mean_return(student)
     assert distilled >= 0.8 * mean_return(dqn_teacher)  # measured 169 against the teacher's 170
 
-    ppo_kwargs = {
-        "n_steps": 32,
-        "batch_size": 256,
-        "gae_lambda": 0.8,
-        "gamma": 0.98,
-        "n_epochs": 20,
-        "learning_rate": 1e-3,
-    }
-    model = to_ppo(student, cartpole(n_envs=8), seed=0, ent_coef=0.0, **ppo_kwargs)  # RL-Zoo CartPole settings
+    model = to_ppo(student, cartpole(n_envs=8), seed=0, **CARTPOLE["ppo"][2])  # the teachers' CartPole settings
     obs = np.random.default_rng(0).normal(scale=0.5, size=(256, 4)).astype(np.float32)
     # The PPO model starts as the student: same greedy actions, the value head freshly initialised by SB3.
     assert np.array_equal(model.predict(obs, deterministic=True)[0], student.predict(obs, deterministic=True)[0])

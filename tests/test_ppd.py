@@ -9,19 +9,10 @@ from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.evaluation import evaluate_policy
 
 from sb3_distill import ProximalPolicyDistillation
-from tests.conftest import make_teacher
+from tests.conftest import CARTPOLE, make_teacher
 
-# RL-Zoo's CartPole PPO settings, with an [8] student.
-STUDENT_PPO = {
-    "n_steps": 32,
-    "batch_size": 256,
-    "gae_lambda": 0.8,
-    "gamma": 0.98,
-    "n_epochs": 20,
-    "ent_coef": 0.0,
-    "learning_rate": 1e-3,
-    "policy_kwargs": {"net_arch": [8]},
-}
+# The teachers' CartPole PPO settings, with an [8] student.
+STUDENT_PPO = {**CARTPOLE["ppo"][2], "policy_kwargs": {"net_arch": [8]}}
 
 
 @pytest.fixture(scope="module")
