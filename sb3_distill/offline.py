@@ -19,7 +19,7 @@ from __future__ import annotations
 import os
 import sys
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import gymnasium as gym
@@ -161,6 +161,7 @@ def distill(
     device: th.device | str = "auto",
     logger: Logger | None = None,
     log_interval: int = 10,
+    callback: Callable[[int, dict[str, BasePolicy]], bool | None] | None = None,
     verbose: int = 0,
 ) -> BasePolicy | dict[str, BasePolicy]:
     """
@@ -195,6 +196,8 @@ def distill(
     :param logger: an SB3 logger for ``distill/...``, ``rollout/...`` and ``collect/...`` metrics
         (default: stdout when ``verbose >= 1``)
     :param log_interval: updates between two logger dumps
+    :param callback: called after every update with (steps so far, the students); returning ``False``
+        stops the distillation early (to evaluate students along the way, say)
     :param verbose: 1 prints the metrics
     :return: the student, or the dict name -> student
     """
@@ -278,6 +281,8 @@ def distill(
             if n_updates % log_interval == 0:
                 _record_collection(logger, step, beta, teacher_actions / step, len(memory), episode_returns)
                 logger.dump(step)
+            if callback is not None and callback(step, students) is False:
+                break
     beta = teacher_share(collect, step, n_steps, mixed_fraction)
     _record_collection(logger, step, beta, teacher_actions / step, len(memory), episode_returns)
     logger.dump(step)

@@ -189,33 +189,17 @@ def check_entry(algo: str, env_id: str, config: str | Path | None = None, entry:
     :param entry: the key to read (default: the one RL-Zoo picks for ``env_id``)
     :return: spaces and parameter counts
     """
-    from rl_zoo3.exp_manager import ExperimentManager
     from rl_zoo3.utils import ALGOS
-    from stable_baselines3.common.base_class import BaseAlgorithm
 
-    from sb3_distill.envs import require_env
     from sb3_distill.outputs import count_acting_parameters
     from sb3_distill.realtime import RealTimeDistillCallback
 
-    require_env(env_id)
-    path = Path(config) if config is not None else hyperparams_file(algo)
-    hyperparams = load_hyperparams(path)
-    key = entry if entry is not None else find_entry(hyperparams, env_id, where=str(path))
-    with tempfile.TemporaryDirectory() as folder:
-        single = Path(folder) / "entry.yml"
-        single.write_text(yaml.safe_dump({env_id: hyperparams[key]}))
-        manager = ExperimentManager(
-            argparse.Namespace(), algo, env_id, log_folder=folder, config=str(single), verbose=0, seed=0
-        )
-        with contextlib.redirect_stdout(io.StringIO()):  # RL-Zoo prints the hyperparameters it reads
-            raw, _ = manager.read_hyperparameters()
-            kwargs, manager.env_wrapper, callbacks, manager.vec_env_wrapper = manager._preprocess_hyperparams(raw)
-            env = manager.create_envs(1, no_log=True)
+    experiment = zoo_experiment(algo, env_id, config=config, entry=entry, n_envs=1)
     try:
-        venv = BaseAlgorithm._wrap_env(env, verbose=0)  # the VecTransposeImage SB3 adds for images
-        observation_space, action_space = venv.observation_space, venv.action_space
+        observation_space, action_space = experiment.env.observation_space, experiment.env.action_space
     finally:
-        env.close()
+        experiment.env.close()
+    kwargs, callbacks, key = experiment.model_kwargs, experiment.callbacks, experiment.entry
     algo_class = ALGOS[algo]
     policy = kwargs["policy"]
     policy_class = algo_class.policy_aliases[policy] if isinstance(policy, str) else policy
@@ -230,6 +214,65 @@ def check_entry(algo: str, env_id: str, config: str | Path | None = None, entry:
         teacher_parameters=count_acting_parameters(teacher),
         student_parameters={name: count_acting_parameters(s) for name, s in students.items()},
     )
+
+
+@dataclass
+class ZooExperiment:
+    """An entry as RL-Zoo prepares it: the model's keyword arguments, the callbacks and the wrapped environment."""
+
+    #: the entry's key in the file
+    entry: str
+    #: keyword arguments of the algorithm (``policy`` included; schedules and ``policy_kwargs`` converted)
+    model_kwargs: dict[str, Any]
+    #: the callbacks of the entry's ``callback:`` list, built
+    callbacks: list[Any]
+    #: the environment with RL-Zoo's wrappers (and SB3's image transposition), seeded
+    env: Any
+    #: the entry's number of environments and its budget
+    n_envs: int
+    n_timesteps: int
+
+
+def zoo_experiment(
+    algo: str,
+    env_id: str,
+    config: str | Path | None = None,
+    entry: str | None = None,
+    n_envs: int | None = None,
+    seed: int = 0,
+) -> ZooExperiment:
+    """
+    Prepare an entry exactly as ``rl_zoo3.train`` would (reading, preprocessing, wrapped env), without training.
+
+    :param algo: ``"ppo"``, ``"a2c"``, ``"dqn"`` or ``"qrdqn"``
+    :param env_id: the environment
+    :param config: the hyperparameter file (default: this package's file for ``algo``)
+    :param entry: the key to read (default: the one RL-Zoo picks for ``env_id``)
+    :param n_envs: environments to create (default: the entry's ``n_envs``)
+    :param seed: the environments' seed
+    :return: the prepared experiment; close its ``env`` when done
+    """
+    from rl_zoo3.exp_manager import ExperimentManager
+    from stable_baselines3.common.base_class import BaseAlgorithm
+
+    from sb3_distill.envs import require_env
+
+    require_env(env_id)
+    path = Path(config) if config is not None else hyperparams_file(algo)
+    hyperparams = load_hyperparams(path)
+    key = entry if entry is not None else find_entry(hyperparams, env_id, where=str(path))
+    with tempfile.TemporaryDirectory() as folder:
+        single = Path(folder) / "entry.yml"
+        single.write_text(yaml.safe_dump({env_id: hyperparams[key]}))
+        manager = ExperimentManager(
+            argparse.Namespace(), algo, env_id, log_folder=folder, config=str(single), verbose=0, seed=seed
+        )
+        with contextlib.redirect_stdout(io.StringIO()):  # RL-Zoo prints the hyperparameters it reads
+            raw, _ = manager.read_hyperparameters()
+            kwargs, manager.env_wrapper, callbacks, manager.vec_env_wrapper = manager._preprocess_hyperparams(raw)
+            env = manager.create_envs(n_envs or manager.n_envs, no_log=True)
+    env = BaseAlgorithm._wrap_env(env, verbose=0)  # the VecTransposeImage SB3 adds for images
+    return ZooExperiment(key, kwargs, callbacks, env, int(manager.n_envs), int(manager.n_timesteps))
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,219 @@
+"""Real-time distillation against the sequential pipeline: wall time until the student is as good as the teacher.
+
+For each environment and seed, with the teacher settings and student of ``hyperparams/ppo.yml``:
+
+- real-time: the teacher trains with ``RealTimeDistillCallback``; the student is evaluated every
+  ``--eval-every`` teacher steps;
+- sequential: the same teacher trains alone, then ``sb3_distill.distill`` (student-driven collection,
+  the strongest offline mode measured here) distils it, the student evaluated after every update
+  batch of ``--eval-every`` collected steps.
+
+The time to target is the wall time (evaluations excluded) until the student's mean return first
+reaches 95% of the final teacher's return of the same run; the sequential time includes training its
+teacher. The real-time paper (Sun & Fazli, 2019) reports the real-time total at half the sequential
+one or less. Results: ``benchmarks/results/offline_vs_realtime[_quick].json``.
+
+    python benchmarks/offline_vs_realtime.py            # CartPole-v1, MinAtar Breakout and Asterix, 3 seeds
+    python benchmarks/offline_vs_realtime.py --quick    # smaller budgets, 2 seeds (about 10 minutes on 2 cores)
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from typing import Any
+
+import numpy as np
+import torch as th
+from common import write_result
+from rl_zoo3.utils import ALGOS
+from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.evaluation import evaluate_policy
+from stable_baselines3.common.policies import BasePolicy
+
+from sb3_distill import RealTimeDistillCallback, distill
+from sb3_distill.zoo import distill_kwargs, hyperparams_file, load_hyperparams, zoo_experiment
+
+#: env id -> (teacher steps: full, quick)
+CASES = {
+    "CartPole-v1": (100_000, 60_000),
+    "MinAtar/Breakout-v1": (500_000, 200_000),
+    "MinAtar/Asterix-v1": (500_000, 200_000),
+}
+TARGET = 0.95
+
+
+class Clock:
+    """Wall time with the evaluations taken out."""
+
+    def __init__(self) -> None:
+        self.start = time.perf_counter()
+        self.paused = 0.0
+
+    def now(self) -> float:
+        return time.perf_counter() - self.start - self.paused
+
+    def evaluate(self, policy: Any, env_id: str, episodes: int, seed: int) -> float:
+        began = time.perf_counter()
+        experiment = zoo_experiment("ppo", env_id, n_envs=1, seed=seed)
+        try:
+            returns, _ = evaluate_policy(policy, experiment.env, n_eval_episodes=episodes, deterministic=True)
+        finally:
+            experiment.env.close()
+        self.paused += time.perf_counter() - began
+        return float(returns)  # type: ignore[arg-type]
+
+
+class EvaluateStudent(BaseCallback):
+    """Evaluates the real-time student every ``every`` teacher steps."""
+
+    def __init__(self, distill_callback: RealTimeDistillCallback, clock: Clock, env_id: str, every: int, episodes: int):
+        super().__init__()
+        self.distill, self.clock, self.env_id, self.every, self.episodes = (
+            distill_callback,
+            clock,
+            env_id,
+            every,
+            episodes,
+        )
+        self.curve: list[tuple[int, float, float]] = []  # (teacher steps, seconds, student return)
+        self.next_eval = every
+
+    def _on_step(self) -> bool:
+        if self.num_timesteps >= self.next_eval and self.distill.n_distillations > 0:
+            self.next_eval += self.every
+            score = self.clock.evaluate(self.distill.student, self.env_id, self.episodes, seed=10_000)
+            self.curve.append((self.num_timesteps, self.clock.now(), score))
+        return True
+
+
+def time_to_target(curve: list[tuple[int, float, float]], target: float) -> float | None:
+    return next((seconds for _, seconds, score in curve if score >= target), None)
+
+
+def teacher_and_student(env_id: str, seed: int) -> tuple[Any, dict[str, Any]]:
+    experiment = zoo_experiment("ppo", env_id, seed=seed)
+    kwargs = {key: value for key, value in experiment.model_kwargs.items() if key != "policy"}
+    teacher = ALGOS["ppo"](experiment.model_kwargs["policy"], experiment.env, seed=seed, **kwargs)
+    entry = load_hyperparams(hyperparams_file("ppo"))[experiment.entry]
+    options = {key: value for key, value in distill_kwargs(entry).items() if key != "verbose"}
+    return teacher, options
+
+
+def run_realtime(env_id: str, steps: int, seed: int, every: int, episodes: int) -> dict[str, Any]:
+    teacher, options = teacher_and_student(env_id, seed)
+    clock = Clock()
+    callback = RealTimeDistillCallback(seed=seed, **options)
+    evaluation = EvaluateStudent(callback, clock, env_id, every, episodes)
+    teacher.learn(steps, callback=[callback, evaluation])
+    total = clock.now()
+    teacher_return = clock.evaluate(teacher, env_id, episodes, seed=10_000)
+    return {"curve": evaluation.curve, "seconds": total, "teacher_return": teacher_return}
+
+
+def run_sequential(env_id: str, steps: int, seed: int, every: int, episodes: int, offline_steps: int) -> dict[str, Any]:
+    teacher, options = teacher_and_student(env_id, seed)
+    clock = Clock()
+    teacher.learn(steps)
+    teacher_seconds = clock.now()
+    teacher_return = clock.evaluate(teacher, env_id, episodes, seed=10_000)
+    curve: list[tuple[int, float, float]] = []
+    next_eval = [every]
+
+    def evaluate(step: int, students: dict[str, BasePolicy]) -> bool:
+        if step >= next_eval[0]:
+            next_eval[0] += every
+            score = clock.evaluate(students["student"], env_id, episodes, seed=10_000)
+            curve.append((step, clock.now(), score))
+            return score < TARGET * teacher_return  # stop once the target is reached
+        return True
+
+    experiment = zoo_experiment("ppo", env_id, n_envs=8, seed=seed + 1)
+    student_options = {
+        key: options[key] for key in ("student", "student_kwargs", "learning_rate", "batch_size", "epochs")
+    }
+    distill(
+        teacher,
+        env=experiment.env,
+        n_steps=offline_steps,
+        collect="student",
+        seed=seed,
+        callback=evaluate,
+        **student_options,
+    )
+    return {
+        "curve": curve,
+        "teacher_seconds": teacher_seconds,
+        "seconds": clock.now(),
+        "teacher_return": teacher_return,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="smaller budgets, 2 seeds")
+    parser.add_argument("--seeds", type=int, default=None)
+    parser.add_argument("--envs", nargs="*", default=list(CASES), choices=list(CASES))
+    parser.add_argument("--eval-episodes", type=int, default=10)
+    args = parser.parse_args()
+    th.set_num_threads(1)
+    seeds = list(range(args.seeds or (2 if args.quick else 3)))
+    results: dict[str, Any] = {}
+    for env_id in args.envs:
+        steps = CASES[env_id][1 if args.quick else 0]
+        every = max(steps // 20, 1)
+        runs = []
+        for seed in seeds:
+            realtime = run_realtime(env_id, steps, seed, every, args.eval_episodes)
+            sequential = run_sequential(env_id, steps, seed, every // 2, args.eval_episodes, offline_steps=steps // 2)
+            realtime_time = time_to_target(realtime["curve"], TARGET * realtime["teacher_return"])
+            sequential_time = time_to_target(sequential["curve"], TARGET * sequential["teacher_return"])
+            ratio = realtime_time / sequential_time if realtime_time and sequential_time else None
+            runs.append(
+                {
+                    "seed": seed,
+                    "realtime": realtime,
+                    "sequential": sequential,
+                    "realtime_seconds_to_target": realtime_time,
+                    "sequential_seconds_to_target": sequential_time,
+                    "ratio": ratio,
+                }
+            )
+            print(
+                f"{env_id} seed {seed}: teacher {realtime['teacher_return']:.1f} / {sequential['teacher_return']:.1f}; "
+                f"seconds to {TARGET:.0%}: real-time {realtime_time}, sequential {sequential_time}, ratio {ratio}",
+                flush=True,
+            )
+        ratios = [run["ratio"] for run in runs if run["ratio"] is not None]
+        results[env_id] = {
+            "teacher_steps": steps,
+            "offline_steps": steps // 2,
+            "eval_every": every,
+            "runs": runs,
+            "median_ratio": statistics.median(ratios) if ratios else None,
+            "reached_target": {
+                "realtime": sum(run["realtime_seconds_to_target"] is not None for run in runs),
+                "sequential": sum(run["sequential_seconds_to_target"] is not None for run in runs),
+            },
+        }
+    path = write_result(
+        "offline_vs_realtime_quick" if args.quick else "offline_vs_realtime",
+        {
+            "benchmark": "offline_vs_realtime",
+            "target": TARGET,
+            "seeds": seeds,
+            "eval_episodes": args.eval_episodes,
+            "teacher_settings": "hyperparams/ppo.yml",
+            "offline_collection": "student",
+            "results": results,
+        },
+    )
+    print(f"\nwritten {path}")
+    for env_id, result in results.items():
+        print(f"  {env_id:<22} median real-time / sequential time to target: {result['median_ratio']}")
+
+
+if __name__ == "__main__":
+    np.set_printoptions(precision=3)
+    main()
