@@ -37,6 +37,7 @@ $(VENV)/.installed-bench: $(VENV)/.installed
 bench: $(VENV)/.installed-bench
 	$(PY) -m pytest -m slow tests || test $$? -eq 5
 	$(PY) benchmarks/overhead.py
+	$(PY) benchmarks/offline_vs_realtime.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache

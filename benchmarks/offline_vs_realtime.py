@@ -13,8 +13,8 @@ reaches 95% of the final teacher's return of the same run; the sequential time i
 teacher. The real-time paper (Sun & Fazli, 2019) reports the real-time total at half the sequential
 one or less. Results: ``benchmarks/results/offline_vs_realtime[_quick].json``.
 
-    python benchmarks/offline_vs_realtime.py            # CartPole-v1, MinAtar Breakout and Asterix, 3 seeds
-    python benchmarks/offline_vs_realtime.py --quick    # smaller budgets, 2 seeds (about 10 minutes on 2 cores)
+    python benchmarks/offline_vs_realtime.py          # CartPole, MinAtar Breakout and Asterix, 3 seeds: about 50 min
+    python benchmarks/offline_vs_realtime.py --quick  # smaller budgets, 2 seeds: 10 min on 2 CPU cores (3 seeds: 14)
 """
 
 from __future__ import annotations
