@@ -14,7 +14,7 @@ teacher. The real-time paper (Sun & Fazli, 2019) reports the real-time total at 
 one or less. Results: ``benchmarks/results/offline_vs_realtime[_quick].json``.
 
     python benchmarks/offline_vs_realtime.py          # CartPole, MinAtar Breakout and Asterix, 3 seeds: about 50 min
-    python benchmarks/offline_vs_realtime.py --quick  # smaller budgets, 2 seeds: 10 min on 2 CPU cores (3 seeds: 14)
+    python benchmarks/offline_vs_realtime.py --quick  # smaller budgets, 2 seeds: 10 min on 2 CPU cores (3 seeds: 15)
 """
 
 from __future__ import annotations
