@@ -1,5 +1,6 @@
 """Policy distillation for Stable-Baselines3: distil a large teacher policy into a small student."""
 
+from sb3_distill.datafree import distill_datafree
 from sb3_distill.distiller import DistillConfig, Distiller
 from sb3_distill.finetune import to_dqn, to_ppo
 from sb3_distill.offline import distill
@@ -20,6 +21,7 @@ __all__ = [
     "__version__",
     "count_acting_parameters",
     "distill",
+    "distill_datafree",
     "load_student",
     "load_teacher",
     "to_dqn",

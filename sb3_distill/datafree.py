@@ -1,0 +1,327 @@
+"""Simulator-free distillation: a generator invents observations, the student learns the teacher's answers to them.
+
+After the "Generative Adversarial Simulator" (Raiman, 2020): no environment and no stored trajectories,
+only the teacher. Each iteration, top to bottom:
+
+1. a generator ``G(z, a)``, conditioned on an action ``a`` (the same number of samples for every action),
+   makes a batch of observations inside the observation space's bounds;
+2. the generator takes a gradient step on
+   ``coverage_coef * CE(teacher(x), a)``      -- the teacher must pick ``a`` on ``G(z, a)`` (action coverage)
+   ``- adversarial_coef * D(teacher(x), student(x))`` -- where student and teacher disagree (adversarial)
+   ``- diversity_coef * mean pairwise distance`` within each action class (diversity);
+   the teacher and the student are only read: gradients flow to the generator's parameters alone;
+3. fresh samples, labelled once by the teacher, go to a bounded memory (the offline mode's
+   :class:`~sb3_distill.offline.TargetMemory`), and the :class:`~sb3_distill.distiller.Distiller` trains the
+   students on a batch drawn from it;
+4. every ``reinit_every`` iterations the generator starts again from new random weights, so the memory
+   collects many exemplars per action rather than one prototype each.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import torch as th
+import torch.nn.functional as F
+from gymnasium import spaces
+from stable_baselines3.common.base_class import BaseAlgorithm
+from stable_baselines3.common.evaluation import evaluate_policy
+from stable_baselines3.common.logger import HumanOutputFormat, Logger
+from stable_baselines3.common.policies import BasePolicy
+from stable_baselines3.common.type_aliases import Schedule
+from stable_baselines3.common.vec_env import VecEnv
+from torch import nn
+
+from sb3_distill.distiller import DistillConfig, Distiller, check_positive
+from sb3_distill.evaluation import trajectory_agreement
+from sb3_distill.losses import DEFAULT_TEMPERATURE, kl_divergence
+from sb3_distill.offline import TargetMemory
+from sb3_distill.outputs import LOGITS, Q_VALUES, policy_outputs
+from sb3_distill.students import SINGLE_STUDENT, StudentSpec, make_students, student_specs
+from sb3_distill.teachers import Teacher, eval_mode, load_teacher
+
+
+def observation_bounds(space: spaces.Box, obs_bounds: tuple[Any, Any] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """
+    Finite bounds for every observation dimension: the space's own, or the user's where it has none.
+
+    :param space: the teacher's observation space
+    :param obs_bounds: ``(low, high)``, scalars or arrays of the observation's shape (they override the space's)
+    :return: ``low`` and ``high`` arrays of the observation's shape
+    """
+    if not isinstance(space, spaces.Box):
+        raise TypeError(f"the generator models Box observations, not {space}")
+    low, high = space.low.astype(np.float64), space.high.astype(np.float64)
+    if obs_bounds is not None:
+        try:
+            low = np.broadcast_to(np.asarray(obs_bounds[0], dtype=np.float64), space.shape).copy()
+            high = np.broadcast_to(np.asarray(obs_bounds[1], dtype=np.float64), space.shape).copy()
+        except (ValueError, TypeError, IndexError) as error:
+            raise ValueError(
+                f"obs_bounds must be (low, high), scalars or arrays of shape {space.shape}: {error}"
+            ) from error
+    unbounded = np.flatnonzero(~(np.isfinite(low) & np.isfinite(high)))
+    if len(unbounded):
+        raise ValueError(
+            f"observation dimensions {unbounded.tolist()} (flat indices) of {space} are unbounded: pass "
+            f"obs_bounds=(low, high), scalars or arrays of shape {space.shape}, with the range to generate"
+        )
+    if np.any(high <= low):
+        raise ValueError("obs_bounds: every high must be greater than its low")
+    return low, high
+
+
+class ConditionalGenerator(nn.Module):
+    """
+    ``G(z, a)``: noise and a one-hot action to an observation inside ``[low, high]``.
+
+    Binary (bool) observations are rounded with a straight-through gradient; everything else is a
+    sigmoid scaled to the bounds (uint8 images come out in [0, 255], as the teacher's preprocessing expects).
+
+    :param observation_space: the teacher's observation space (as its policy sees it)
+    :param low: lower bounds, the observation's shape
+    :param high: upper bounds
+    :param n_actions: number of actions to condition on
+    :param latent_dim: size of the noise
+    :param hidden: width of the two hidden layers
+    """
+
+    low: th.Tensor
+    span: th.Tensor
+
+    def __init__(
+        self,
+        observation_space: spaces.Box,
+        low: np.ndarray,
+        high: np.ndarray,
+        n_actions: int,
+        latent_dim: int = 32,
+        hidden: int = 256,
+    ) -> None:
+        super().__init__()
+        self.shape = observation_space.shape
+        self.binary = observation_space.dtype == np.bool_
+        self.n_actions = n_actions
+        self.latent_dim = latent_dim
+        self.register_buffer("low", th.as_tensor(low, dtype=th.float32))
+        self.register_buffer("span", th.as_tensor(high - low, dtype=th.float32))
+        self.net = nn.Sequential(
+            nn.Linear(latent_dim + n_actions, hidden),
+            nn.ReLU(),
+            nn.Linear(hidden, hidden),
+            nn.ReLU(),
+            nn.Linear(hidden, int(np.prod(self.shape))),
+        )
+        # Each (re-)initialised generator starts around its own random point of the box, not at its centre,
+        # so that successive generators explore different regions.
+        output = self.net[-1]
+        assert isinstance(output, nn.Linear)
+        nn.init.uniform_(output.bias, -2.0, 2.0)
+
+    def forward(self, z: th.Tensor, actions: th.Tensor) -> th.Tensor:
+        one_hot = F.one_hot(actions, self.n_actions).float()
+        unit = th.sigmoid(self.net(th.cat([z, one_hot], dim=1))).view(-1, *self.shape)
+        if self.binary:
+            unit = unit + ((unit > 0.5).float() - unit).detach()  # straight-through rounding
+        return self.low + self.span * unit
+
+
+def distinct_exemplars(obs: np.ndarray, low: np.ndarray, high: np.ndarray, radius: float = 0.1) -> int:
+    """
+    How many observations are pairwise further apart than ``radius`` (greedy cover, in units of the bounds' range).
+
+    :param obs: observations of one action class
+    :param low: lower bounds
+    :param high: upper bounds
+    :param radius: distance, as a fraction of each dimension's range (RMS over dimensions)
+    :return: the number of distinct exemplars
+    """
+    points = ((obs.reshape(len(obs), -1) - low.reshape(-1)) / (high - low).reshape(-1)).astype(np.float64)
+    centres: list[np.ndarray] = []
+    for point in points:
+        if not centres or np.sqrt(np.mean((np.stack(centres) - point) ** 2, axis=1)).min() > radius:
+            centres.append(point)
+    return len(centres)
+
+
+def distill_datafree(
+    teacher: BaseAlgorithm | str | os.PathLike[str],
+    student: StudentSpec | Mapping[str, Any],
+    n_iterations: int,
+    student_kwargs: dict[str, Any] | None = None,
+    obs_bounds: tuple[Any, Any] | None = None,
+    batch_size: int = 256,
+    learning_rate: float | Schedule = 1e-3,
+    generator_learning_rate: float = 1e-3,
+    latent_dim: int = 32,
+    coverage_coef: float = 1.0,
+    adversarial_coef: float = 1.0,
+    diversity_coef: float = 0.1,
+    reinit_every: int | None = 50,
+    buffer_size: int = 100_000,
+    loss: str | None = None,
+    temperature: float | None = None,
+    eval_env: VecEnv | None = None,
+    eval_freq: int = 500,
+    n_eval_episodes: int = 5,
+    seed: int | None = None,
+    device: th.device | str = "auto",
+    logger: Logger | None = None,
+    log_interval: int = 100,
+    verbose: int = 0,
+) -> BasePolicy | dict[str, BasePolicy]:
+    """
+    Distil a teacher into students with no environment: observations come from a generator.
+
+    :param teacher: a PPO, A2C, DQN or QR-DQN model (discrete actions), or the path of its zip
+    :param student: as for :func:`sb3_distill.distill` (alias, class, instance, module, or a dict of them)
+    :param n_iterations: generator + student steps
+    :param student_kwargs: ``policy_kwargs`` of a single student
+    :param obs_bounds: ``(low, high)`` to generate within, required where the observation space is unbounded
+    :param batch_size: generated observations per iteration (split evenly over the actions)
+    :param learning_rate: the students' learning rate
+    :param generator_learning_rate: the generator's (Adam) learning rate
+    :param latent_dim: size of the generator's noise
+    :param coverage_coef: weight of the action-coverage term (the teacher must pick the conditioned action)
+    :param adversarial_coef: weight of the adversarial term (student-teacher divergence, maximised)
+    :param diversity_coef: weight of the diversity term (mean distance within an action class, maximised)
+    :param reinit_every: iterations between generator re-initialisations (``None``: never)
+    :param buffer_size: generated observations kept, with the teacher's outputs, for the students to learn from
+    :param loss: the distillation loss (``None``: ``"kl"``)
+    :param temperature: KL temperature (``None``: 0.01 for Q-value teachers, 1.0 for logits)
+    :param eval_env: optional real environment, only to report the student's return and agreement on real
+        states every ``eval_freq`` iterations; the students never train on it
+    :param eval_freq: iterations between evaluations
+    :param n_eval_episodes: episodes per evaluation
+    :param seed: seeds the generator, the students and the sampling
+    :param device: where everything runs
+    :param logger: an SB3 logger (default: stdout when ``verbose >= 1``)
+    :param log_interval: iterations between two logger dumps
+    :param verbose: 1 prints the metrics
+    :return: the student, or the dict name -> student
+    """
+    check_positive("n_iterations", n_iterations, integer=True)
+    check_positive("generator_learning_rate", generator_learning_rate)
+    for name, value in (("coverage_coef", coverage_coef), ("adversarial_coef", adversarial_coef)):
+        check_positive(name, value, allow_zero=True)
+    check_positive("diversity_coef", diversity_coef, allow_zero=True)
+    if reinit_every is not None:
+        check_positive("reinit_every", reinit_every, integer=True)
+    check_positive("buffer_size", buffer_size, integer=True)
+    check_positive("eval_freq", eval_freq, integer=True)
+    model = load_teacher(teacher, device=device)
+    view = Teacher(model)
+    if view.kind not in (LOGITS, Q_VALUES):
+        raise TypeError("simulator-free distillation supports teachers of discrete actions (PPO, A2C, DQN, QR-DQN)")
+    action_space = view.action_space
+    assert isinstance(action_space, spaces.Discrete)
+    n_actions = int(action_space.n)
+    check_positive("batch_size", batch_size, integer=True)
+    if batch_size < n_actions:
+        raise ValueError(f"batch_size must be at least the number of actions ({n_actions}), got {batch_size}")
+    low, high = observation_bounds(view.observation_space, obs_bounds)
+    config = DistillConfig(loss, temperature, learning_rate, batch_size, epochs=1, distill_value=False)
+    specs = student_specs(student, student_kwargs)
+    generator_seed, students_seed, distiller_seed = np.random.SeedSequence(seed).generate_state(3)
+    students = make_students(
+        specs,
+        view.observation_space,
+        action_space,
+        model.policy_aliases,
+        learning_rate=config.learning_rate_at(1.0),
+        seed=int(students_seed),
+        device=view.device,
+    )
+    distiller = Distiller(view, students, config, seed=int(distiller_seed))
+    memory = TargetMemory(buffer_size, view.observation_space, n_actions, with_values=False)
+    temperature_value = temperature if temperature is not None else DEFAULT_TEMPERATURE[view.kind]
+    if logger is None:
+        logger = Logger(folder=None, output_formats=[HumanOutputFormat(sys.stdout)] if verbose >= 1 else [])
+    generator_rng = th.Generator(device="cpu").manual_seed(int(generator_seed))
+
+    def new_generator() -> tuple[ConditionalGenerator, th.optim.Optimizer]:
+        with th.random.fork_rng(devices=[]):
+            th.random.default_generator.manual_seed(int(th.randint(2**62, (1,), generator=generator_rng)))
+            generator = ConditionalGenerator(view.observation_space, low, high, n_actions, latent_dim).to(view.device)
+        return generator, th.optim.Adam(generator.parameters(), lr=generator_learning_rate)
+
+    def sample(generator: ConditionalGenerator) -> tuple[th.Tensor, th.Tensor]:
+        per_action = batch_size // n_actions
+        actions = th.arange(n_actions).repeat_interleave(per_action).to(view.device)
+        z = th.randn(len(actions), latent_dim, generator=generator_rng).to(view.device)
+        return generator(z, actions), actions
+
+    generator, optimizer = new_generator()
+    start = time.perf_counter()
+    for iteration in range(1, n_iterations + 1):
+        if reinit_every is not None and iteration > 1 and (iteration - 1) % reinit_every == 0:
+            generator, optimizer = new_generator()
+        # 1-2. The generator's step: coverage - adversarial - diversity; teacher and students only read.
+        obs, actions = sample(generator)
+        with eval_mode(view.policy):
+            teacher_scores = policy_outputs(view.policy, obs, with_values=False).scores
+        coverage = F.cross_entropy(teacher_scores / temperature_value, actions)
+        divergence = th.stack(
+            [
+                kl_divergence(policy_outputs(s, obs, with_values=False).scores, teacher_scores, temperature_value)
+                for s in students.values()
+            ]
+        ).mean()
+        diversity = _within_class_distance(obs, actions, low, high, n_actions)
+        generator_loss = coverage_coef * coverage - adversarial_coef * divergence - diversity_coef * diversity
+        grads = th.autograd.grad(generator_loss, list(generator.parameters()))  # nothing else gets gradients
+        for param, grad in zip(generator.parameters(), grads, strict=True):
+            param.grad = grad
+        optimizer.step()
+        # 3. Fresh samples, labelled once, into the memory; the students learn from a batch of it.
+        with th.no_grad():
+            fresh, _ = sample(generator)
+        memory.add(fresh.cpu().numpy().astype(memory.obs.dtype), view.targets(fresh, with_values=False))
+        batch_obs, batch_targets = memory.sample(batch_size, distiller.rng, view.device)
+        metrics = distiller.update(batch_obs, 1.0 - iteration / n_iterations, epochs=1, targets=batch_targets)
+        distiller.record(logger, metrics, iteration)
+        logger.record("datafree/coverage_loss", coverage.item())
+        logger.record("datafree/divergence", divergence.item())
+        logger.record("datafree/diversity", diversity.item())
+        if eval_env is not None and iteration % eval_freq == 0:
+            _evaluate(logger, model, students, eval_env, n_eval_episodes)
+        if iteration % log_interval == 0 or iteration == n_iterations:
+            labels = memory.scores[: len(memory)].argmax(axis=1)
+            recent = slice(max(0, len(memory) - 2000), len(memory))  # distinctness of a recent window: O(n * k)
+            for action in range(n_actions):
+                logger.record(f"datafree/exemplars_{action}", int((labels == action).sum()))
+                window = memory.obs[recent][labels[recent] == action]
+                logger.record(
+                    f"datafree/distinct_{action}", distinct_exemplars(window, low, high) if len(window) else 0
+                )
+            logger.record("time/elapsed_s", time.perf_counter() - start)
+            logger.dump(iteration)
+    return students[SINGLE_STUDENT] if list(students) == [SINGLE_STUDENT] else students
+
+
+def _within_class_distance(
+    obs: th.Tensor, actions: th.Tensor, low: np.ndarray, high: np.ndarray, n_actions: int
+) -> th.Tensor:
+    """Mean pairwise distance between generated observations of the same action, in units of the bounds' range."""
+    span = th.as_tensor((high - low).reshape(-1), dtype=th.float32, device=obs.device)
+    flat = obs.reshape(len(obs), -1) / span
+    distances = [
+        th.pdist(flat[actions == action]).mean() for action in range(n_actions) if (actions == action).sum() > 1
+    ]
+    return th.stack(distances).mean() if distances else flat.new_zeros(())
+
+
+def _evaluate(
+    logger: Logger, teacher: BaseAlgorithm, students: dict[str, BasePolicy], env: VecEnv, n_episodes: int
+) -> None:
+    """Report each student's return and agreement on real states (it never trains on them)."""
+    for name, student in students.items():
+        prefix = "eval/" if len(students) == 1 else f"eval/{name}/"
+        returns, _ = evaluate_policy(student, env, n_eval_episodes=n_episodes, deterministic=True)
+        logger.record(prefix + "student_return", float(np.mean(returns)))
+        logger.record(prefix + "agreement", trajectory_agreement(teacher, student, env, n_steps=500, actor="student"))
