@@ -122,6 +122,7 @@ class ConditionalGenerator(nn.Module):
         output = self.net[-1]
         assert isinstance(output, nn.Linear)
         nn.init.uniform_(output.bias, -2.0, 2.0)
+        nn.init.normal_(output.weight, std=4.0 / np.sqrt(hidden))  # the noise spreads the samples from the start
 
     def forward(self, z: th.Tensor, actions: th.Tensor) -> th.Tensor:
         one_hot = F.one_hot(actions, self.n_actions).float()
@@ -265,7 +266,10 @@ def distill_datafree(
         obs, actions = sample(generator)
         with eval_mode(view.policy):
             teacher_scores = policy_outputs(view.policy, obs, with_values=False).scores
-        coverage = F.cross_entropy(teacher_scores / temperature_value, actions)
+        # Coverage asks for the conditioned action, not for certainty: samples the teacher already gives to
+        # their action add nothing, so a generator stays where it found its exemplars.
+        missed = (teacher_scores.argmax(dim=1) != actions).float()
+        coverage = (F.cross_entropy(teacher_scores / temperature_value, actions, reduction="none") * missed).mean()
         divergence = th.stack(
             [
                 kl_divergence(policy_outputs(s, obs, with_values=False).scores, teacher_scores, temperature_value)

@@ -38,7 +38,7 @@ class Recorder(Logger):
 
 
 def test_student_learns_without_any_environment(teacher, monkeypatch):
-    """Measured (seeds 0-1, 1000 iterations, [8] student): return 500, agreement on the teacher's states 0.75-0.85."""
+    """Measured (seeds 0-1, 1000 iterations, [8] student): return 500, agreement on the teacher's states 0.68-0.71."""
     logger = Recorder()
 
     def no_env(*args, **kwargs):
@@ -52,13 +52,35 @@ def test_student_learns_without_any_environment(teacher, monkeypatch):
         )
     # Real states only now, to check: a random policy returns about 20 on CartPole.
     assert float(evaluate_policy(student, make_vec_env("CartPole-v1", seed=5), n_eval_episodes=10)[0]) >= 400
-    assert greedy_agreement(teacher, student) >= 0.65
+    assert greedy_agreement(teacher, student) >= 0.6
     last = logger.dumps[-1]
     # Coverage: the memory holds exemplars of every action, in balance.
     counts = [last["datafree/exemplars_0"], last["datafree/exemplars_1"]]
     assert min(counts) > 0.3 * sum(counts)
     for key in ("datafree/divergence", "datafree/coverage_loss", "datafree/diversity", "distill/agreement"):
         assert key in last
+
+
+def test_reinitialisation_finds_more_distinct_exemplars(teacher):
+    """Measured (seeds 0-1, 1000 iterations): 39-50 distinct exemplars per action with re-initialisation every
+    50 iterations, 2-4 without (one generator settles on a prototype per action); agreement 0.68-0.71 vs 0.50."""
+    distinct = {}
+    for reinit_every in (50, None):
+        logger = Recorder()
+        distill_datafree(
+            teacher,
+            "MlpPolicy",
+            1000,
+            student_kwargs={"net_arch": [8]},
+            obs_bounds=BOUNDS,
+            reinit_every=reinit_every,
+            seed=0,
+            logger=logger,
+        )
+        last = logger.dumps[-1]
+        distinct[reinit_every] = [last["datafree/distinct_0"], last["datafree/distinct_1"]]
+    for action in (0, 1):
+        assert distinct[50][action] > 3 * distinct[None][action], distinct
 
 
 def test_eval_env_only_reports(teacher):
