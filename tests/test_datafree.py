@@ -147,3 +147,49 @@ def test_continuous_teachers_are_refused():
 
     with pytest.raises(TypeError, match="teachers of discrete actions"):
         distill_datafree(SAC("MlpPolicy", "Pendulum-v1"), "MlpPolicy", 10)
+
+
+@pytest.mark.parametrize("algo", ["a2c", "dqn"])
+def test_other_teachers(algo):
+    overrides = {"learning_starts": 200, "train_freq": 4, "gradient_steps": 1} if algo == "dqn" else {}
+    teacher = make_teacher(algo, seed=0, **overrides)
+    teacher.learn(2_000)
+    logger = Recorder()
+    student = distill_datafree(teacher, "MlpPolicy", 100, obs_bounds=BOUNDS, seed=0, logger=logger, log_interval=50)
+    assert student.observation_space == teacher.observation_space
+    assert logger.dumps[-1]["distill/loss"] >= 0
+
+
+def test_cnn_students_on_binary_and_image_observations():
+    """MinAtar's 10x10x4 bool frames with the MinAtar CNN student; Atari's 4x84x84 uint8 frames with SmallCNN."""
+    from stable_baselines3 import DQN, PPO
+    from stable_baselines3.common.env_util import make_atari_env
+    from stable_baselines3.common.vec_env import VecFrameStack
+
+    from sb3_distill.envs import register
+    from sb3_distill.students import MinAtarCNN, SmallCNN
+
+    register()  # ALE and MinAtar
+    minatar_teacher = PPO("MlpPolicy", make_vec_env("MinAtar/Breakout-v1", n_envs=2, seed=0), n_steps=64, seed=0)
+    minatar_teacher.learn(128)
+    student = distill_datafree(
+        minatar_teacher,
+        "MlpPolicy",
+        20,
+        student_kwargs={"features_extractor_class": MinAtarCNN, "net_arch": []},
+        batch_size=48,
+        seed=0,
+    )
+    assert isinstance(student.features_extractor, MinAtarCNN)
+
+    pong = VecFrameStack(make_atari_env("PongNoFrameskip-v4", n_envs=1, seed=0), n_stack=4)
+    atari_teacher = DQN("CnnPolicy", pong, buffer_size=100, learning_starts=10**6, seed=0)  # channel-first (4, 84, 84)
+    student = distill_datafree(
+        atari_teacher,
+        "CnnPolicy",
+        2,
+        student_kwargs={"features_extractor_class": SmallCNN, "net_arch": []},
+        batch_size=12,
+        seed=0,
+    )
+    assert student.observation_space.shape == (4, 84, 84)
