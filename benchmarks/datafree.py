@@ -1,0 +1,152 @@
+"""Simulator-free distillation against offline teacher-driven distillation, at the same number of student updates.
+
+For each environment and seed, a PPO teacher trains with ``hyperparams/ppo.yml``'s settings; its student
+(the entry's architecture) is then distilled twice:
+
+- (a) ``distill_datafree``: ``--iterations`` generator + student steps, no environment;
+- (b) ``distill(collect="teacher")``: the teacher acts; one student update of ``batch_size`` every
+  ``batch_size`` steps (``epochs=1``), so both students take the same number of gradient steps.
+
+Reported: student return / teacher return (30 episodes, same seeds), and greedy agreement on the
+teacher's trajectories. Results: ``benchmarks/results/datafree[_quick].json``.
+
+    python benchmarks/datafree.py           # CartPole, Acrobot, MinAtar Breakout and Asterix, 3 seeds
+    python benchmarks/datafree.py --quick   # smaller budgets, 2 seeds
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from typing import Any
+
+import numpy as np
+import torch as th
+from common import write_result
+from rl_zoo3.utils import ALGOS
+from stable_baselines3.common.evaluation import evaluate_policy
+
+from sb3_distill import distill, distill_datafree
+from sb3_distill.evaluation import trajectory_agreement
+from sb3_distill.zoo import distill_kwargs, hyperparams_file, load_hyperparams, zoo_experiment
+
+#: env id -> (teacher steps full, quick), obs_bounds for unbounded dimensions
+CASES: dict[str, tuple[int, int, Any]] = {
+    "CartPole-v1": (100_000, 60_000, ([-2.4, -3.0, -0.21, -3.5], [2.4, 3.0, 0.21, 3.5])),
+    "Acrobot-v1": (300_000, 100_000, None),
+    "MinAtar/Breakout-v1": (500_000, 200_000, None),
+    "MinAtar/Asterix-v1": (500_000, 200_000, None),
+}
+BATCH_SIZE = 256
+
+
+def evaluate(policy: Any, env_id: str, episodes: int) -> float:
+    experiment = zoo_experiment("ppo", env_id, n_envs=1, seed=10_000)
+    try:
+        return float(np.mean(evaluate_policy(policy, experiment.env, n_eval_episodes=episodes)[0]))
+    finally:
+        experiment.env.close()
+
+
+def agreement(teacher: Any, student: Any, env_id: str) -> float:
+    experiment = zoo_experiment("ppo", env_id, n_envs=1, seed=20_000)
+    try:
+        return trajectory_agreement(teacher, student, experiment.env, n_steps=2000)
+    finally:
+        experiment.env.close()
+
+
+def run(env_id: str, steps: int, bounds: Any, seed: int, iterations: int, episodes: int) -> dict[str, Any]:
+    experiment = zoo_experiment("ppo", env_id, seed=seed)
+    kwargs = {key: value for key, value in experiment.model_kwargs.items() if key != "policy"}
+    teacher = ALGOS["ppo"](experiment.model_kwargs["policy"], experiment.env, seed=seed, **kwargs)
+    teacher.learn(steps)
+    options = distill_kwargs(load_hyperparams(hyperparams_file("ppo"))[experiment.entry])
+    student, student_kwargs = options["student"], options.get("student_kwargs")
+    result: dict[str, Any] = {"seed": seed, "teacher_return": evaluate(teacher, env_id, episodes)}
+
+    began = time.perf_counter()
+    datafree = distill_datafree(
+        teacher, student, iterations, student_kwargs=student_kwargs, obs_bounds=bounds, batch_size=BATCH_SIZE, seed=seed
+    )
+    result["datafree"] = {"seconds": time.perf_counter() - began}
+    began = time.perf_counter()
+    offline_env = zoo_experiment("ppo", env_id, n_envs=1, seed=seed + 1).env
+    offline = distill(
+        teacher,
+        student,
+        offline_env,
+        n_steps=iterations * BATCH_SIZE,
+        collect="teacher",
+        student_kwargs=student_kwargs,
+        batch_size=BATCH_SIZE,
+        epochs=1,
+        train_freq=BATCH_SIZE,
+        seed=seed,
+    )
+    result["offline_teacher_driven"] = {"seconds": time.perf_counter() - began}
+    for name, policy in (("datafree", datafree), ("offline_teacher_driven", offline)):
+        score = evaluate(policy, env_id, episodes)
+        result[name].update(
+            student_return=score,
+            ratio=score / result["teacher_return"] if result["teacher_return"] else None,
+            agreement=agreement(teacher, policy, env_id),
+        )
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="smaller budgets, 2 seeds")
+    parser.add_argument("--seeds", type=int, default=None)
+    parser.add_argument("--envs", nargs="*", default=list(CASES), choices=list(CASES))
+    parser.add_argument("--iterations", type=int, default=None, help="student updates (default 2000, quick 1000)")
+    parser.add_argument("--eval-episodes", type=int, default=30)
+    args = parser.parse_args()
+    th.set_num_threads(1)
+    seeds = list(range(args.seeds or (2 if args.quick else 3)))
+    iterations = args.iterations or (1000 if args.quick else 2000)
+    results: dict[str, Any] = {}
+    for env_id in args.envs:
+        full, quick, bounds = CASES[env_id]
+        steps = quick if args.quick else full
+        runs = []
+        for seed in seeds:
+            runs.append(run(env_id, steps, bounds, seed, iterations, args.eval_episodes))
+            last = runs[-1]
+            print(
+                f"{env_id} seed {seed}: teacher {last['teacher_return']:.2f}, simulator-free student "
+                f"{last['datafree']['student_return']:.2f} (agreement {last['datafree']['agreement']:.3f}), "
+                f"offline teacher-driven {last['offline_teacher_driven']['student_return']:.2f} "
+                f"(agreement {last['offline_teacher_driven']['agreement']:.3f})",
+                flush=True,
+            )
+        results[env_id] = {
+            "teacher_steps": steps,
+            "obs_bounds": bounds,
+            "runs": runs,
+            "median_ratio": {
+                mode: statistics.median(run[mode]["ratio"] for run in runs if run[mode]["ratio"] is not None)
+                for mode in ("datafree", "offline_teacher_driven")
+            },
+        }
+    path = write_result(
+        "datafree_quick" if args.quick else "datafree",
+        {
+            "benchmark": "datafree",
+            "seeds": seeds,
+            "student_updates": iterations,
+            "batch_size": BATCH_SIZE,
+            "eval_episodes": args.eval_episodes,
+            "teacher_settings": "hyperparams/ppo.yml",
+            "results": results,
+        },
+    )
+    print(f"\nwritten {path}")
+    for env_id, result in results.items():
+        print(f"  {env_id:<22} median student / teacher return: {result['median_ratio']}")
+
+
+if __name__ == "__main__":
+    main()
