@@ -208,9 +208,12 @@ def distill_datafree(
     """
     check_positive("n_iterations", n_iterations, integer=True)
     check_positive("generator_learning_rate", generator_learning_rate)
-    for name, value in (("coverage_coef", coverage_coef), ("adversarial_coef", adversarial_coef)):
+    for name, value in (
+        ("coverage_coef", coverage_coef),
+        ("adversarial_coef", adversarial_coef),
+        ("diversity_coef", diversity_coef),
+    ):
         check_positive(name, value, allow_zero=True)
-    check_positive("diversity_coef", diversity_coef, allow_zero=True)
     if reinit_every is not None:
         check_positive("reinit_every", reinit_every, integer=True)
     check_positive("buffer_size", buffer_size, integer=True)

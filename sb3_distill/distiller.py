@@ -169,8 +169,7 @@ def fused_optimizer(optimizer: th.optim.Optimizer) -> th.optim.Optimizer:
 
 def acting_optimizer(student: BasePolicy) -> th.optim.Optimizer:
     """:return: the optimiser of a student's acting path (the actor's, for SAC and TD3 policies)."""
-    actor = getattr(student, "actor", None)
-    return actor.optimizer if isinstance(student, SACPolicy | TD3Policy) and actor is not None else student.optimizer
+    return student.actor.optimizer if isinstance(student, SACPolicy | TD3Policy) else student.optimizer
 
 
 def set_acting_optimizer(student: BasePolicy, optimizer: th.optim.Optimizer) -> None:
