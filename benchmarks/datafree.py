@@ -7,11 +7,15 @@ For each environment and seed, a PPO teacher trains with ``hyperparams/ppo.yml``
 - (b) ``distill(collect="teacher")``: the teacher acts; one student update of ``batch_size`` every
   ``batch_size`` steps (``epochs=1``), so both students take the same number of gradient steps.
 
-Reported: student return / teacher return (30 episodes, same seeds), and greedy agreement on the
-teacher's trajectories. Results: ``benchmarks/results/datafree[_quick].json``.
+Reported: student return / teacher return (30 episodes, same seeds), the same normalised by a random
+policy's return, ``(student - random) / (teacher - random)`` (the meaningful figure where returns are
+negative, as on Acrobot), and greedy agreement on the teacher's trajectories.
+Results: ``benchmarks/results/datafree[_quick].json``.
 
-    python benchmarks/datafree.py           # CartPole, Acrobot, MinAtar Breakout and Asterix, 3 seeds
-    python benchmarks/datafree.py --quick   # smaller budgets, 2 seeds (CartPole, Acrobot, Breakout: 18 min, 2 cores)
+    python benchmarks/datafree.py --jobs 2          # CartPole, Acrobot, MinAtar Breakout and Asterix, 3 seeds
+    python benchmarks/datafree.py --quick --jobs 2  # smaller budgets, 2 seeds
+
+``--jobs`` runs (environment, seed) pairs in parallel processes, one torch thread each.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
+from concurrent.futures import ProcessPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -49,6 +54,17 @@ def evaluate(policy: Any, env_id: str, episodes: int) -> float:
         experiment.env.close()
 
 
+class RandomPolicy:
+    """Uniformly random actions, with ``predict`` as ``evaluate_policy`` calls it."""
+
+    def __init__(self, action_space: Any, seed: int) -> None:
+        self.action_space = action_space
+        self.action_space.seed(seed)
+
+    def predict(self, obs: Any, *args: Any, **kwargs: Any) -> tuple[np.ndarray, None]:
+        return np.array([self.action_space.sample() for _ in range(len(obs))]), None
+
+
 def agreement(teacher: Any, student: Any, env_id: str) -> float:
     experiment = zoo_experiment("ppo", env_id, n_envs=1, seed=20_000)
     try:
@@ -64,7 +80,12 @@ def run(env_id: str, steps: int, bounds: Any, seed: int, iterations: int, episod
     teacher.learn(steps)
     options = distill_kwargs(load_hyperparams(hyperparams_file("ppo"))[experiment.entry])
     student, student_kwargs = options["student"], options.get("student_kwargs")
-    result: dict[str, Any] = {"seed": seed, "teacher_return": evaluate(teacher, env_id, episodes)}
+    result: dict[str, Any] = {
+        "seed": seed,
+        "teacher_return": evaluate(teacher, env_id, episodes),
+        "random_return": evaluate(RandomPolicy(teacher.action_space, seed), env_id, episodes),
+    }
+    span = result["teacher_return"] - result["random_return"]
 
     began = time.perf_counter()
     datafree = distill_datafree(
@@ -90,10 +111,24 @@ def run(env_id: str, steps: int, bounds: Any, seed: int, iterations: int, episod
         score = evaluate(policy, env_id, episodes)
         result[name].update(
             student_return=score,
-            ratio=score / result["teacher_return"] if result["teacher_return"] else None,
+            ratio=score / result["teacher_return"] if result["teacher_return"] > 0 else None,
+            normalized=(score - result["random_return"]) / span if span > 0 else None,
             agreement=agreement(teacher, policy, env_id),
         )
     return result
+
+
+def run_case(args: tuple[str, int, Any, int, int, int]) -> dict[str, Any]:
+    th.set_num_threads(1)
+    return run(*args)
+
+
+def median_of(runs: list[dict[str, Any]], key: str) -> dict[str, float | None]:
+    medians: dict[str, float | None] = {}
+    for mode in ("datafree", "offline_teacher_driven"):
+        values = [run[mode][key] for run in runs if run[mode][key] is not None]
+        medians[mode] = statistics.median(values) if values else None
+    return medians
 
 
 def main() -> None:
@@ -103,34 +138,34 @@ def main() -> None:
     parser.add_argument("--envs", nargs="*", default=list(CASES), choices=list(CASES))
     parser.add_argument("--iterations", type=int, default=None, help="student updates (default 2000, quick 1000)")
     parser.add_argument("--eval-episodes", type=int, default=30)
+    parser.add_argument("--jobs", type=int, default=1, help="parallel processes (one torch thread each)")
     args = parser.parse_args()
     th.set_num_threads(1)
     seeds = list(range(args.seeds or (2 if args.quick else 3)))
     iterations = args.iterations or (1000 if args.quick else 2000)
-    results: dict[str, Any] = {}
+    cases = []
     for env_id in args.envs:
         full, quick, bounds = CASES[env_id]
-        steps = quick if args.quick else full
-        runs = []
-        for seed in seeds:
-            runs.append(run(env_id, steps, bounds, seed, iterations, args.eval_episodes))
-            last = runs[-1]
-            print(
-                f"{env_id} seed {seed}: teacher {last['teacher_return']:.2f}, simulator-free student "
-                f"{last['datafree']['student_return']:.2f} (agreement {last['datafree']['agreement']:.3f}), "
-                f"offline teacher-driven {last['offline_teacher_driven']['student_return']:.2f} "
-                f"(agreement {last['offline_teacher_driven']['agreement']:.3f})",
-                flush=True,
-            )
-        results[env_id] = {
-            "teacher_steps": steps,
-            "obs_bounds": bounds,
-            "runs": runs,
-            "median_ratio": {
-                mode: statistics.median(run[mode]["ratio"] for run in runs if run[mode]["ratio"] is not None)
-                for mode in ("datafree", "offline_teacher_driven")
-            },
-        }
+        cases += [
+            (env_id, quick if args.quick else full, bounds, seed, iterations, args.eval_episodes) for seed in seeds
+        ]
+    began = time.perf_counter()
+    results: dict[str, Any] = {}
+    with ProcessPoolExecutor(max_workers=args.jobs) as pool:
+        done = list(zip(cases, pool.map(run_case, cases), strict=True))
+    for (env_id, steps, bounds, *_), last in done:
+        print(
+            f"{env_id} seed {last['seed']}: teacher {last['teacher_return']:.2f} (random "
+            f"{last['random_return']:.2f}), simulator-free student {last['datafree']['student_return']:.2f} "
+            f"(agreement {last['datafree']['agreement']:.3f}), offline teacher-driven "
+            f"{last['offline_teacher_driven']['student_return']:.2f} "
+            f"(agreement {last['offline_teacher_driven']['agreement']:.3f})"
+        )
+        results.setdefault(env_id, {"teacher_steps": steps, "obs_bounds": bounds, "runs": []})["runs"].append(last)
+    for result in results.values():
+        result["median_ratio"] = median_of(result["runs"], "ratio")
+        result["median_normalized"] = median_of(result["runs"], "normalized")
+        result["median_agreement"] = median_of(result["runs"], "agreement")
     path = write_result(
         "datafree_quick" if args.quick else "datafree",
         {
@@ -140,12 +175,17 @@ def main() -> None:
             "batch_size": BATCH_SIZE,
             "eval_episodes": args.eval_episodes,
             "teacher_settings": "hyperparams/ppo.yml",
+            "jobs": args.jobs,
+            "wall_seconds": time.perf_counter() - began,
             "results": results,
         },
     )
     print(f"\nwritten {path}")
     for env_id, result in results.items():
-        print(f"  {env_id:<22} median student / teacher return: {result['median_ratio']}")
+        print(
+            f"  {env_id:<22} median normalised return {result['median_normalized']}, "
+            f"agreement {result['median_agreement']}"
+        )
 
 
 if __name__ == "__main__":
