@@ -7,7 +7,7 @@ from sb3_distill.offline import distill
 from sb3_distill.outputs import count_acting_parameters
 from sb3_distill.ppd import ProximalPolicyDistillation
 from sb3_distill.realtime import RealTimeDistillCallback
-from sb3_distill.students import ModuleStudent, load_student, wrap_env
+from sb3_distill.students import ModuleStudent, ladder, load_student, wrap_env
 from sb3_distill.teachers import Teacher, load_teacher
 from sb3_distill.version import __version__
 
@@ -22,6 +22,7 @@ __all__ = [
     "count_acting_parameters",
     "distill",
     "distill_datafree",
+    "ladder",
     "load_student",
     "load_teacher",
     "to_dqn",

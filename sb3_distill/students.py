@@ -25,6 +25,14 @@ from stable_baselines3.common.vec_env import VecEnv, VecNormalize
 from torch import nn
 
 from sb3_distill.architectures import MinAtarCNN, SmallCNN
+from sb3_distill.ladder import (
+    StudentLadder,
+    atari_cnn_student,
+    ladder,
+    minatar_cnn_student,
+    mlp_student,
+    student_family,
+)
 from sb3_distill.outputs import is_supported_policy
 from sb3_distill.serialization import PathLike, atomic_torch_save, torch_load
 
@@ -32,10 +40,16 @@ __all__ = [
     "MinAtarCNN",
     "ModuleStudent",
     "SmallCNN",
+    "StudentLadder",
+    "atari_cnn_student",
     "import_name",
+    "ladder",
     "load_student",
     "make_student",
+    "minatar_cnn_student",
+    "mlp_student",
     "resolve_student_kwargs",
+    "student_family",
     "wrap_env",
 ]
 

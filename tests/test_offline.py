@@ -199,3 +199,14 @@ def test_compare_prints_writes_json_and_plots(ppo_zip, tmp_path, capsys):
     assert 0.5 <= results["agreement_on_student_trajectories"] <= 1.0
     assert results["latency_s"]["student"]["1"] > 0
     assert (tmp_path / "cmp.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_several_students_from_one_collection(ppo_zip):
+    from sb3_distill import ladder
+
+    rungs = ladder(ppo_zip, ratios=[0.017, 0.05])
+    students = distill(ppo_zip, rungs, cartpole(), 5_000, collect="teacher", seed=0)
+    assert sorted(students) == ["1.7pct", "5pct"]
+    teacher = load_teacher(ppo_zip)
+    for student in students.values():
+        assert greedy_agreement(teacher, student) >= AGREEMENT
