@@ -10,7 +10,7 @@ import math
 import time
 import warnings
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass
 from typing import Any, NamedTuple
 
@@ -268,6 +268,7 @@ class Distiller:
         progress_remaining: float = 1.0,
         epochs: int | None = None,
         targets: PolicyOutputs | None = None,
+        private_rng: bool = True,
     ) -> dict[str, Any]:
         """
         Distil the teacher into every student on one batch of observations.
@@ -280,12 +281,16 @@ class Distiller:
         :param epochs: passes over ``obs`` (default: the config's ``epochs``)
         :param targets: the teacher's outputs for ``obs`` when already known (offline memories store
             them); computed here otherwise
+        :param private_rng: run on this distiller's own torch generator state (see the class); ``False``
+            leaves the global generators alone instead, for updates in a background thread, where
+            swapping the process-wide state would race with the teacher's sampling (the students then
+            must not draw random numbers: no dropout)
         :return: ``{"time_s", "learning_rate", "students": {name: {"loss", "agreement", "compression", ...}}}``
         """
         start_time = time.perf_counter()
         epochs = self.config.epochs if epochs is None else epochs
         n_obs = len(obs)
-        with self.private_torch_rng():
+        with self.private_torch_rng() if private_rng else nullcontext():
             if targets is None:
                 targets = self.teacher.targets(obs, with_values=any(self.distill_value.values()))
             teacher_actions = targets.scores if self.continuous else targets.scores.argmax(dim=-1)
@@ -307,31 +312,43 @@ class Distiller:
                         log_std=None if targets.log_std is None else targets.log_std[idx],
                         actions=teacher_actions[idx],
                     )
-                    for name, student in self.students.items():
-                        self._step(name, student, batch, sums[name], count_agreement=epoch == epochs - 1)
+                    self._step(batch, sums, count_agreement=epoch == epochs - 1)
         elapsed = time.perf_counter() - start_time
         self.total_time_s += elapsed
         students = {name: self._metrics(name, sums[name]) for name in self.students}
         return {"time_s": elapsed, "learning_rate": learning_rate, "students": students}
 
-    def _step(self, name: str, student: BasePolicy, batch: _Batch, sums: _Sums, count_agreement: bool) -> None:
-        """One gradient step of one student on one minibatch."""
-        with_value = self.distill_value[name]
-        scores, values, log_std = policy_outputs(student, batch.obs, with_values=with_value)
-        # loss = policy term (kl / mse / nll, see losses.py) + vf_coef * value term
+    def _losses(self, name: str, student: BasePolicy, batch: _Batch) -> tuple[th.Tensor, th.Tensor | None, th.Tensor]:
+        """One student's losses on one minibatch: ``(policy loss, value loss or None, the student's scores)``."""
+        scores, values, log_std = policy_outputs(student, batch.obs, with_values=self.distill_value[name])
         if self.loss == "kl" and batch.log_std is not None:  # continuous actor-critics: KL between Gaussians
             if log_std is None:
                 raise TypeError(f"student {name!r} has no Gaussian policy to match the teacher's: use loss='mse'")
             policy_loss = gaussian_kl_loss(scores, log_std, batch.scores, batch.log_std)
-        else:
+        else:  # kl / mse / nll on action scores, see losses.py
             policy_loss = self.policy_loss(scores, batch.scores, self.temperature)
-        total = policy_loss
-        if with_value:
-            assert values is not None
-            assert batch.values is not None
-            v_loss = value_loss(values, batch.values)
-            total = policy_loss + self.config.vf_coef * v_loss
-        if not th.isfinite(total).item():
+        if not self.distill_value[name]:
+            return policy_loss, None, scores
+        assert values is not None
+        assert batch.values is not None
+        return policy_loss, value_loss(values, batch.values), scores
+
+    def _step(self, batch: _Batch, sums: dict[str, _Sums], count_agreement: bool) -> None:
+        """
+        One gradient step of every student on one minibatch.
+
+        Each student's loss is ``policy loss + vf_coef * value loss``; the students share nothing, so
+        one backward pass through their summed losses gives each its own gradients (one autograd call
+        and one device sync per minibatch, whatever the number of students).
+        """
+        losses = {name: self._losses(name, student, batch) for name, student in self.students.items()}
+        totals = {
+            name: policy_loss if v_loss is None else policy_loss + self.config.vf_coef * v_loss
+            for name, (policy_loss, v_loss, _) in losses.items()
+        }
+        finite = th.isfinite(th.stack(list(totals.values()))).tolist()
+        updated = [name for name, ok in zip(totals, finite, strict=True) if ok]
+        for name in totals.keys() - set(updated):
             self.skipped_updates[name] += 1
             if not self._warned_non_finite:
                 warnings.warn(
@@ -340,23 +357,27 @@ class Distiller:
                     RuntimeWarning,
                 )
                 self._warned_non_finite = True
+        if not updated:
             return
-        optimizer = self.optimizers[name]
-        optimizer.zero_grad(set_to_none=True)
-        total.backward()
-        if self.config.max_grad_norm is not None:
-            th.nn.utils.clip_grad_norm_(student.parameters(), self.config.max_grad_norm)
-        optimizer.step()
-        sums.updates += 1
-        sums.loss += policy_loss.detach()
-        if with_value:
-            sums.value_loss += v_loss.detach()
-        if count_agreement:
-            if self.continuous:  # summed squared error of the actions (means), per observation
-                sums.agree += ((scores.detach() - batch.actions) ** 2).sum()
-            else:
-                sums.agree += (scores.detach().argmax(dim=-1) == batch.actions).sum()
-            sums.seen += len(batch.actions)
+        for name in updated:
+            self.optimizers[name].zero_grad(set_to_none=True)
+        th.autograd.backward([totals[name] for name in updated])
+        for name in updated:
+            if self.config.max_grad_norm is not None:
+                th.nn.utils.clip_grad_norm_(self.students[name].parameters(), self.config.max_grad_norm)
+            self.optimizers[name].step()
+            policy_loss, v_loss, scores = losses[name]
+            student_sums = sums[name]
+            student_sums.updates += 1
+            student_sums.loss += policy_loss.detach()
+            if v_loss is not None:
+                student_sums.value_loss += v_loss.detach()
+            if count_agreement:
+                if self.continuous:  # summed squared error of the actions (means), per observation
+                    student_sums.agree += ((scores.detach() - batch.actions) ** 2).sum()
+                else:
+                    student_sums.agree += (scores.detach().argmax(dim=-1) == batch.actions).sum()
+                student_sums.seen += len(batch.actions)
 
     def _metrics(self, name: str, sums: _Sums) -> dict[str, float]:
         updates = sums.updates
