@@ -1,9 +1,12 @@
 """Overhead of real-time distillation: teacher training wall time with the callback / without.
 
-Both runs of a pair happen in this one process, alternating which goes first; the figure is the
-median ratio over the repeats. Writes ``benchmarks/results/overhead.json``.
+Variants: ``one`` student (the case's own), a ``ladder`` of three students (1.7%, 5%, 25% of the
+teacher, :func:`sb3_distill.students.ladder`), and the same ladder with ``asynchronous=True``
+(``ladder-async``). Every repeat runs the teacher alone and each variant in this one process, in a
+rotating order; the figure is the median ratio over the repeats. Writes
+``benchmarks/results/overhead[_quick].json``.
 
-    python benchmarks/overhead.py            # full: 7 repeats (about 25 minutes on 2 CPU cores)
+    python benchmarks/overhead.py            # full: 7 repeats (about 50 minutes on 2 CPU cores)
     python benchmarks/overhead.py --quick    # 3 repeats, smaller budgets
 """
 
@@ -24,7 +27,7 @@ from stable_baselines3.common.env_util import make_vec_env
 sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parent))
 from common import write_result
 
-from sb3_distill import RealTimeDistillCallback
+from sb3_distill import RealTimeDistillCallback, ladder
 
 # Teachers: RL-Zoo's tuned CartPole settings (and SB3's defaults for PPO, whose larger updates make the
 # relative overhead smaller), SB3's defaults on MinAtar (flattened 10x10x4 frames).
@@ -92,17 +95,20 @@ CASES: dict[str, dict[str, Any]] = {
 }
 
 
-def train(case: dict[str, Any], timesteps: int, seed: int, distill: bool) -> tuple[float, float, BaseAlgorithm, Any]:
+VARIANTS = ("one", "ladder", "ladder-async")
+
+
+def train(case: dict[str, Any], timesteps: int, seed: int, variant: str | None) -> tuple[float, BaseAlgorithm, Any]:
     env = make_vec_env(case["env"], n_envs=case["n_envs"], seed=seed)
     teacher = case["algo"]("MlpPolicy", env, seed=seed, **case["kwargs"])
-    callback = (
-        RealTimeDistillCallback(student="MlpPolicy", student_kwargs=case["student_kwargs"], seed=seed)
-        if distill
-        else None
-    )
-    start, start_cpu = time.perf_counter(), time.process_time()
+    callback = None
+    if variant == "one":
+        callback = RealTimeDistillCallback(student="MlpPolicy", student_kwargs=case["student_kwargs"], seed=seed)
+    elif variant is not None:
+        callback = RealTimeDistillCallback(student=ladder(teacher), seed=seed, asynchronous=variant == "ladder-async")
+    start = time.perf_counter()
     teacher.learn(timesteps, callback=callback)
-    return time.perf_counter() - start, time.process_time() - start_cpu, teacher, callback
+    return time.perf_counter() - start, teacher, callback
 
 
 def main() -> None:
@@ -110,6 +116,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="3 repeats, half the budgets")
     parser.add_argument("--repeats", type=int, default=None)
     parser.add_argument("--cases", nargs="*", default=list(CASES), choices=list(CASES))
+    parser.add_argument("--variants", nargs="*", default=list(VARIANTS), choices=list(VARIANTS))
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1 suits these small networks)")
     args = parser.parse_args()
     th.set_num_threads(args.threads)
@@ -125,48 +132,43 @@ def main() -> None:
     for name in args.cases:
         case = CASES[name]
         timesteps = int(case["timesteps"] * scale)
-        times: dict[str, list[float]] = {"without": [], "with": []}
-        ratios, cpu_ratios, distill_times, agreements = [], [], [], []
+        runs: list[str | None] = [None, *args.variants]
+        seconds: dict[str, list[float]] = {str(run): [] for run in runs}
+        ratios: dict[str, list[float]] = {run: [] for run in args.variants}
+        accounted: dict[str, list[float]] = {run: [] for run in args.variants}
+        compressions: dict[str, dict[str, float]] = {}
         for repeat in range(repeats):
-            order = (False, True) if repeat % 2 == 0 else (True, False)
-            pair, cpu_pair = {}, {}
-            for distill in order:
-                elapsed, cpu, _, callback = train(case, timesteps, seed=repeat, distill=distill)
-                pair[distill], cpu_pair[distill] = elapsed, cpu
-                times["with" if distill else "without"].append(elapsed)
+            shift = repeat % len(runs)
+            elapsed = {}
+            for variant in runs[shift:] + runs[:shift]:
+                elapsed[variant], _, callback = train(case, timesteps, seed=repeat, variant=variant)
+                seconds[str(variant)].append(elapsed[variant])
                 if callback is not None:
-                    distill_times.append(callback.distiller.total_time_s)
-                    agreements.append(callback.model.logger.name_to_value["distill/agreement"])
-            ratios.append(pair[True] / pair[False])
-            cpu_ratios.append(cpu_pair[True] / cpu_pair[False])
-            print(
-                f"{name} repeat {repeat}: without {pair[False]:.2f}s with {pair[True]:.2f}s ratio {ratios[-1]:.3f} "
-                f"(cpu time {cpu_ratios[-1]:.3f}, distilling {distill_times[-1]:.2f}s)",
-                flush=True,
-            )
+                    assert variant is not None
+                    compressions[variant] = dict(callback.distiller.compression)
+                    # From inside the run: wall time / (wall time - time spent distilling), synchronous only.
+                    if not callback.asynchronous:
+                        distilling = callback.distiller.total_time_s
+                        accounted[variant].append(elapsed[variant] / (elapsed[variant] - distilling))
+            for variant in args.variants:
+                ratios[variant].append(elapsed[variant] / elapsed[None])
+            line = ", ".join(f"{variant} {ratios[variant][-1]:.3f}" for variant in args.variants)
+            print(f"{name} repeat {repeat}: alone {elapsed[None]:.2f}s; ratios {line}", flush=True)
         results[name] = {
             "timesteps": timesteps,
             "n_envs": case["n_envs"],
             "teacher_kwargs": dict(case["kwargs"]),
             "student_kwargs": case["student_kwargs"],
             "seeds": list(range(repeats)),
-            "median_ratio": statistics.median(ratios),
+            "seconds": seconds,
+            "compression": compressions,
             "ratios": ratios,
-            "median_cpu_time_ratio": statistics.median(cpu_ratios),
-            "cpu_time_ratios": cpu_ratios,
-            "seconds_without": times["without"],
-            "seconds_with": times["with"],
-            "median_distill_fraction": statistics.median(
-                d / w for d, w in zip(distill_times, times["with"], strict=True)
-            ),
-            # The same overhead from inside each run: wall time with / (wall time with - time spent distilling).
-            # Immune to the drift between two runs that makes the A/B ratio noisy on a shared machine.
-            "median_accounted_ratio": statistics.median(
-                w / (w - d) for d, w in zip(distill_times, times["with"], strict=True)
-            ),
-            "last_logged_agreement": agreements,
+            "median_ratio": {variant: statistics.median(values) for variant, values in ratios.items()},
+            "median_accounted_ratio": {
+                variant: statistics.median(values) for variant, values in accounted.items() if values
+            },
         }
-        print(f"{name}: median overhead ratio {results[name]['median_ratio']:.3f}", flush=True)
+        print(f"{name}: median overhead ratio {results[name]['median_ratio']}", flush=True)
 
     path = write_result(
         "overhead" if not args.quick else "overhead_quick",
@@ -175,16 +177,18 @@ def main() -> None:
             "repeats": repeats,
             "torch_threads": args.threads,
             "callback": "RealTimeDistillCallback defaults",
+            "variants": {
+                "one": "the case's student_kwargs",
+                "ladder": "sb3_distill.ladder(teacher): 1.7%, 5%, 25% students",
+                "ladder-async": "the same, asynchronous=True",
+            },
             "cases": results,
         },
     )
     print(f"\nwritten {path}")
     for name, result in results.items():
-        fraction = result["median_distill_fraction"]
-        print(
-            f"  {name:<28} median ratio {result['median_ratio']:.3f} (A/B wall time), "
-            f"{result['median_accounted_ratio']:.3f} (accounted: distillation {fraction:.1%} of wall time)"
-        )
+        medians = ", ".join(f"{variant} {value:.3f}" for variant, value in result["median_ratio"].items())
+        print(f"  {name:<28} median wall-time ratio: {medians}")
 
 
 if __name__ == "__main__":
