@@ -38,6 +38,8 @@ bench: $(VENV)/.installed-bench
 	$(PY) -m pytest -m slow tests || test $$? -eq 5
 	$(PY) benchmarks/overhead.py
 	$(PY) benchmarks/offline_vs_realtime.py
+	$(PY) benchmarks/students_vs_teacher.py --quick
+	$(PY) benchmarks/datafree.py --quick
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -1,18 +1,29 @@
-"""What every benchmark result records: the code, the packages, the machine, so a figure can be traced and rerun."""
+"""What the benchmarks share: teachers from the hyperparameter files, evaluation off the clock, and result files.
+
+Every result records the code, the packages and the machine, so that a figure can be traced and rerun.
+"""
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import pathlib
 import platform
 import subprocess
+import time
 from importlib import metadata
 from typing import Any
 
+import numpy as np
 import torch as th
+from rl_zoo3.utils import ALGOS
+from stable_baselines3.common.base_class import BaseAlgorithm
+from stable_baselines3.common.evaluation import evaluate_policy
+from stable_baselines3.common.vec_env import VecEnv, VecNormalize
 
 from sb3_distill.serialization import atomic_write_bytes
+from sb3_distill.zoo import distill_kwargs, hyperparams_file, load_hyperparams, zoo_experiment
 
 RESULTS = pathlib.Path(__file__).resolve().parent / "results"
 PACKAGES = ("sb3-distill", "stable-baselines3", "torch", "gymnasium", "numpy", "ale-py", "minatar")
@@ -63,3 +74,64 @@ def write_result(name: str, data: dict[str, Any]) -> pathlib.Path:
     record = {"commit": git_commit(), "versions": versions(), "machine": machine(), **data}
     atomic_write_bytes((json.dumps(record, indent=2) + "\n").encode(), path)
     return path
+
+
+class Clock:
+    """Wall time with the evaluations taken out (``paused`` collects their seconds)."""
+
+    def __init__(self) -> None:
+        self.start = time.perf_counter()
+        self.paused = 0.0
+
+    def now(self) -> float:
+        return time.perf_counter() - self.start - self.paused
+
+    def evaluate(self, policy: Any, env: Any, episodes: int) -> float:
+        """Mean return of ``policy`` over ``episodes`` on ``env`` (deterministic actions), off the clock."""
+        began = time.perf_counter()
+        returns, _ = evaluate_policy(policy, env, n_eval_episodes=episodes, deterministic=True)
+        self.paused += time.perf_counter() - began
+        return float(returns)  # type: ignore[arg-type]
+
+
+def zoo_teacher(algo: str, env_id: str, seed: int) -> tuple[BaseAlgorithm, dict[str, Any]]:
+    """
+    A teacher built from ``hyperparams/<algo>.yml`` as RL-Zoo would, untrained.
+
+    :return: the teacher and the entry's distillation options (its ``RealTimeDistillCallback`` arguments)
+    """
+    experiment = zoo_experiment(algo, env_id, seed=seed)
+    kwargs = {key: value for key, value in experiment.model_kwargs.items() if key != "policy"}
+    teacher = ALGOS[algo](experiment.model_kwargs["policy"], experiment.env, seed=seed, **kwargs)
+    entry = load_hyperparams(hyperparams_file(algo))[experiment.entry]
+    options = {key: value for key, value in distill_kwargs(entry).items() if key != "verbose"}
+    return teacher, options
+
+
+def sync_normalization(env: VecEnv, teacher: BaseAlgorithm) -> None:
+    """Give an evaluation environment the teacher's current observation statistics, frozen."""
+    trained = teacher.get_vec_normalize_env()
+    if isinstance(env, VecNormalize) and trained is not None:
+        env.obs_rms = copy.deepcopy(trained.obs_rms)
+        env.training, env.norm_reward = False, False
+
+
+def evaluation_env(algo: str, env_id: str, teacher: BaseAlgorithm, seed: int = 10_000) -> VecEnv:
+    """
+    One environment wrapped as the entry's, for evaluation: with the teacher's observation
+    normalisation (RL-Zoo's ``normalize: true``) as it is now, frozen.
+    """
+    env = zoo_experiment(algo, env_id, n_envs=1, seed=seed).env
+    sync_normalization(env, teacher)
+    return env
+
+
+class RandomPolicy:
+    """Uniformly random actions, with ``predict`` as ``evaluate_policy`` calls it: the floor of a normalised return."""
+
+    def __init__(self, action_space: Any, seed: int) -> None:
+        self.action_space = action_space
+        self.action_space.seed(seed)
+
+    def predict(self, obs: Any, *args: Any, **kwargs: Any) -> tuple[np.ndarray, None]:
+        return np.array([self.action_space.sample() for _ in range(len(obs))]), None

@@ -1,0 +1,275 @@
+"""A compression curve from one teacher run: a ladder of students distilled in real time, against their teacher.
+
+For each algorithm (PPO, DQN), environment and seed, with the teacher settings of ``hyperparams/<algo>.yml``:
+
+- the teacher trains alone (timed);
+- the same teacher trains again with ``RealTimeDistillCallback(student=ladder(teacher, RATIOS))``:
+  three students at about 1.7%, 5% and 25% of its acting parameters, distilled from the same batches.
+  Teacher and students are evaluated along the way (``--curve-points`` times, evaluations off the
+  clock) for the learning curves. The callback leaves the teacher bit for bit as it trains alone; the
+  result records whether the two teachers came out identical.
+
+Reported per run: the teacher's final return and each student's (``--eval-episodes`` episodes, same
+evaluation seed), student / teacher return, the same normalised by a random policy's return (for
+negative returns, as on Acrobot), compression, greedy agreement on the teacher's trajectories, and the
+wall time with and without distillation (alternating which goes first). Writes
+``benchmarks/results/students_vs_teacher[_quick].{json,md}`` and PNG plots beside them: student / teacher
+against compression per game, and the learning curves of teacher and students on one time axis.
+
+    python benchmarks/students_vs_teacher.py --quick            # PPO CartPole + MinAtar Breakout, DQN CartPole, 2 seeds
+    python benchmarks/students_vs_teacher.py --jobs 2           # full: PPO and DQN, 7 environments, 3 seeds
+    python benchmarks/students_vs_teacher.py --algos ppo --envs MinAtar/Breakout-v1 --seeds 1
+
+``--quick`` takes about 25 minutes on 2 CPU cores. The full size (42 runs, each training its teacher
+twice; MinAtar at 500k teacher steps) takes about 8 hours on 2 CPU cores (``--jobs 2``: about 5).
+``--jobs`` runs in parallel processes (one torch thread each), which also makes the wall times noisier.
+"""
+
+from __future__ import annotations
+
+import argparse
+import pathlib
+import statistics
+import time
+from concurrent.futures import ProcessPoolExecutor
+from typing import Any
+
+import torch as th
+from common import RESULTS, Clock, RandomPolicy, evaluation_env, sync_normalization, write_result, zoo_teacher
+from stable_baselines3.common.callbacks import BaseCallback
+
+from sb3_distill import RealTimeDistillCallback, ladder
+from sb3_distill.evaluation import trajectory_agreement
+from sb3_distill.serialization import atomic_write_bytes
+
+RATIOS = (0.017, 0.05, 0.25)
+MINATAR = ("Asterix", "Breakout", "Freeway", "Seaquest", "SpaceInvaders")
+#: env id -> algo -> (teacher steps: full, quick)
+CASES: dict[str, dict[str, tuple[int, int]]] = {
+    "CartPole-v1": {"ppo": (100_000, 60_000), "dqn": (50_000, 50_000)},
+    "Acrobot-v1": {"ppo": (300_000, 100_000), "dqn": (100_000, 100_000)},
+    **{f"MinAtar/{game}-v1": {"ppo": (500_000, 200_000), "dqn": (500_000, 100_000)} for game in MINATAR},
+}
+QUICK = [("ppo", "CartPole-v1"), ("ppo", "MinAtar/Breakout-v1"), ("dqn", "CartPole-v1")]
+
+
+class Curves(BaseCallback):
+    """Evaluates the teacher and every student every ``every`` teacher steps, off the clock."""
+
+    def __init__(self, distill: RealTimeDistillCallback, clock: Clock, env: Any, every: int, episodes: int) -> None:
+        super().__init__()
+        self.distill, self.clock, self.env, self.every, self.episodes = distill, clock, env, every, episodes
+        self.points: list[dict[str, Any]] = []
+        self.next_eval = every
+
+    def _on_step(self) -> bool:
+        if self.num_timesteps >= self.next_eval and self.distill.n_distillations > 0:
+            self.next_eval += self.every
+            point = {"steps": self.num_timesteps, "seconds": self.clock.now()}
+            sync_normalization(self.env, self.model)
+            point["teacher"] = self.clock.evaluate(self.model, self.env, self.episodes)
+            for name, student in self.distill.students.items():
+                point[name] = self.clock.evaluate(student, self.env, self.episodes)
+            self.points.append(point)
+        return True
+
+
+def policy_vector(teacher: Any) -> th.Tensor:
+    return th.cat([p.detach().flatten().cpu() for p in teacher.policy.parameters()])
+
+
+def run(args: tuple[str, str, int, int, int, int]) -> dict[str, Any]:
+    algo, env_id, steps, seed, episodes, curve_points = args
+    th.set_num_threads(1)
+    result: dict[str, Any] = {"algo": algo, "env": env_id, "seed": seed, "teacher_steps": steps}
+    alone, _ = zoo_teacher(algo, env_id, seed)
+    teacher, _ = zoo_teacher(algo, env_id, seed)
+    rungs = ladder(teacher, RATIOS)
+    eval_env = evaluation_env(algo, env_id, teacher)
+    distill = RealTimeDistillCallback(student=rungs, seed=seed)
+    for distilled in (False, True) if seed % 2 == 0 else (True, False):
+        if distilled:
+            clock = Clock()
+            curves = Curves(distill, clock, eval_env, max(steps // curve_points, 1), episodes=5)
+            teacher.learn(steps, callback=[distill, curves])
+            result["seconds_with"] = clock.now()
+        else:
+            began = time.perf_counter()
+            alone.learn(steps)
+            result["seconds_without"] = time.perf_counter() - began
+    result["overhead"] = result["seconds_with"] / result["seconds_without"]
+    result["distill_seconds"] = distill.distiller.total_time_s
+    result["teacher_identical_to_teacher_alone"] = bool(th.equal(policy_vector(alone), policy_vector(teacher)))
+    result["curve"] = curves.points
+
+    eval_env = evaluation_env(algo, env_id, teacher)  # normalisation stats as the teacher ends
+    clock = Clock()
+    result["teacher_return"] = clock.evaluate(teacher, eval_env, episodes)
+    result["random_return"] = clock.evaluate(RandomPolicy(teacher.action_space, seed), eval_env, episodes)
+    span = result["teacher_return"] - result["random_return"]
+    students: dict[str, Any] = {}
+    for name, student in distill.students.items():
+        score = clock.evaluate(student, eval_env, episodes)
+        students[name] = {
+            "target_compression": rungs.targets[name],
+            "compression": rungs.compression[name],
+            "acting_parameters": rungs.parameters[name],
+            "student_kwargs": repr(rungs[name][1]),
+            "return": score,
+            "ratio": score / result["teacher_return"] if result["teacher_return"] > 0 else None,
+            "normalized": (score - result["random_return"]) / span if span > 0 else None,
+            "agreement": trajectory_agreement(teacher, student, evaluation_env(algo, env_id, teacher), n_steps=2000),
+        }
+    result["students"] = students
+    line = ", ".join(
+        f"{name} {value['return']:.2f} (agreement {value['agreement']:.2f})" for name, value in students.items()
+    )
+    print(
+        f"{algo} {env_id} seed {seed}: teacher {result['teacher_return']:.2f}, students {line}; "
+        f"overhead {result['overhead']:.3f}",
+        flush=True,
+    )
+    return result
+
+
+def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Medians over seeds, per student rung."""
+    rungs = list(runs[0]["students"])
+    summary: dict[str, Any] = {
+        "teacher_return": statistics.median(run["teacher_return"] for run in runs),
+        "overhead": statistics.median(run["overhead"] for run in runs),
+        "students": {},
+    }
+    for name in rungs:
+        values = [run["students"][name] for run in runs]
+        normalized = [value["normalized"] for value in values if value["normalized"] is not None]
+        summary["students"][name] = {
+            "compression": statistics.median(value["compression"] for value in values),
+            "return": statistics.median(value["return"] for value in values),
+            "normalized": statistics.median(normalized) if normalized else None,
+            "agreement": statistics.median(value["agreement"] for value in values),
+        }
+    return summary
+
+
+def markdown(results: dict[str, Any]) -> str:
+    lines = [
+        "| algo | environment | teacher return | student | compression | student return | "
+        "student / teacher (normalised) | agreement | overhead |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for key, result in results.items():
+        algo, env_id = key.split(" ", 1)
+        summary = result["summary"]
+        for name, student in summary["students"].items():
+            normalized = "n/a" if student["normalized"] is None else f"{student['normalized']:.2f}"
+            lines.append(
+                f"| {algo} | {env_id} | {summary['teacher_return']:.2f} | {name} | {student['compression']:.2%} | "
+                f"{student['return']:.2f} | {normalized} | {student['agreement']:.2f} | {summary['overhead']:.2f} |"
+            )
+    return "\n".join(lines) + "\n"
+
+
+def plot(results: dict[str, Any], stem: str) -> list[pathlib.Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    written = []
+    figure, axis = plt.subplots(figsize=(7, 4.5))
+    for key, result in results.items():
+        students = result["summary"]["students"]
+        points = [(s["compression"], s["normalized"]) for s in students.values() if s["normalized"] is not None]
+        if points:
+            axis.plot(*zip(*points, strict=True), marker="o", label=key)
+    axis.set_xscale("log")
+    axis.axhline(1.0, color="grey", linewidth=0.8)
+    axis.axhline(0.95, color="grey", linewidth=0.8, linestyle="--")
+    axis.set_xlabel("student / teacher acting parameters")
+    axis.set_ylabel("student / teacher return (random-normalised, median)")
+    axis.legend(fontsize=7)
+    figure.tight_layout()
+    path = RESULTS / f"{stem}_compression.png"
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+    written.append(path)
+
+    figure, axes = plt.subplots(1, len(results), figsize=(4 * len(results), 3.5), squeeze=False)
+    for axis, (key, result) in zip(axes[0], results.items(), strict=True):
+        curve = result["runs"][0]["curve"]
+        for name in ["teacher", *result["runs"][0]["students"]]:
+            axis.plot([p["seconds"] for p in curve], [p[name] for p in curve], label=name)
+        axis.set_title(f"{key} (seed {result['runs'][0]['seed']})", fontsize=9)
+        axis.set_xlabel("wall seconds (evaluations excluded)")
+        axis.set_ylabel("return")
+        axis.legend(fontsize=7)
+    figure.tight_layout()
+    path = RESULTS / f"{stem}_curves.png"
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+    written.append(path)
+    return written
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="PPO CartPole and MinAtar Breakout, DQN CartPole; 2 seeds")
+    parser.add_argument("--algos", nargs="*", default=["ppo", "dqn"], choices=["ppo", "dqn"])
+    parser.add_argument("--envs", nargs="*", default=None, choices=list(CASES))
+    parser.add_argument("--seeds", type=int, default=None)
+    parser.add_argument("--eval-episodes", type=int, default=30)
+    parser.add_argument("--curve-points", type=int, default=10)
+    parser.add_argument("--jobs", type=int, default=1, help="parallel processes (one torch thread each)")
+    parser.add_argument("--timesteps", type=int, default=None, help="teacher steps of every case (a smoke test)")
+    parser.add_argument("--name", default=None, help="result file stem (default students_vs_teacher[_quick])")
+    args = parser.parse_args()
+    th.set_num_threads(1)
+    seeds = list(range(args.seeds or (2 if args.quick else 3)))
+    if args.quick and args.envs is None:
+        pairs = [(algo, env_id) for algo, env_id in QUICK if algo in args.algos]
+    else:
+        pairs = [(algo, env_id) for algo in args.algos for env_id in args.envs or list(CASES)]
+    jobs = [
+        (
+            algo,
+            env_id,
+            args.timesteps or CASES[env_id][algo][int(args.quick)],
+            seed,
+            args.eval_episodes,
+            args.curve_points,
+        )
+        for algo, env_id in pairs
+        for seed in seeds
+    ]
+    began = time.perf_counter()
+    with ProcessPoolExecutor(max_workers=args.jobs) as pool:
+        runs = list(pool.map(run, jobs))
+    results: dict[str, Any] = {}
+    for result in runs:
+        results.setdefault(f"{result['algo']} {result['env']}", {"runs": []})["runs"].append(result)
+    for result in results.values():
+        result["summary"] = summarize(result["runs"])
+    stem = args.name or ("students_vs_teacher_quick" if args.quick else "students_vs_teacher")
+    table = markdown(results)
+    plots = plot(results, stem)
+    atomic_write_bytes(table.encode(), RESULTS / f"{stem}.md")
+    path = write_result(
+        stem,
+        {
+            "benchmark": "students_vs_teacher",
+            "ratios": list(RATIOS),
+            "seeds": seeds,
+            "eval_episodes": args.eval_episodes,
+            "jobs": args.jobs,
+            "wall_seconds": time.perf_counter() - began,
+            "teacher_settings": "hyperparams/<algo>.yml",
+            "plots": [plot.name for plot in plots],
+            "results": results,
+        },
+    )
+    print(f"\n{table}\nwritten {path}, {stem}.md, " + ", ".join(plot.name for plot in plots))
+
+
+if __name__ == "__main__":
+    main()
