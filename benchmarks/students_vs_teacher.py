@@ -28,6 +28,7 @@ twice; MinAtar at 500k teacher steps) takes about 8 hours on 2 CPU cores (``--jo
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import pathlib
 import statistics
 import time
@@ -78,12 +79,13 @@ def policy_vector(teacher: Any) -> th.Tensor:
     return th.cat([p.detach().flatten().cpu() for p in teacher.policy.parameters()])
 
 
-def run(args: tuple[str, str, int, int, int, int]) -> dict[str, Any]:
-    algo, env_id, steps, seed, episodes, curve_points = args
-    th.set_num_threads(1)
+def run(args: tuple[str, str, int, int, int, int, int]) -> dict[str, Any]:
+    algo, env_id, steps, seed, episodes, curve_points, threads = args
+    th.set_num_threads(threads)
     result: dict[str, Any] = {"algo": algo, "env": env_id, "seed": seed, "teacher_steps": steps}
     alone, _ = zoo_teacher(algo, env_id, seed)
     teacher, _ = zoo_teacher(algo, env_id, seed)
+    result["device"] = th.cuda.get_device_name(teacher.device) if teacher.device.type == "cuda" else "cpu"
     rungs = ladder(teacher, RATIOS)
     eval_env = evaluation_env(algo, env_id, teacher)
     distill = RealTimeDistillCallback(student=rungs, seed=seed)
@@ -212,6 +214,47 @@ def plot(results: dict[str, Any], stem: str) -> list[pathlib.Path]:
     return written
 
 
+def benchmark(
+    jobs: list[tuple[str, str, int, int, int, int, int]], processes: int, stem: str, extra: dict[str, Any]
+) -> None:
+    """
+    Run every ``(algo, env id, teacher steps, seed, eval episodes, curve points, torch threads)`` job;
+    write the JSON, the markdown table and the plots.
+
+    :param jobs: the runs
+    :param processes: parallel processes
+    :param stem: result file stem under ``benchmarks/results/``
+    :param extra: more fields for the JSON record
+    """
+    began = time.perf_counter()
+    # Spawned workers: a forked one could inherit a CUDA context it cannot use.
+    with ProcessPoolExecutor(max_workers=processes, mp_context=multiprocessing.get_context("spawn")) as pool:
+        runs = list(pool.map(run, jobs))
+    results: dict[str, Any] = {}
+    for result in runs:
+        results.setdefault(f"{result['algo']} {result['env']}", {"runs": []})["runs"].append(result)
+    for result in results.values():
+        result["summary"] = summarize(result["runs"])
+    table = markdown(results)
+    plots = plot(results, stem)
+    atomic_write_bytes(table.encode(), RESULTS / f"{stem}.md")
+    record = {
+        "benchmark": "students_vs_teacher",
+        "ratios": list(RATIOS),
+        "seeds": sorted({job[3] for job in jobs}),
+        "devices": sorted({run["device"] for run in runs}),
+        "eval_episodes": jobs[0][4],
+        "jobs": processes,
+        "wall_seconds": time.perf_counter() - began,
+        "teacher_settings": "hyperparams/<algo>.yml",
+        **extra,
+        "plots": [plot.name for plot in plots],
+        "results": results,
+    }
+    path = write_result(stem, record)
+    print(f"\n{table}\nwritten {path}, {stem}.md, " + ", ".join(plot.name for plot in plots))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="PPO CartPole and MinAtar Breakout, DQN CartPole; 2 seeds")
@@ -238,37 +281,13 @@ def main() -> None:
             seed,
             args.eval_episodes,
             args.curve_points,
+            1,
         )
         for algo, env_id in pairs
         for seed in seeds
     ]
-    began = time.perf_counter()
-    with ProcessPoolExecutor(max_workers=args.jobs) as pool:
-        runs = list(pool.map(run, jobs))
-    results: dict[str, Any] = {}
-    for result in runs:
-        results.setdefault(f"{result['algo']} {result['env']}", {"runs": []})["runs"].append(result)
-    for result in results.values():
-        result["summary"] = summarize(result["runs"])
     stem = args.name or ("students_vs_teacher_quick" if args.quick else "students_vs_teacher")
-    table = markdown(results)
-    plots = plot(results, stem)
-    atomic_write_bytes(table.encode(), RESULTS / f"{stem}.md")
-    path = write_result(
-        stem,
-        {
-            "benchmark": "students_vs_teacher",
-            "ratios": list(RATIOS),
-            "seeds": seeds,
-            "eval_episodes": args.eval_episodes,
-            "jobs": args.jobs,
-            "wall_seconds": time.perf_counter() - began,
-            "teacher_settings": "hyperparams/<algo>.yml",
-            "plots": [plot.name for plot in plots],
-            "results": results,
-        },
-    )
-    print(f"\n{table}\nwritten {path}, {stem}.md, " + ", ".join(plot.name for plot in plots))
+    benchmark(jobs, args.jobs, stem, {"size": "quick" if args.quick else "full"})
 
 
 if __name__ == "__main__":
