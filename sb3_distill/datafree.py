@@ -34,7 +34,7 @@ from stable_baselines3.common.evaluation import evaluate_policy
 from stable_baselines3.common.logger import HumanOutputFormat, Logger
 from stable_baselines3.common.policies import BasePolicy
 from stable_baselines3.common.type_aliases import Schedule
-from stable_baselines3.common.vec_env import VecEnv
+from stable_baselines3.common.vec_env import VecEnv, unwrap_vec_normalize
 from torch import nn
 
 from sb3_distill.distiller import DistillConfig, Distiller, check_positive
@@ -42,7 +42,15 @@ from sb3_distill.evaluation import trajectory_agreement
 from sb3_distill.losses import DEFAULT_TEMPERATURE, kl_divergence
 from sb3_distill.offline import TargetMemory
 from sb3_distill.outputs import LOGITS, Q_VALUES, policy_outputs
-from sb3_distill.students import SINGLE_STUDENT, StudentSpec, make_students, student_specs
+from sb3_distill.students import (
+    SINGLE_STUDENT,
+    StudentMixin,
+    StudentSpec,
+    make_students,
+    obs_normalization_of,
+    student_specs,
+    wrap_env,
+)
 from sb3_distill.teachers import Teacher, eval_mode, load_teacher
 
 
@@ -74,6 +82,27 @@ def observation_bounds(space: spaces.Box, obs_bounds: tuple[Any, Any] | None = N
     if np.any(high <= low):
         raise ValueError("obs_bounds: every high must be greater than its low")
     return low, high
+
+
+def normalized_bounds(
+    space: spaces.Box, obs_bounds: tuple[Any, Any] | None, normalization: dict[str, Any]
+) -> tuple[np.ndarray, np.ndarray]:
+    """
+    Bounds in the space a ``VecNormalize`` teacher acts on: ``clip((x - mean) / sqrt(var + eps), -clip, clip)``.
+
+    :param space: the environment's observation space
+    :param obs_bounds: ``(low, high)`` in the environment's units, where given; unbounded dimensions
+        take VecNormalize's clipping range
+    :param normalization: the teacher's statistics (:func:`~sb3_distill.students.obs_normalization_of`)
+    :return: ``low`` and ``high`` of the normalised observations
+    """
+    low, high = space.low.astype(np.float64), space.high.astype(np.float64)
+    if obs_bounds is not None:
+        low, high = observation_bounds(space, obs_bounds)
+    scale = np.sqrt(normalization["var"] + normalization["epsilon"])
+    clip = normalization["clip_obs"]
+    normalized = [np.clip((bound - normalization["mean"]) / scale, -clip, clip) for bound in (low, high)]
+    return normalized[0], np.maximum(normalized[1], normalized[0] + 1e-6)
 
 
 class ConditionalGenerator(nn.Module):
@@ -183,7 +212,11 @@ def distill_datafree(
     :param student: as for :func:`sb3_distill.distill` (alias, class, instance, module, or a dict of them)
     :param n_iterations: generator + student steps
     :param student_kwargs: ``policy_kwargs`` of a single student
-    :param obs_bounds: ``(low, high)`` to generate within, required where the observation space is unbounded
+    :param obs_bounds: ``(low, high)`` to generate within, required where the observation space is unbounded.
+        A teacher trained under ``VecNormalize`` (a model that still holds its env) acts on normalised
+        observations: they are generated within these bounds normalised with its statistics (unbounded
+        dimensions: VecNormalize's ``clip_obs`` range), and the students record the statistics for
+        :func:`~sb3_distill.wrap_env`
     :param batch_size: generated observations per iteration (split evenly over the actions)
     :param learning_rate: the students' learning rate
     :param generator_learning_rate: the generator's (Adam) learning rate
@@ -228,7 +261,11 @@ def distill_datafree(
     check_positive("batch_size", batch_size, integer=True)
     if batch_size < n_actions:
         raise ValueError(f"batch_size must be at least the number of actions ({n_actions}), got {batch_size}")
-    low, high = observation_bounds(view.observation_space, obs_bounds)
+    normalization = obs_normalization_of(model.get_vec_normalize_env())
+    if normalization is None:
+        low, high = observation_bounds(view.observation_space, obs_bounds)
+    else:  # the teacher acts on VecNormalize's clipped, normalised observations: generate those
+        low, high = normalized_bounds(view.observation_space, obs_bounds, normalization)
     config = DistillConfig(loss, temperature, learning_rate, batch_size, epochs=1, distill_value=False)
     specs = student_specs(student, student_kwargs)
     generator_seed, students_seed, distiller_seed = np.random.SeedSequence(seed).generate_state(3)
@@ -241,6 +278,11 @@ def distill_datafree(
         seed=int(students_seed),
         device=view.device,
     )
+    for policy in students.values():
+        if isinstance(policy, StudentMixin):
+            policy.obs_normalization = normalization  # wrap_env applies it at inference
+    if eval_env is not None and normalization is not None and unwrap_vec_normalize(eval_env) is None:
+        eval_env = wrap_env(eval_env, next(iter(students.values())))
     distiller = Distiller(view, students, config, seed=int(distiller_seed))
     memory = TargetMemory(buffer_size, view.observation_space, n_actions, with_values=False)
     temperature_value = temperature if temperature is not None else DEFAULT_TEMPERATURE[view.kind]
