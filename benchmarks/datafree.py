@@ -28,13 +28,11 @@ from typing import Any
 
 import numpy as np
 import torch as th
-from common import write_result
-from rl_zoo3.utils import ALGOS
+from common import RandomPolicy, evaluation_env, write_result, zoo_teacher
 from stable_baselines3.common.evaluation import evaluate_policy
 
 from sb3_distill import distill, distill_datafree
 from sb3_distill.evaluation import trajectory_agreement
-from sb3_distill.zoo import distill_kwargs, hyperparams_file, load_hyperparams, zoo_experiment
 
 #: env id -> (teacher steps full, quick), obs_bounds for unbounded dimensions
 CASES: dict[str, tuple[int, int, Any]] = {
@@ -46,44 +44,30 @@ CASES: dict[str, tuple[int, int, Any]] = {
 BATCH_SIZE = 256
 
 
-def evaluate(policy: Any, env_id: str, episodes: int) -> float:
-    experiment = zoo_experiment("ppo", env_id, n_envs=1, seed=10_000)
+def evaluate(policy: Any, env_id: str, episodes: int, teacher: Any) -> float:
+    env = evaluation_env("ppo", env_id, teacher)
     try:
-        return float(np.mean(evaluate_policy(policy, experiment.env, n_eval_episodes=episodes)[0]))
+        return float(np.mean(evaluate_policy(policy, env, n_eval_episodes=episodes)[0]))
     finally:
-        experiment.env.close()
-
-
-class RandomPolicy:
-    """Uniformly random actions, with ``predict`` as ``evaluate_policy`` calls it."""
-
-    def __init__(self, action_space: Any, seed: int) -> None:
-        self.action_space = action_space
-        self.action_space.seed(seed)
-
-    def predict(self, obs: Any, *args: Any, **kwargs: Any) -> tuple[np.ndarray, None]:
-        return np.array([self.action_space.sample() for _ in range(len(obs))]), None
+        env.close()
 
 
 def agreement(teacher: Any, student: Any, env_id: str) -> float:
-    experiment = zoo_experiment("ppo", env_id, n_envs=1, seed=20_000)
+    env = evaluation_env("ppo", env_id, teacher, seed=20_000)
     try:
-        return trajectory_agreement(teacher, student, experiment.env, n_steps=2000)
+        return trajectory_agreement(teacher, student, env, n_steps=2000)
     finally:
-        experiment.env.close()
+        env.close()
 
 
 def run(env_id: str, steps: int, bounds: Any, seed: int, iterations: int, episodes: int) -> dict[str, Any]:
-    experiment = zoo_experiment("ppo", env_id, seed=seed)
-    kwargs = {key: value for key, value in experiment.model_kwargs.items() if key != "policy"}
-    teacher = ALGOS["ppo"](experiment.model_kwargs["policy"], experiment.env, seed=seed, **kwargs)
+    teacher, options = zoo_teacher("ppo", env_id, seed)
     teacher.learn(steps)
-    options = distill_kwargs(load_hyperparams(hyperparams_file("ppo"))[experiment.entry])
     student, student_kwargs = options["student"], options.get("student_kwargs")
     result: dict[str, Any] = {
         "seed": seed,
-        "teacher_return": evaluate(teacher, env_id, episodes),
-        "random_return": evaluate(RandomPolicy(teacher.action_space, seed), env_id, episodes),
+        "teacher_return": evaluate(teacher, env_id, episodes, teacher),
+        "random_return": evaluate(RandomPolicy(teacher.action_space, seed), env_id, episodes, teacher),
     }
     span = result["teacher_return"] - result["random_return"]
 
@@ -93,7 +77,7 @@ def run(env_id: str, steps: int, bounds: Any, seed: int, iterations: int, episod
     )
     result["datafree"] = {"seconds": time.perf_counter() - began}
     began = time.perf_counter()
-    offline_env = zoo_experiment("ppo", env_id, n_envs=1, seed=seed + 1).env
+    offline_env = evaluation_env("ppo", env_id, teacher, seed=seed + 1)  # the teacher's normalisation, frozen
     offline = distill(
         teacher,
         student,
@@ -108,7 +92,7 @@ def run(env_id: str, steps: int, bounds: Any, seed: int, iterations: int, episod
     )
     result["offline_teacher_driven"] = {"seconds": time.perf_counter() - began}
     for name, policy in (("datafree", datafree), ("offline_teacher_driven", offline)):
-        score = evaluate(policy, env_id, episodes)
+        score = evaluate(policy, env_id, episodes, teacher)
         result[name].update(
             student_return=score,
             ratio=score / result["teacher_return"] if result["teacher_return"] > 0 else None,

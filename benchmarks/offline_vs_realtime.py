@@ -21,19 +21,16 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
 from typing import Any
 
 import numpy as np
 import torch as th
-from common import write_result
-from rl_zoo3.utils import ALGOS
+from common import Clock, evaluation_env, write_result, zoo_teacher
 from stable_baselines3.common.callbacks import BaseCallback
-from stable_baselines3.common.evaluation import evaluate_policy
 from stable_baselines3.common.policies import BasePolicy
 
 from sb3_distill import RealTimeDistillCallback, distill
-from sb3_distill.zoo import distill_kwargs, hyperparams_file, load_hyperparams, zoo_experiment
+from sb3_distill.zoo import zoo_experiment
 
 #: env id -> (teacher steps: full, quick)
 CASES = {
@@ -44,46 +41,19 @@ CASES = {
 TARGET = 0.95
 
 
-class Clock:
-    """Wall time with the evaluations taken out."""
-
-    def __init__(self) -> None:
-        self.start = time.perf_counter()
-        self.paused = 0.0
-
-    def now(self) -> float:
-        return time.perf_counter() - self.start - self.paused
-
-    def evaluate(self, policy: Any, env_id: str, episodes: int, seed: int) -> float:
-        began = time.perf_counter()
-        experiment = zoo_experiment("ppo", env_id, n_envs=1, seed=seed)
-        try:
-            returns, _ = evaluate_policy(policy, experiment.env, n_eval_episodes=episodes, deterministic=True)
-        finally:
-            experiment.env.close()
-        self.paused += time.perf_counter() - began
-        return float(returns)  # type: ignore[arg-type]
-
-
 class EvaluateStudent(BaseCallback):
     """Evaluates the real-time student every ``every`` teacher steps."""
 
-    def __init__(self, distill_callback: RealTimeDistillCallback, clock: Clock, env_id: str, every: int, episodes: int):
+    def __init__(self, distill_callback: RealTimeDistillCallback, clock: Clock, env: Any, every: int, episodes: int):
         super().__init__()
-        self.distill, self.clock, self.env_id, self.every, self.episodes = (
-            distill_callback,
-            clock,
-            env_id,
-            every,
-            episodes,
-        )
+        self.distill, self.clock, self.env, self.every, self.episodes = distill_callback, clock, env, every, episodes
         self.curve: list[tuple[int, float, float]] = []  # (teacher steps, seconds, student return)
         self.next_eval = every
 
     def _on_step(self) -> bool:
         if self.num_timesteps >= self.next_eval and self.distill.n_distillations > 0:
             self.next_eval += self.every
-            score = self.clock.evaluate(self.distill.student, self.env_id, self.episodes, seed=10_000)
+            score = self.clock.evaluate(self.distill.student, self.env, self.episodes)
             self.curve.append((self.num_timesteps, self.clock.now(), score))
         return True
 
@@ -92,39 +62,32 @@ def time_to_target(curve: list[tuple[int, float, float]], target: float) -> floa
     return next((seconds for _, seconds, score in curve if score >= target), None)
 
 
-def teacher_and_student(env_id: str, seed: int) -> tuple[Any, dict[str, Any]]:
-    experiment = zoo_experiment("ppo", env_id, seed=seed)
-    kwargs = {key: value for key, value in experiment.model_kwargs.items() if key != "policy"}
-    teacher = ALGOS["ppo"](experiment.model_kwargs["policy"], experiment.env, seed=seed, **kwargs)
-    entry = load_hyperparams(hyperparams_file("ppo"))[experiment.entry]
-    options = {key: value for key, value in distill_kwargs(entry).items() if key != "verbose"}
-    return teacher, options
-
-
 def run_realtime(env_id: str, steps: int, seed: int, every: int, episodes: int) -> dict[str, Any]:
-    teacher, options = teacher_and_student(env_id, seed)
+    teacher, options = zoo_teacher("ppo", env_id, seed)
+    env = evaluation_env("ppo", env_id, teacher)
     clock = Clock()
     callback = RealTimeDistillCallback(seed=seed, **options)
-    evaluation = EvaluateStudent(callback, clock, env_id, every, episodes)
+    evaluation = EvaluateStudent(callback, clock, env, every, episodes)
     teacher.learn(steps, callback=[callback, evaluation])
     total = clock.now()
-    teacher_return = clock.evaluate(teacher, env_id, episodes, seed=10_000)
+    teacher_return = clock.evaluate(teacher, env, episodes)
     return {"curve": evaluation.curve, "seconds": total, "teacher_return": teacher_return}
 
 
 def run_sequential(env_id: str, steps: int, seed: int, every: int, episodes: int, offline_steps: int) -> dict[str, Any]:
-    teacher, options = teacher_and_student(env_id, seed)
+    teacher, options = zoo_teacher("ppo", env_id, seed)
+    env = evaluation_env("ppo", env_id, teacher)
     clock = Clock()
     teacher.learn(steps)
     teacher_seconds = clock.now()
-    teacher_return = clock.evaluate(teacher, env_id, episodes, seed=10_000)
+    teacher_return = clock.evaluate(teacher, env, episodes)
     curve: list[tuple[int, float, float]] = []
     next_eval = [every]
 
     def evaluate(step: int, students: dict[str, BasePolicy]) -> bool:
         if step >= next_eval[0]:
             next_eval[0] += every
-            score = clock.evaluate(students["student"], env_id, episodes, seed=10_000)
+            score = clock.evaluate(students["student"], env, episodes)
             curve.append((step, clock.now(), score))
             return score < TARGET * teacher_return  # stop once the target is reached
         return True
