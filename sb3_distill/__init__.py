@@ -2,6 +2,7 @@
 
 from sb3_distill.datafree import distill_datafree
 from sb3_distill.distiller import DistillConfig, Distiller
+from sb3_distill.export import export
 from sb3_distill.finetune import to_dqn, to_ppo
 from sb3_distill.offline import distill
 from sb3_distill.outputs import count_acting_parameters
@@ -22,6 +23,7 @@ __all__ = [
     "count_acting_parameters",
     "distill",
     "distill_datafree",
+    "export",
     "ladder",
     "load_student",
     "load_teacher",

@@ -429,6 +429,22 @@ def compare_command(args: argparse.Namespace, rest: list[str]) -> int:
     return 0
 
 
+# -- export ------------------------------------------------------------------------------------
+
+
+def export_command(args: argparse.Namespace, rest: list[str]) -> int:
+    from sb3_distill.export import export
+
+    student = Path(args.student)
+    output = Path(args.output) if args.output else student.with_suffix(".onnx" if args.format == "onnx" else ".pt")
+    with user_errors():
+        if not student.is_file():
+            raise FileNotFoundError(f"no student file {str(student)!r}")
+        export(student, output, format=args.format, with_scores=args.with_scores, name=args.name)
+    print(f"written: {output}")
+    return 0
+
+
 # -- list --------------------------------------------------------------------------------------
 
 
@@ -512,6 +528,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     comparing.add_argument("--plot", metavar="PNG", help="also save a plot of the return distributions")
     comparing.set_defaults(func=compare_command)
+
+    exporting = commands.add_parser(
+        "export", help="write a student as an ONNX or TorchScript file that runs without SB3"
+    )
+    exporting.add_argument("student", help="student file or checkpoint (.zip)")
+    exporting.add_argument("--format", choices=["onnx", "torchscript"], default="onnx")
+    exporting.add_argument("-o", "--output", help="the file to write (default: the student's name, .onnx or .pt)")
+    exporting.add_argument("--with-scores", action="store_true", help="also output the action scores")
+    exporting.add_argument("--name", help="which student of a checkpoint holding several")
+    exporting.set_defaults(func=export_command)
 
     listing = commands.add_parser("list", help="the games and algorithms covered, with each student's compression")
     listing.add_argument("--algo", choices=zoo.ZOO_ALGOS)

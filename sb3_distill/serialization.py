@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import os
 import pathlib
+import pickle
 import tempfile
 from typing import Any
 
@@ -75,4 +76,10 @@ def torch_load(path: PathLike, device: th.device | str = "cpu") -> Any:
     if not target.is_file():
         raise FileNotFoundError(f"no such file: {str(target)!r}")
     # Policies pickle their spaces and classes, as SB3's own ``BasePolicy.load`` does.
-    return th.load(target, map_location=device, weights_only=False)
+    try:
+        return th.load(target, map_location=device, weights_only=False)
+    except (RuntimeError, pickle.UnpicklingError, EOFError) as error:  # another kind of file (an SB3 model zip, say)
+        raise ValueError(
+            f"{str(target)!r} is not a file written by sb3_distill "
+            f"(for a trained agent's zip, use load_teacher): {error}"
+        ) from error
