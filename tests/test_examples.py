@@ -25,3 +25,60 @@ def test_realtime_ppo_cartpole_demo(tmp_path):
         assert row in out
     assert "1.87%" in out  # a [12] student against PPO's [64, 64] actor on CartPole
     assert (tmp_path / "student.zip").is_file()
+
+
+def test_realtime_dqn_minatar(tmp_path):
+    out = run_example(
+        "realtime_dqn_minatar.py", "--timesteps", "1000", "--n-eval-episodes", "2", "--output", str(tmp_path)
+    )
+    assert "teacher: mean return" in out
+    assert "student: mean return" in out
+    assert "compression: 5.06%" in out  # the MinAtar CNN at width 8 against the [256, 256] teacher (Breakout)
+    assert (tmp_path / "student.zip").is_file()
+
+
+def test_realtime_ppo_atari(tmp_path):
+    out = run_example(
+        "realtime_ppo_atari.py",
+        "--timesteps",
+        "512",
+        "--n-envs",
+        "2",
+        "--n-eval-episodes",
+        "1",
+        "--output",
+        str(tmp_path),
+    )
+    assert "compression: 1.69%" in out  # SmallCNN against the Nature-CNN actor, Pong's 6 actions
+    assert (tmp_path / "student.zip").is_file()
+
+
+def test_offline_then_finetune(tmp_path):
+    out = run_example(
+        "offline_then_finetune.py", "--timesteps", "1500", "--n-eval-episodes", "2", "--output", str(tmp_path)
+    )
+    assert "student as PPO, fine-tuned" in out
+    for name in ("teacher.zip", "student.zip", "student_ppo.zip"):
+        assert (tmp_path / name).is_file()
+
+
+def test_simulator_free(tmp_path):
+    out = run_example(
+        "simulator_free.py",
+        *("--timesteps", "2048", "--iterations", "20", "--n-eval-episodes", "2", "--output", str(tmp_path)),
+    )
+    assert "agreement on the teacher's states" in out
+    assert (tmp_path / "student.zip").is_file()
+
+
+def test_student_ladder(tmp_path):
+    out = run_example("student_ladder.py", "--timesteps", "2048", "--n-eval-episodes", "2", "--output", str(tmp_path))
+    assert "1.7pct: width 11, 79 acting parameters" in out
+    for name in ("student_1.7pct.zip", "student_5pct.zip", "student_25pct.zip", "ladder.png"):
+        assert (tmp_path / name).is_file()
+
+
+def test_export_and_infer(tmp_path):
+    out = run_example("export_and_infer.py", "--timesteps", "1024", "--episodes", "2", "--output", str(tmp_path))
+    assert "episode 1: return" in out
+    assert (tmp_path / "student.onnx").is_file()
