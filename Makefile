@@ -1,4 +1,4 @@
-# sb3-distill: make demo | make test | make bench | make lint
+# sb3-distill: make demo | make test | make docs | make bench | make lint
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -8,12 +8,12 @@ PIP := $(PY) -m pip
 TORCH ?= torch==2.13.0
 PIP_QUIET ?= -q
 
-.PHONY: demo test lint bench install clean
+.PHONY: demo test lint docs bench install clean
 
 $(VENV)/.installed: setup.cfg pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install $(PIP_QUIET) $(TORCH)
-	$(PIP) install $(PIP_QUIET) -e ".[tests]"
+	$(PIP) install $(PIP_QUIET) -e ".[tests,docs]"
 	touch $@
 
 install: $(VENV)/.installed
@@ -22,11 +22,16 @@ demo: $(VENV)/.installed
 	$(PY) examples/realtime_ppo_cartpole.py
 
 lint: $(VENV)/.installed
-	$(PY) -m ruff check sb3_distill tests examples benchmarks
-	$(PY) -m ruff format --check sb3_distill tests examples benchmarks
+	$(PY) -m ruff check sb3_distill tests examples benchmarks docs
+	$(PY) -m ruff format --check sb3_distill tests examples benchmarks docs
 	$(PY) -m mypy
 
-test: lint
+# The documentation, warnings as errors (part of `make test`: broken docs fail CI).
+docs: $(VENV)/.installed
+	rm -rf docs/_build
+	$(PY) -m sphinx -W --keep-going -q -b html docs docs/_build/html
+
+test: lint docs
 	$(PY) -m pytest -n 2 tests
 
 $(VENV)/.installed-bench: $(VENV)/.installed
@@ -42,4 +47,4 @@ bench: $(VENV)/.installed-bench
 	$(PY) benchmarks/datafree.py --quick
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache docs/_build

@@ -1,0 +1,124 @@
+"""Builds the results page from ``benchmarks/results/``: the committed JSON files, their tables and plots."""
+
+from __future__ import annotations
+
+import json
+import pathlib
+from typing import Any
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "benchmarks" / "results"
+
+
+def _load(name: str) -> dict[str, Any] | None:
+    path = RESULTS / f"{name}.json"
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def _provenance(record: dict[str, Any]) -> str:
+    machine = record.get("machine", {})
+    where = machine.get("gpu") or f"{machine.get('cpu', '?')}, {machine.get('cpu_count', '?')} cores"
+    return f"commit `{record.get('commit', '?')[:12]}`, {where}, torch {record.get('versions', {}).get('torch', '?')}"
+
+
+def _fmt(value: Any, spec: str = ".3f") -> str:
+    return "n/a" if value is None else format(value, spec)
+
+
+def students_section(name: str, title: str) -> list[str]:
+    record = _load(name)
+    if record is None:
+        return []
+    lines = [
+        f"## {title}",
+        "",
+        f"`benchmarks/results/{name}.json` ({_provenance(record)}; seeds {record['seeds']}).",
+        "",
+    ]
+    lines += [*(RESULTS / f"{name}.md").read_text().splitlines(), ""]
+    for plot in record.get("plots", []):
+        lines += [f"![{plot}](../benchmarks/results/{plot})", ""]
+    return lines
+
+
+def overhead_section() -> list[str]:
+    lines: list[str] = []
+    for name in ("overhead", "overhead_quick"):
+        record = _load(name)
+        if record is None:
+            continue
+        lines += [f"## Overhead (`{name}.json`)", "", f"{_provenance(record)}; {record['repeats']} repeats.", ""]
+        lines += ["| teacher | variant | median wall-time ratio (with / without) |", "|---|---|---|"]
+        for case, result in record["cases"].items():
+            medians = result["median_ratio"]
+            if not isinstance(medians, dict):
+                medians = {"one": medians}
+            for variant, value in medians.items():
+                lines.append(f"| {case} | {variant} | {_fmt(value)} |")
+        lines.append("")
+    return lines
+
+
+def datafree_section() -> list[str]:
+    lines: list[str] = []
+    for name in ("datafree", "datafree_quick"):
+        record = _load(name)
+        if record is None:
+            continue
+        lines += [
+            f"## Simulator-free against offline teacher-driven (`{name}.json`)",
+            "",
+            f"{_provenance(record)}; seeds {record['seeds']}; {record['student_updates']} student updates each.",
+            "",
+            "| environment | mode | median return ratio | median normalised return | median agreement |",
+            "|---|---|---|---|---|",
+        ]
+        for env_id, result in record["results"].items():
+            for mode in ("datafree", "offline_teacher_driven"):
+                normalized = result.get("median_normalized", {}).get(mode)
+                agreement = result.get("median_agreement", {}).get(mode)
+                ratio = result["median_ratio"].get(mode)
+                lines.append(f"| {env_id} | {mode} | {_fmt(ratio)} | {_fmt(normalized)} | {_fmt(agreement)} |")
+        lines.append("")
+    return lines
+
+
+def realtime_section() -> list[str]:
+    lines: list[str] = []
+    for name in ("offline_vs_realtime", "offline_vs_realtime_quick"):
+        record = _load(name)
+        if record is None:
+            continue
+        lines += [
+            f"## Real-time against sequential distillation (`{name}.json`)",
+            "",
+            f"{_provenance(record)}; seeds {record['seeds']}. Wall time until the student reaches "
+            f"{record['target']:.0%} of the teacher's final return, real-time / sequential (median):",
+            "",
+            "| environment | median ratio |",
+            "|---|---|",
+        ]
+        for env_id, result in record["results"].items():
+            lines.append(f"| {env_id} | {_fmt(result['median_ratio'])} |")
+        lines.append("")
+    return lines
+
+
+def write(path: pathlib.Path) -> None:
+    """Write the results page (Markdown) to ``path``."""
+    lines = [
+        "# Results",
+        "",
+        "Every figure below comes from a JSON file under `benchmarks/results/`, which records the git commit,",
+        "the package versions, the machine, the seeds and the budgets; the scripts in `benchmarks/` rerun them",
+        "(`make bench` runs the quick sizes).",
+        "",
+    ]
+    lines += students_section("students_vs_teacher", "Students against their teachers (full size)")
+    lines += students_section("students_vs_teacher_quick", "Students against their teachers (`--quick`)")
+    lines += students_section("atari", "Atari (GPU)")
+    lines += overhead_section() + realtime_section() + datafree_section()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = "\n".join(lines) + "\n"
+    if not path.is_file() or path.read_text() != text:
+        path.write_text(text)
