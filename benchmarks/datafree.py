@@ -123,6 +123,7 @@ def main() -> None:
     parser.add_argument("--iterations", type=int, default=None, help="student updates (default 2000, quick 1000)")
     parser.add_argument("--eval-episodes", type=int, default=30)
     parser.add_argument("--jobs", type=int, default=1, help="parallel processes (one torch thread each)")
+    parser.add_argument("--name", default=None, help="result file stem (default datafree[_quick])")
     args = parser.parse_args()
     th.set_num_threads(1)
     seeds = list(range(args.seeds or (2 if args.quick else 3)))
@@ -151,7 +152,7 @@ def main() -> None:
         result["median_normalized"] = median_of(result["runs"], "normalized")
         result["median_agreement"] = median_of(result["runs"], "agreement")
     path = write_result(
-        "datafree_quick" if args.quick else "datafree",
+        args.name or ("datafree_quick" if args.quick else "datafree"),
         {
             "benchmark": "datafree",
             "seeds": seeds,

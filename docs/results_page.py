@@ -61,7 +61,8 @@ def overhead_section() -> list[str]:
 
 def datafree_section() -> list[str]:
     lines: list[str] = []
-    for name in ("datafree", "datafree_quick"):
+    names = sorted(path.stem for path in RESULTS.glob("datafree*.json"))
+    for name in names:
         record = _load(name)
         if record is None:
             continue
