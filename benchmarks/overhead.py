@@ -1,12 +1,12 @@
 """Overhead of real-time distillation: teacher training wall time with the callback / without.
 
 Variants: ``one`` student (the case's own), a ``ladder`` of three students (1.7%, 5%, 25% of the
-teacher, :func:`sb3_distill.students.ladder`), and the same ladder with ``asynchronous=True``
-(``ladder-async``). Every repeat runs the teacher alone and each variant in this one process, in a
-rotating order; the figure is the median ratio over the repeats. Writes
-``benchmarks/results/overhead[_quick].json``.
+teacher, :func:`sb3_distill.students.ladder`), the same ladder with ``asynchronous=True``
+(``ladder-async``), and that with ``epochs=1`` (``ladder-async-1epoch``). Every repeat runs the
+teacher alone and each variant in this one process, in a rotating order; the figure is the median
+ratio over the repeats. Writes ``benchmarks/results/overhead[_quick].json``.
 
-    python benchmarks/overhead.py            # full: 7 repeats (about 50 minutes on 2 CPU cores)
+    python benchmarks/overhead.py            # full: 7 repeats (about an hour on 2 CPU cores)
     python benchmarks/overhead.py --quick    # 3 repeats, smaller budgets
 """
 
@@ -95,7 +95,7 @@ CASES: dict[str, dict[str, Any]] = {
 }
 
 
-VARIANTS = ("one", "ladder", "ladder-async")
+VARIANTS = ("one", "ladder", "ladder-async", "ladder-async-1epoch")
 
 
 def train(case: dict[str, Any], timesteps: int, seed: int, variant: str | None) -> tuple[float, BaseAlgorithm, Any]:
@@ -105,7 +105,12 @@ def train(case: dict[str, Any], timesteps: int, seed: int, variant: str | None) 
     if variant == "one":
         callback = RealTimeDistillCallback(student="MlpPolicy", student_kwargs=case["student_kwargs"], seed=seed)
     elif variant is not None:
-        callback = RealTimeDistillCallback(student=ladder(teacher), seed=seed, asynchronous=variant == "ladder-async")
+        callback = RealTimeDistillCallback(
+            student=ladder(teacher),
+            seed=seed,
+            asynchronous=variant.startswith("ladder-async"),
+            epochs=1 if variant.endswith("1epoch") else 4,
+        )
     start = time.perf_counter()
     teacher.learn(timesteps, callback=callback)
     return time.perf_counter() - start, teacher, callback
@@ -181,6 +186,7 @@ def main() -> None:
                 "one": "the case's student_kwargs",
                 "ladder": "sb3_distill.ladder(teacher): 1.7%, 5%, 25% students",
                 "ladder-async": "the same, asynchronous=True",
+                "ladder-async-1epoch": "the same, asynchronous=True, epochs=1",
             },
             "cases": results,
         },
