@@ -29,10 +29,8 @@ def test_realtime_ppo_cartpole_demo(tmp_path):
 
 def test_realtime_dqn_minatar(tmp_path):
     out = run_example(
-        "realtime_dqn_minatar.py", "--timesteps", "1000", "--n-eval-episodes", "2", "--output", str(tmp_path)
+        "realtime_dqn_minatar.py", "--timesteps", "600", "--n-eval-episodes", "0", "--output", str(tmp_path)
     )
-    assert "teacher: mean return" in out
-    assert "student: mean return" in out
     assert "compression: 5.06%" in out  # the MinAtar CNN at width 8 against the [256, 256] teacher (Breakout)
     assert (tmp_path / "student.zip").is_file()
 
@@ -72,13 +70,13 @@ def test_simulator_free(tmp_path):
 
 
 def test_student_ladder(tmp_path):
-    out = run_example("student_ladder.py", "--timesteps", "2048", "--n-eval-episodes", "2", "--output", str(tmp_path))
+    out = run_example("student_ladder.py", "--timesteps", "1024", "--n-eval-episodes", "2", "--output", str(tmp_path))
     assert "1.7pct: width 11, 79 acting parameters" in out
     for name in ("student_1.7pct.zip", "student_5pct.zip", "student_25pct.zip", "ladder.png"):
         assert (tmp_path / name).is_file()
 
 
 def test_export_and_infer(tmp_path):
-    out = run_example("export_and_infer.py", "--timesteps", "1024", "--episodes", "2", "--output", str(tmp_path))
+    out = run_example("export_and_infer.py", "--timesteps", "512", "--episodes", "2", "--output", str(tmp_path))
     assert "episode 1: return" in out
     assert (tmp_path / "student.onnx").is_file()
