@@ -1,8 +1,8 @@
 """Overhead of real-time distillation: teacher training wall time with the callback / without.
 
 Variants: ``one`` student (the case's own), a ``ladder`` of three students (1.7%, 5%, 25% of the
-teacher, :func:`sb3_distill.students.ladder`), the same ladder with ``asynchronous=True``
-(``ladder-async``), and that with ``epochs=1`` (``ladder-async-1epoch``). Every repeat runs the
+teacher, :func:`sb3_distill.students.ladder`), and the same ladder with ``epochs=1`` (``ladder-1epoch``).
+Every repeat runs the
 teacher alone and each variant in this one process, in a rotating order; the figure is the median
 ratio over the repeats. Writes ``benchmarks/results/overhead[_quick].json``.
 
@@ -95,7 +95,7 @@ CASES: dict[str, dict[str, Any]] = {
 }
 
 
-VARIANTS = ("one", "ladder", "ladder-async", "ladder-async-1epoch")
+VARIANTS = ("one", "ladder", "ladder-1epoch")
 
 
 def train(case: dict[str, Any], timesteps: int, seed: int, variant: str | None) -> tuple[float, BaseAlgorithm, Any]:
@@ -108,7 +108,6 @@ def train(case: dict[str, Any], timesteps: int, seed: int, variant: str | None) 
         callback = RealTimeDistillCallback(
             student=ladder(teacher),
             seed=seed,
-            asynchronous=variant.startswith("ladder-async"),
             epochs=1 if variant.endswith("1epoch") else 4,
         )
     start = time.perf_counter()
@@ -151,10 +150,9 @@ def main() -> None:
                 if callback is not None:
                     assert variant is not None
                     compressions[variant] = dict(callback.distiller.compression)
-                    # From inside the run: wall time / (wall time - time spent distilling), synchronous only.
-                    if not callback.asynchronous:
-                        distilling = callback.distiller.total_time_s
-                        accounted[variant].append(elapsed[variant] / (elapsed[variant] - distilling))
+                    # From inside the run: wall time / (wall time - time spent distilling).
+                    distilling = callback.distiller.total_time_s
+                    accounted[variant].append(elapsed[variant] / (elapsed[variant] - distilling))
             for variant in args.variants:
                 ratios[variant].append(elapsed[variant] / elapsed[None])
             line = ", ".join(f"{variant} {ratios[variant][-1]:.3f}" for variant in args.variants)
@@ -185,8 +183,7 @@ def main() -> None:
             "variants": {
                 "one": "the case's student_kwargs",
                 "ladder": "sb3_distill.ladder(teacher): 1.7%, 5%, 25% students",
-                "ladder-async": "the same, asynchronous=True",
-                "ladder-async-1epoch": "the same, asynchronous=True, epochs=1",
+                "ladder-1epoch": "the same, epochs=1",
             },
             "cases": results,
         },

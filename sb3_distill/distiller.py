@@ -10,7 +10,7 @@ import math
 import time
 import warnings
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from typing import Any, NamedTuple
 
@@ -268,7 +268,6 @@ class Distiller:
         progress_remaining: float = 1.0,
         epochs: int | None = None,
         targets: PolicyOutputs | None = None,
-        private_rng: bool = True,
     ) -> dict[str, Any]:
         """
         Distil the teacher into every student on one batch of observations.
@@ -281,16 +280,12 @@ class Distiller:
         :param epochs: passes over ``obs`` (default: the config's ``epochs``)
         :param targets: the teacher's outputs for ``obs`` when already known (offline memories store
             them); computed here otherwise
-        :param private_rng: run on this distiller's own torch generator state (see the class); ``False``
-            leaves the global generators alone instead, for updates in a background thread, where
-            swapping the process-wide state would race with the teacher's sampling (the students then
-            must not draw random numbers: no dropout)
         :return: ``{"time_s", "learning_rate", "students": {name: {"loss", "agreement", "compression", ...}}}``
         """
         start_time = time.perf_counter()
         epochs = self.config.epochs if epochs is None else epochs
         n_obs = len(obs)
-        with self.private_torch_rng() if private_rng else nullcontext():
+        with self.private_torch_rng():
             if targets is None:
                 targets = self.teacher.targets(obs, with_values=any(self.distill_value.values()))
             teacher_actions = targets.scores if self.continuous else targets.scores.argmax(dim=-1)

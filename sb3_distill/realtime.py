@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +22,6 @@ from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
 from stable_baselines3.common.on_policy_algorithm import OnPolicyAlgorithm
 from stable_baselines3.common.policies import BasePolicy
 from stable_baselines3.common.type_aliases import Schedule
-from torch import nn
 
 from sb3_distill.distiller import DistillConfig, Distiller, check_positive
 from sb3_distill.serialization import PathLike, atomic_torch_save, torch_load
@@ -145,12 +143,6 @@ class RealTimeDistillCallback(BaseCallback):
         ``"{env}_student"`` in an RL-Zoo run)
     :param seed: seed of the students' initialisation and of the callback's private generators
         (``None``: derived from the teacher's ``seed`` when it has one, else fresh entropy)
-    :param asynchronous: run the student updates in a background thread (on a separate CUDA stream on
-        GPU) while the teacher collects its next rollout; each update finishes before the teacher's next
-        update, and the teacher still trains bit for bit as without the callback. The teacher's targets
-        are computed before the thread starts. Students must not draw random numbers (no dropout).
-        Worth it when the update is long against the teacher's rollout and a core (or the GPU) is idle
-        during collection: see ``benchmarks/overhead.py``
     :param verbose: 1 prints a line when distillation starts and when students are saved
     """
 
@@ -170,7 +162,6 @@ class RealTimeDistillCallback(BaseCallback):
         save_path: PathLike | None = None,
         name_prefix: str | None = None,
         seed: int | None = None,
-        asynchronous: bool = False,
         verbose: int = 0,
     ) -> None:
         super().__init__(verbose=verbose)
@@ -190,11 +181,6 @@ class RealTimeDistillCallback(BaseCallback):
         self.save_path = save_path
         self.name_prefix = name_prefix
         self.seed = seed
-        self.asynchronous = bool(asynchronous)
-        self._executor: ThreadPoolExecutor | None = None
-        self._pending: Future[dict[str, Any]] | None = None
-        self._stream: Any = None
-        self._pending_normalization: dict[str, Any] | None = None
         self._specs = student_specs(student, student_kwargs)
         self._student_paths: dict[str, Path] = {}
         self._saved_at: int | None = None
@@ -278,16 +264,6 @@ class RealTimeDistillCallback(BaseCallback):
                 ):
                     raise ValueError(f"student {name!r} was built for other spaces than this teacher's")
             self.distiller.teacher = teacher
-        if self.asynchronous:
-            for name, student in self.distiller.students.items():
-                random_layers = [
-                    type(m).__name__ for m in student.modules() if isinstance(m, nn.modules.dropout._DropoutNd)
-                ]
-                if random_layers:
-                    raise ValueError(
-                        f"asynchronous=True needs students that draw no random numbers, but student {name!r} has "
-                        f"{random_layers}: remove them or use asynchronous=False"
-                    )
         source_class = _RolloutSource if isinstance(self.model, OnPolicyAlgorithm) else _ReplaySource
         if not isinstance(self._source, source_class) or self._source.model is not self.model:
             self._source = source_class(self.model)  # type: ignore[arg-type]
@@ -304,7 +280,6 @@ class RealTimeDistillCallback(BaseCallback):
     def _on_rollout_end(self) -> None:
         assert self._source is not None
         self._source.on_rollout_end()
-        self._finish_pending()  # the teacher updates next: its weights must not change under a running update
 
     def _on_rollout_start(self) -> None:
         self._maybe_distill(self.distill_freq)
@@ -313,10 +288,6 @@ class RealTimeDistillCallback(BaseCallback):
         if self._source is None:  # training failed before it started (RL-Zoo still calls this hook)
             return
         self._maybe_distill(1)
-        self._finish_pending()
-        if self._executor is not None:
-            self._executor.shutdown()
-            self._executor = None
         self.save_students()
 
     def _maybe_distill(self, min_new: int) -> None:
@@ -331,49 +302,21 @@ class RealTimeDistillCallback(BaseCallback):
         self._updates_seen = self.model._n_updates
         self.distill()
 
-    def distill(self) -> dict[str, Any] | None:
+    def distill(self) -> dict[str, Any]:
         """
         Run one distillation on the observations collected since the last one, and log it.
 
         Called by the training loop; call it yourself only to force a distillation.
 
-        :return: the distiller's metrics (``None`` with ``asynchronous=True``: the update runs in the
-            background and is logged when it finishes)
+        :return: the distiller's metrics
         """
         distiller = self.distiller
         assert distiller is not None
         assert self._source is not None
-        self._finish_pending()
         obs, epochs = self._source.take(self.config.epochs, distiller.rng)
         obs_tensor = th.as_tensor(obs, device=distiller.teacher.device)
-        progress = self.model._current_progress_remaining
-        normalization = obs_normalization_of(self.model.get_vec_normalize_env())
-        if not self.asynchronous:
-            return self._record(distiller.update(obs_tensor, progress, epochs=epochs), normalization)
-        targets = distiller.teacher.targets(obs_tensor, with_values=any(distiller.distill_value.values()))
-        if self._executor is None:
-            self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sb3-distill")
-        if obs_tensor.device.type == "cuda":
-            self._stream = self._stream or th.cuda.Stream(obs_tensor.device)
-            self._stream.wait_stream(th.cuda.current_stream(obs_tensor.device))  # obs and targets are ready
-
-        def update() -> dict[str, Any]:
-            if self._stream is None:
-                return distiller.update(obs_tensor, progress, epochs=epochs, targets=targets, private_rng=False)
-            with th.cuda.stream(self._stream):
-                metrics = distiller.update(obs_tensor, progress, epochs=epochs, targets=targets, private_rng=False)
-            self._stream.synchronize()
-            return metrics
-
-        self._pending = self._executor.submit(update)
-        self._pending_normalization = normalization
-        return None
-
-    def _finish_pending(self) -> None:
-        """Wait for the background update, if one runs, and log it."""
-        if self._pending is not None:
-            pending, self._pending = self._pending, None
-            self._record(pending.result(), self._pending_normalization)
+        metrics = distiller.update(obs_tensor, self.model._current_progress_remaining, epochs=epochs)
+        return self._record(metrics, obs_normalization_of(self.model.get_vec_normalize_env()))
 
     def _record(self, metrics: dict[str, Any], normalization: dict[str, Any] | None) -> dict[str, Any]:
         assert self.distiller is not None
@@ -436,7 +379,6 @@ class RealTimeDistillCallback(BaseCallback):
         distiller = self.distiller
         if distiller is None:
             raise RuntimeError("nothing to save yet: the students are built when training starts")
-        self._finish_pending()
         checkpoint = {
             FILE_FORMAT_KEY: {"version": FILE_FORMAT_VERSION, "kind": "realtime_checkpoint"},
             "students": {name: student_payload(s) for name, s in distiller.students.items()},
@@ -447,7 +389,6 @@ class RealTimeDistillCallback(BaseCallback):
                 "save_path": None if self.save_path is None else str(self.save_path),
                 "name_prefix": self.name_prefix,
                 "seed": self.seed,
-                "asynchronous": self.asynchronous,
                 "n_distillations": self.n_distillations,
                 "single": list(self._specs) == [SINGLE_STUDENT],
             },
@@ -475,7 +416,6 @@ class RealTimeDistillCallback(BaseCallback):
         options = {**DistillConfig.from_dict(saved["config"]).__dict__}
         callback_state = saved["callback"]
         options.update(distill_freq=callback_state["distill_freq"], seed=callback_state["seed"])
-        options.update(asynchronous=callback_state.get("asynchronous", False))
         options.update(save_path=callback_state.get("save_path"), name_prefix=callback_state.get("name_prefix"))
         options.update(overrides)
         student: Any = students[SINGLE_STUDENT] if callback_state["single"] else students

@@ -86,8 +86,7 @@ CUDA = pytest.param("cuda", marks=pytest.mark.skipif(not th.cuda.is_available(),
         ("qrdqn", 1500, {"learning_starts": 200, "train_freq": 4, "gradient_steps": 1}),
     ],
 )
-@pytest.mark.parametrize("asynchronous", [False, True], ids=["sync", "async"])
-def test_teacher_is_bit_for_bit_unaffected(algo, steps, overrides, device, asynchronous):
+def test_teacher_is_bit_for_bit_unaffected(algo, steps, overrides, device):
     overrides = {**overrides, "device": device}
     without = make_teacher(algo, seed=3, **overrides)
     without.learn(steps)
@@ -95,9 +94,7 @@ def test_teacher_is_bit_for_bit_unaffected(algo, steps, overrides, device, async
     cuda_state = th.cuda.get_rng_state().clone() if device == "cuda" else None
 
     with_distill = make_teacher(algo, seed=3, **overrides)
-    distill = RealTimeDistillCallback(
-        student="MlpPolicy", student_kwargs={"net_arch": [8]}, seed=1, asynchronous=asynchronous
-    )
+    distill = RealTimeDistillCallback(student="MlpPolicy", student_kwargs={"net_arch": [8]}, seed=1)
     with_distill.learn(steps, callback=distill)
 
     assert distill.n_distillations >= 2  # the student really was trained along the way
@@ -107,35 +104,6 @@ def test_teacher_is_bit_for_bit_unaffected(algo, steps, overrides, device, async
     assert th.equal(th.get_rng_state(), torch_state)
     if cuda_state is not None:  # PPO samples its actions from the CUDA generator there
         assert th.equal(th.cuda.get_rng_state(), cuda_state)
-
-
-@pytest.mark.parametrize(("algo", "steps"), [("ppo", 1024), ("dqn", 2000)])
-def test_asynchronous_updates_train_the_same_students(algo, steps, tmp_path):
-    students = {}
-    for asynchronous in (False, True):
-        teacher = make_teacher(algo, seed=0)
-        distill = RealTimeDistillCallback(
-            student={"tiny": ("MlpPolicy", {"net_arch": [4]}), "small": ("MlpPolicy", {"net_arch": [16]})},
-            seed=0,
-            asynchronous=asynchronous,
-        )
-        teacher.learn(steps, callback=distill)
-        assert distill.n_distillations > 2
-        students[asynchronous] = distill.students
-    # Same batches, same order, same arithmetic: the background thread changes when, not what.
-    for name in ("tiny", "small"):
-        weights = [th.cat([p.detach().flatten() for p in s[name].parameters()]) for s in students.values()]
-        assert th.equal(*weights)
-    # The option survives a checkpoint.
-    distill.save(tmp_path / "distill.zip")
-    assert RealTimeDistillCallback.load(tmp_path / "distill.zip").asynchronous
-
-
-def test_asynchronous_updates_refuse_random_students():
-    module = th.nn.Sequential(th.nn.Flatten(), th.nn.Linear(4, 8), th.nn.Dropout(0.1), th.nn.Linear(8, 2))
-    distill = RealTimeDistillCallback(student=module, asynchronous=True)
-    with pytest.raises(ValueError, match=r"student 'student' has \['Dropout'\]"):
-        make_teacher("ppo", seed=0).learn(256, callback=distill)
 
 
 # QR-DQN (sb3-contrib), seeds 0-2, 12k steps: agreement on the replay states 0.65-0.81 for a DQN Q-network
