@@ -316,15 +316,12 @@ class RealTimeDistillCallback(BaseCallback):
         obs, epochs = self._source.take(self.config.epochs, distiller.rng)
         obs_tensor = th.as_tensor(obs, device=distiller.teacher.device)
         metrics = distiller.update(obs_tensor, self.model._current_progress_remaining, epochs=epochs)
-        return self._record(metrics, obs_normalization_of(self.model.get_vec_normalize_env()))
-
-    def _record(self, metrics: dict[str, Any], normalization: dict[str, Any] | None) -> dict[str, Any]:
-        assert self.distiller is not None
         self.n_distillations += 1
-        for student in self.distiller.students.values():
+        normalization = obs_normalization_of(self.model.get_vec_normalize_env())
+        for student in distiller.students.values():
             if isinstance(student, StudentMixin):
                 student.obs_normalization = normalization
-        self.distiller.record(self.logger, metrics, self.n_distillations)
+        distiller.record(self.logger, metrics, self.n_distillations)
         return metrics
 
     # -- saving --------------------------------------------------------------------------------
