@@ -47,11 +47,10 @@ from sb3_distill.students import (
     StudentMixin,
     StudentSpec,
     make_students,
-    obs_normalization_of,
     student_specs,
     wrap_env,
 )
-from sb3_distill.teachers import Teacher, eval_mode, load_teacher
+from sb3_distill.teachers import Teacher, eval_mode, open_teacher, teacher_normalization
 
 
 def observation_bounds(space: spaces.Box, obs_bounds: tuple[Any, Any] | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -251,7 +250,7 @@ def distill_datafree(
         check_positive("reinit_every", reinit_every, integer=True)
     check_positive("buffer_size", buffer_size, integer=True)
     check_positive("eval_freq", eval_freq, integer=True)
-    model = load_teacher(teacher, device=device)
+    model, agent = open_teacher(teacher, device=device)
     view = Teacher(model)
     if view.kind not in (LOGITS, Q_VALUES):
         raise TypeError("simulator-free distillation supports teachers of discrete actions (PPO, A2C, DQN, QR-DQN)")
@@ -261,7 +260,7 @@ def distill_datafree(
     check_positive("batch_size", batch_size, integer=True)
     if batch_size < n_actions:
         raise ValueError(f"batch_size must be at least the number of actions ({n_actions}), got {batch_size}")
-    normalization = obs_normalization_of(model.get_vec_normalize_env())
+    normalization = teacher_normalization(model, agent)
     if normalization is None:
         low, high = observation_bounds(view.observation_space, obs_bounds)
     else:  # the teacher acts on VecNormalize's clipped, normalised observations: generate those

@@ -27,23 +27,22 @@ import numpy as np
 import torch as th
 from gymnasium import spaces
 from stable_baselines3.common.base_class import BaseAlgorithm
-from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.logger import HumanOutputFormat, Logger
 from stable_baselines3.common.policies import BasePolicy
 from stable_baselines3.common.type_aliases import Schedule
 from stable_baselines3.common.vec_env import VecEnv, unwrap_vec_normalize
 
 from sb3_distill.distiller import DistillConfig, Distiller, check_positive
+from sb3_distill.normalization import obs_normalization_of
 from sb3_distill.outputs import GAUSSIAN, PolicyOutputs
 from sb3_distill.students import (
     SINGLE_STUDENT,
     StudentMixin,
     StudentSpec,
     make_students,
-    obs_normalization_of,
     student_specs,
 )
-from sb3_distill.teachers import Teacher, eval_mode, load_teacher
+from sb3_distill.teachers import Teacher, eval_mode, open_teacher, teacher_env
 
 #: Who acts while observations are collected.
 COLLECT_MODES = ("teacher", "student", "mixed")
@@ -95,21 +94,6 @@ class TargetMemory:
         return th.as_tensor(self.obs[rows], device=device), targets
 
 
-def _as_vec_env(env: VecEnv | gym.Env | str, teacher: BaseAlgorithm) -> VecEnv:
-    """The environment as the teacher's policy sees it, checked against the teacher's spaces."""
-    if isinstance(env, str):
-        env = make_vec_env(env, n_envs=1)
-    venv = BaseAlgorithm._wrap_env(env, verbose=0)  # DummyVecEnv + Monitor for a gym.Env, VecTransposeImage for images
-    policy = teacher.policy
-    if venv.observation_space != policy.observation_space or venv.action_space != policy.action_space:
-        raise ValueError(
-            f"the environment gives {venv.observation_space} -> {venv.action_space}, but the teacher's policy "
-            f"takes {policy.observation_space} -> {policy.action_space}: make the environment as the "
-            f"teacher's was made (same wrappers, frame stack, VecNormalize statistics)"
-        )
-    return venv
-
-
 def _check_options(collect: str, n_steps: int, exploration_rate: float, mixed_fraction: float) -> None:
     if collect not in COLLECT_MODES:
         raise ValueError(f"unknown collect mode {collect!r}: expected one of {', '.join(COLLECT_MODES)}")
@@ -141,7 +125,7 @@ def teacher_share(collect: str, step: int, n_steps: int, mixed_fraction: float) 
 def distill(
     teacher: BaseAlgorithm | str | os.PathLike[str],
     student: StudentSpec | Mapping[str, Any],
-    env: VecEnv | gym.Env | str,
+    env: VecEnv | gym.Env | str | None,
     n_steps: int,
     collect: str = "teacher",
     student_kwargs: dict[str, Any] | None = None,
@@ -167,13 +151,17 @@ def distill(
     """
     Distil a trained agent into small students, offline.
 
-    :param teacher: a PPO, A2C, DQN, QR-DQN, SAC or TD3 model, or the path of its zip; it is never changed
+    :param teacher: a PPO, A2C, TRPO, DQN, QR-DQN, SAC or TD3 model, the path of its zip, or an RL-Zoo run
+        folder (``logs/ppo/Acrobot-v1_1``); it is never changed
     :param student: as for :class:`~sb3_distill.RealTimeDistillCallback`: an alias of the teacher's
         policy family, a policy class (or its dotted name: an actor-critic student of a DQN teacher is
         ``"stable_baselines3.common.policies.ActorCriticPolicy"``), an instance, a ``torch.nn.Module``,
         or a dict name -> spec
-    :param env: the environment as the teacher was trained on it (wrappers, frame stack, ``VecNormalize``
-        with ``training=False``), or a gym id
+    :param env: the environment as the teacher was trained on it (wrappers, frame stack), or a gym id.
+        A teacher trained under ``VecNormalize`` gets its statistics, frozen, when the environment has none:
+        those saved beside its zip (RL-Zoo's ``vecnormalize.pkl``) or held by a model in memory; missing
+        statistics are an error. ``None``: the environment of a teacher saved in an RL-Zoo run folder,
+        built as ``rl_zoo3.enjoy`` builds it
     :param n_steps: environment steps to collect (summed over the vectorised environments)
     :param collect: who acts: ``"teacher"``, ``"student"`` (with several students, environment ``i`` is
         driven by student ``i % n_students``) or ``"mixed"`` (see :func:`teacher_share`)
@@ -202,15 +190,15 @@ def distill(
     :return: the student, or the dict name -> student
     """
     _check_options(collect, n_steps, exploration_rate, mixed_fraction)
-    model = load_teacher(teacher, device=device)
+    model, agent = open_teacher(teacher, device=device)
     config = DistillConfig(loss, temperature, learning_rate, batch_size, epochs, distill_value, vf_coef, max_grad_norm)
     train_freq = batch_size if train_freq is None else train_freq
     check_positive("buffer_size", buffer_size, integer=True)
     check_positive("train_freq", train_freq, integer=True)
-    venv = _as_vec_env(env, model)
     specs = student_specs(student, student_kwargs)
     teacher_view = Teacher(model)
     students_seed, distiller_seed, collect_seed, env_seed = np.random.SeedSequence(seed).generate_state(4)
+    venv = teacher_env(model, agent, env, seed=None if seed is None else int(env_seed))
     students = make_students(
         specs,
         teacher_view.observation_space,

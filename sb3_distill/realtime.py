@@ -24,6 +24,7 @@ from stable_baselines3.common.policies import BasePolicy
 from stable_baselines3.common.type_aliases import Schedule
 
 from sb3_distill.distiller import DistillConfig, Distiller, check_positive
+from sb3_distill.normalization import obs_normalization_of
 from sb3_distill.serialization import PathLike, atomic_torch_save, torch_load
 from sb3_distill.students import (
     FILE_FORMAT_KEY,
@@ -32,7 +33,6 @@ from sb3_distill.students import (
     StudentMixin,
     StudentSpec,
     make_students,
-    obs_normalization_of,
     student_from_payload,
     student_payload,
     student_specs,

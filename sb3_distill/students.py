@@ -18,10 +18,9 @@ import torch as th
 from gymnasium import spaces
 from stable_baselines3.common.policies import BasePolicy
 from stable_baselines3.common.preprocessing import preprocess_obs
-from stable_baselines3.common.running_mean_std import RunningMeanStd
 from stable_baselines3.common.type_aliases import PyTorchObs, Schedule
 from stable_baselines3.common.utils import get_device
-from stable_baselines3.common.vec_env import VecEnv, VecNormalize
+from stable_baselines3.common.vec_env import VecEnv
 from torch import nn
 
 from sb3_distill.architectures import MinAtarCNN, SmallCNN
@@ -33,6 +32,7 @@ from sb3_distill.ladder import (
     mlp_student,
     student_family,
 )
+from sb3_distill.normalization import frozen_vec_normalize
 from sb3_distill.outputs import is_supported_policy
 from sb3_distill.serialization import PathLike, atomic_torch_save, torch_load
 
@@ -505,26 +505,6 @@ def load_student(path: PathLike, name: str | None = None, device: th.device | st
         raise ValueError(f"{str(path)!r}: {error}") from error
 
 
-def obs_normalization_of(vec_normalize: VecNormalize | None) -> dict[str, Any] | None:
-    """
-    Snapshot of a ``VecNormalize``'s observation statistics, as a student records them.
-
-    :param vec_normalize: the teacher's ``VecNormalize`` wrapper, if any
-    :return: ``None`` when observations are not normalised
-    """
-    if vec_normalize is None or not vec_normalize.norm_obs:
-        return None
-    obs_rms = vec_normalize.obs_rms
-    assert isinstance(obs_rms, RunningMeanStd), "students support Box observations, not Dict"
-    return {
-        "mean": np.array(obs_rms.mean, copy=True),
-        "var": np.array(obs_rms.var, copy=True),
-        "count": float(obs_rms.count),
-        "clip_obs": float(vec_normalize.clip_obs),
-        "epsilon": float(vec_normalize.epsilon),
-    }
-
-
 def wrap_env(venv: VecEnv, student: BasePolicy) -> VecEnv:
     """
     Wrap a ``VecEnv`` so that it gives the student the observations it was distilled on.
@@ -538,14 +518,4 @@ def wrap_env(venv: VecEnv, student: BasePolicy) -> VecEnv:
     :return: ``venv`` itself if the teacher did not normalise observations, else a ``VecNormalize``
     """
     stats = getattr(student, "obs_normalization", None)
-    if stats is None:
-        return venv
-    wrapped = VecNormalize(
-        venv, training=False, norm_obs=True, norm_reward=False, clip_obs=stats["clip_obs"], epsilon=stats["epsilon"]
-    )
-    obs_rms = wrapped.obs_rms
-    assert isinstance(obs_rms, RunningMeanStd)
-    obs_rms.mean = np.array(stats["mean"], copy=True)
-    obs_rms.var = np.array(stats["var"], copy=True)
-    obs_rms.count = stats["count"]
-    return wrapped
+    return venv if stats is None else frozen_vec_normalize(venv, stats)
