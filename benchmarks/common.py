@@ -15,13 +15,13 @@ import time
 from importlib import metadata
 from typing import Any
 
-import numpy as np
 import torch as th
 from rl_zoo3.utils import ALGOS
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.evaluation import evaluate_policy
 from stable_baselines3.common.vec_env import VecEnv, VecNormalize
 
+from sb3_distill.evaluation import RandomPolicy  # noqa: F401  (the benchmarks import it from here)
 from sb3_distill.serialization import atomic_write_bytes
 from sb3_distill.zoo import distill_kwargs, hyperparams_file, load_hyperparams, zoo_experiment
 
@@ -124,14 +124,3 @@ def evaluation_env(algo: str, env_id: str, teacher: BaseAlgorithm, seed: int = 1
     env = zoo_experiment(algo, env_id, n_envs=1, seed=seed).env
     sync_normalization(env, teacher)
     return env
-
-
-class RandomPolicy:
-    """Uniformly random actions, with ``predict`` as ``evaluate_policy`` calls it: the floor of a normalised return."""
-
-    def __init__(self, action_space: Any, seed: int) -> None:
-        self.action_space = action_space
-        self.action_space.seed(seed)
-
-    def predict(self, obs: Any, *args: Any, **kwargs: Any) -> tuple[np.ndarray, None]:
-        return np.array([self.action_space.sample() for _ in range(len(obs))]), None

@@ -83,7 +83,8 @@ def main() -> None:
     rows = [
         ("teacher mean return", f"{returns['teacher_mean']:.1f} ± {returns['teacher_std']:.1f}"),
         ("student mean return", f"{returns['student_mean']:.1f} ± {returns['student_std']:.1f}"),
-        ("student / teacher", f"{returns['ratio']:.3f}"),
+        ("random policy mean return", f"{returns['random_mean']:.1f}"),
+        ("normalised return", f"{returns['ratio']:.3f}  (1 = teacher, 0 = random)"),
         ("action agreement", f"{agreement:.3f}  (student vs teacher, teacher's greedy trajectories)"),
         ("compression", f"{distill.distiller.compression['student']:.2%}  (student / teacher acting parameters)"),
         (

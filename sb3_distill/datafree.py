@@ -276,6 +276,7 @@ def distill_datafree(
         learning_rate=config.learning_rate_at(1.0),
         seed=int(students_seed),
         device=view.device,
+        teacher_policy=model.policy,
     )
     for policy in students.values():
         if isinstance(policy, StudentMixin):

@@ -33,6 +33,7 @@ from sb3_distill.outputs import (
     has_value_head,
     policy_outputs,
 )
+from sb3_distill.spaces import space_mismatch
 from sb3_distill.teachers import Teacher
 
 
@@ -97,14 +98,29 @@ class DistillConfig:
             check_positive("max_grad_norm", self.max_grad_norm)
         if self.distill_value not in (None, True, False):
             raise TypeError(f"distill_value must be True, False or None, got {self.distill_value!r}")
+        self.learning_rate_at(1.0)  # a schedule's first value, checked before anything trains
 
     def learning_rate_at(self, progress_remaining: float) -> float:
         """
         :param progress_remaining: the teacher's remaining progress, from 1 (start) to 0 (end)
-        :return: the students' learning rate at that point
+        :return: the students' learning rate at that point, checked (a schedule may not give NaN or < 0)
         """
         learning_rate = self.learning_rate
-        return float(learning_rate(progress_remaining)) if callable(learning_rate) else float(learning_rate)
+        if not callable(learning_rate):
+            return float(learning_rate)
+        value = learning_rate(progress_remaining)
+        try:
+            value = float(value)
+        except (TypeError, ValueError) as error:
+            raise TypeError(
+                f"learning_rate schedule gave {value!r} at progress_remaining={progress_remaining}: expected a number"
+            ) from error
+        if not math.isfinite(value) or value < 0:
+            raise ValueError(
+                f"learning_rate schedule gave {value!r} at progress_remaining={progress_remaining}: "
+                f"expected a finite number >= 0"
+            )
+        return value
 
     def to_dict(self) -> dict[str, Any]:
         """:return: a picklable dict (a learning-rate schedule is stored with cloudpickle)."""
@@ -208,20 +224,52 @@ class Distiller:
         self.continuous = teacher.kind in (GAUSSIAN, ACTIONS)
         self.temperature = config.temperature if config.temperature is not None else DEFAULT_TEMPERATURE[teacher.kind]
         self.distill_value = {name: self._resolve_distill_value(name, s) for name, s in self.students.items()}
-        self.compression = {
-            name: count_acting_parameters(s) / teacher.acting_parameters for name, s in self.students.items()
-        }
+        #: each student's acting parameters
+        self.student_parameters = {name: count_acting_parameters(s) for name, s in self.students.items()}
         #: each student's optimiser (the actor's for SAC/TD3 students: only the acting path is distilled)
         self.optimizers = {name: fused_optimizer(acting_optimizer(s)) for name, s in self.students.items()}
         for student, optimizer in zip(self.students.values(), self.optimizers.values(), strict=True):
             set_acting_optimizer(student, optimizer)
         self.skipped_updates = dict.fromkeys(self.students, 0)
+        #: observations left out because the teacher's outputs for them were not finite
+        self.non_finite_targets = 0
+        self._warned_non_finite_targets = False
         self.total_time_s = 0.0
         self._warned_non_finite = False
         numpy_seed, torch_seed = np.random.SeedSequence(seed).generate_state(2)
         #: the distiller's own NumPy generator (minibatch order, replay sampling): never the global one
         self.rng = np.random.default_rng(int(numpy_seed))
         self._torch_states = self._initial_torch_states(int(torch_seed))
+
+    @property
+    def compression(self) -> dict[str, float]:
+        """Each student's acting parameters / the (current) teacher's."""
+        return {name: count / self.teacher.acting_parameters for name, count in self.student_parameters.items()}
+
+    def set_teacher(self, teacher: Teacher) -> None:
+        """
+        Go on distilling from another teacher (the same callback on a new model), checked before it takes a step.
+
+        Loss, temperature and value distillation were chosen for the first teacher's kind of outputs, so
+        the new teacher must give the same kind (logits, Q-values, Gaussians or actions) and the same spaces.
+
+        :param teacher: the new teacher
+        """
+        if teacher.kind != self.teacher.kind:
+            raise ValueError(
+                f"these students were distilled from a teacher whose outputs are {self.teacher.kind} "
+                f"({type(self.teacher.model).__name__}); {type(teacher.model).__name__} gives {teacher.kind}: "
+                f"loss, temperature and value distillation do not carry over, use a new callback"
+            )
+        for name, student in self.students.items():
+            for what, expected, got in (
+                ("observation", teacher.observation_space, student.observation_space),
+                ("action", teacher.action_space, student.action_space),
+            ):
+                difference = space_mismatch(expected, got)
+                if difference is not None:
+                    raise ValueError(f"student {name!r} was built for another {what} space: {difference}")
+        self.teacher = teacher
 
     def _resolve_distill_value(self, name: str, student: BasePolicy) -> bool:
         wanted = self.config.distill_value
@@ -288,6 +336,8 @@ class Distiller:
         with self.private_torch_rng():
             if targets is None:
                 targets = self.teacher.targets(obs, with_values=any(self.distill_value.values()))
+            obs, targets = self._finite_rows(obs, targets)
+            n_obs = len(obs)
             teacher_actions = targets.scores if self.continuous else targets.scores.argmax(dim=-1)
             learning_rate = self.config.learning_rate_at(progress_remaining)
             sums = {name: _Sums.zeros(obs.device) for name in self.students}
@@ -312,6 +362,34 @@ class Distiller:
         self.total_time_s += elapsed
         students = {name: self._metrics(name, sums[name]) for name in self.students}
         return {"time_s": elapsed, "learning_rate": learning_rate, "students": students}
+
+    def _finite_rows(self, obs: th.Tensor, targets: PolicyOutputs) -> tuple[th.Tensor, PolicyOutputs]:
+        """
+        Drop the observations whose teacher outputs are not finite (counted in ``non_finite_targets``).
+
+        A NaN target would otherwise poison a whole minibatch's loss (kl, mse) or become a label (nll).
+        """
+        finite = th.ones(len(obs), dtype=th.bool, device=obs.device)
+        for part in targets:
+            if part is not None:
+                finite &= th.isfinite(part.reshape(len(part), -1)).all(dim=1)
+        n_bad = len(obs) - int(finite.sum())  # one device sync per update, not per minibatch
+        if n_bad == 0:
+            return obs, targets
+        self.non_finite_targets += n_bad
+        if not self._warned_non_finite_targets:
+            warnings.warn(
+                f"{n_bad} of {len(obs)} observations have non-finite teacher outputs: they are left out "
+                f"(counted in distill/non_finite_targets; further occurrences are not warned about)",
+                RuntimeWarning,
+            )
+            self._warned_non_finite_targets = True
+        values, log_std = targets.values, targets.log_std
+        return obs[finite], PolicyOutputs(
+            targets.scores[finite],
+            None if values is None else values[finite],
+            None if log_std is None else log_std[finite],
+        )
 
     def _losses(self, name: str, student: BasePolicy, batch: _Batch) -> tuple[th.Tensor, th.Tensor | None, th.Tensor]:
         """One student's losses on one minibatch: ``(policy loss, value loss or None, the student's scores)``."""
@@ -400,6 +478,7 @@ class Distiller:
         logger.record(prefix + "time_s", metrics["time_s"])
         logger.record(prefix + "learning_rate", metrics["learning_rate"])
         logger.record(prefix + "n_distillations", n_distillations, exclude="tensorboard")
+        logger.record(prefix + "non_finite_targets", self.non_finite_targets)
         for name, values in metrics["students"].items():
             student_prefix = prefix if len(self.students) == 1 else f"{prefix}{name}/"
             for key, value in values.items():
@@ -414,6 +493,7 @@ class Distiller:
             "numpy_rng": self.rng.bit_generator.state,
             "torch_rng": [state.clone() for state in self._torch_states],
             "skipped_updates": dict(self.skipped_updates),
+            "non_finite_targets": self.non_finite_targets,
             "total_time_s": self.total_time_s,
         }
 
@@ -435,4 +515,5 @@ class Distiller:
         else:  # resumed on another kind of device: keep the CPU state, fresh CUDA ones
             self._torch_states[0] = state["torch_rng"][0].clone()
         self.skipped_updates = dict(state["skipped_updates"])
+        self.non_finite_targets = int(state.get("non_finite_targets", 0))
         self.total_time_s = float(state["total_time_s"])

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+import torch as th
 from gymnasium import spaces
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.evaluation import evaluate_policy
@@ -17,6 +18,9 @@ from stable_baselines3.common.vec_env import VecEnv
 
 from sb3_distill.outputs import count_acting_parameters
 from sb3_distill.serialization import PathLike, atomic_write_bytes
+
+#: torch threads of the latency measurements.
+LATENCY_THREADS = 1
 
 
 def trajectory_agreement(
@@ -83,6 +87,34 @@ def _along_trajectories(
     return total_score / total
 
 
+class RandomPolicy:
+    """
+    Uniformly random actions, with ``predict`` as ``evaluate_policy`` calls it: the floor of a normalised return.
+
+    :param action_space: the environment's action space
+    :param seed: seed of the action sampling
+    """
+
+    def __init__(self, action_space: spaces.Space, seed: int | None = 0) -> None:
+        self.action_space = copy.deepcopy(action_space)
+        self.action_space.seed(seed)
+
+    def predict(self, obs: Any, *args: Any, **kwargs: Any) -> tuple[np.ndarray, None]:
+        return np.array([self.action_space.sample() for _ in range(len(obs))]), None
+
+
+def normalized_return(value: float, teacher: float, random: float) -> float:
+    """
+    ``(value - random) / (teacher - random)``: 1 is the teacher's return, 0 a random policy's, whatever the sign.
+
+    :param value: the student's mean return
+    :param teacher: the teacher's mean return
+    :param random: a random policy's mean return
+    :return: the ratio, NaN when the teacher is no better than random
+    """
+    return (value - random) / (teacher - random) if teacher != random else float("nan")
+
+
 def compare_returns(
     teacher: BaseAlgorithm | BasePolicy,
     student: BasePolicy,
@@ -91,17 +123,20 @@ def compare_returns(
     seed: int | None = 0,
 ) -> dict[str, Any]:
     """
-    Mean and standard deviation of the teacher's and the student's returns over the same episode seeds.
+    Returns of the teacher, the student and a random policy over the same episode seeds.
 
     :param teacher: the teacher
     :param student: the student
     :param env: the evaluation environment, wrapped as the teacher was trained
     :param n_eval_episodes: episodes per policy
     :param seed: seed of the environment before each policy's evaluation (``None``: not reseeded)
-    :return: ``teacher_mean``, ``teacher_std``, ``student_mean``, ``student_std``, ``ratio`` (student / teacher)
+    :return: ``{teacher,student,random}_{mean,std,returns}`` and ``ratio``, the student's random-normalised
+        return (:func:`normalized_return`: 1 = the teacher, 0 = random; a raw student / teacher ratio
+        misleads when returns are negative)
     """
     results: dict[str, Any] = {}
-    for name, policy in (("teacher", teacher), ("student", student)):
+    policies = (("teacher", teacher), ("student", student), ("random", RandomPolicy(env.action_space, seed)))
+    for name, policy in policies:
         if seed is not None:
             env.seed(seed)
         returns, _ = evaluate_policy(policy, env, n_eval_episodes=n_eval_episodes, return_episode_rewards=True)
@@ -109,8 +144,7 @@ def compare_returns(
         results[f"{name}_mean"] = float(np.mean(returns))
         results[f"{name}_std"] = float(np.std(returns))
         results[f"{name}_returns"] = [float(r) for r in returns]
-    teacher_mean = results["teacher_mean"]
-    results["ratio"] = results["student_mean"] / teacher_mean if teacher_mean != 0 else float("nan")
+    results["ratio"] = normalized_return(results["student_mean"], results["teacher_mean"], results["random_mean"])
     results["n_eval_episodes"] = n_eval_episodes
     return results
 
@@ -127,7 +161,8 @@ def compression_ratio(teacher: BaseAlgorithm | BasePolicy, student: BasePolicy) 
 
 def inference_latency(policy: BasePolicy, batch_size: int, n_repeats: int = 50) -> float:
     """
-    CPU seconds per observation of ``policy.predict`` on a batch (median over repeats), on a CPU copy.
+    CPU seconds per observation of ``policy.predict`` on a batch (median over repeats), on a CPU copy,
+    with :data:`LATENCY_THREADS` torch thread(s).
 
     :param policy: the policy (teacher's or student's)
     :param batch_size: observations per call (1: acting in one environment)
@@ -138,12 +173,17 @@ def inference_latency(policy: BasePolicy, batch_size: int, n_repeats: int = 50) 
     cpu_policy.set_training_mode(False)
     space = cpu_policy.observation_space
     obs = np.stack([space.sample() for _ in range(batch_size)])
-    cpu_policy.predict(obs, deterministic=True)  # warm-up
-    times = []
-    for _ in range(n_repeats):
-        start = time.perf_counter()
-        cpu_policy.predict(obs, deterministic=True)
-        times.append(time.perf_counter() - start)
+    threads = th.get_num_threads()
+    th.set_num_threads(LATENCY_THREADS)  # as deployed on a shared machine; more threads only add contention
+    try:
+        cpu_policy.predict(obs, deterministic=True)  # warm-up
+        times = []
+        for _ in range(n_repeats):
+            start = time.perf_counter()
+            cpu_policy.predict(obs, deterministic=True)
+            times.append(time.perf_counter() - start)
+    finally:
+        th.set_num_threads(threads)
     return float(np.median(times)) / batch_size
 
 
@@ -183,6 +223,7 @@ def compare(
     results["teacher_parameters"] = count_acting_parameters(teacher.policy)
     results["student_parameters"] = count_acting_parameters(student)
     results["compression"] = results["student_parameters"] / results["teacher_parameters"]
+    results["latency_threads"] = LATENCY_THREADS
     results["latency_s"] = {
         name: {str(batch): inference_latency(policy, batch) for batch in latency_batches}
         for name, policy in (("teacher", teacher.policy), ("student", student))
@@ -202,7 +243,9 @@ def format_comparison(results: dict[str, Any]) -> str:
     for batch in latency["teacher"]:
         teacher_us, student_us = latency["teacher"][batch] * 1e6, latency["student"][batch] * 1e6
         lines.append(f"{'CPU latency per obs, batch ' + batch:34}{teacher_us:>19.1f} µs{student_us:>19.1f} µs")
-    lines.append(f"{'student / teacher return':34}{results['ratio']:>44.3f}")
+    lines.append(f"(latency: median of 50 predict calls, {results['latency_threads']} torch thread)")
+    lines.append(f"{'random policy return':34}{results['random_mean']:>44.2f}")
+    lines.append(f"{'normalised return (1 = teacher, 0 = random)':44}{results['ratio']:>34.3f}")
     if "agreement_on_student_trajectories" in results:
         lines.append(f"{'agreement (student trajectories)':34}{results['agreement_on_student_trajectories']:>44.3f}")
     else:
@@ -236,7 +279,7 @@ def plot_comparison(results: dict[str, Any], path: PathLike) -> None:
         jitter = np.random.default_rng(position).uniform(-0.08, 0.08, len(returns))
         axis.scatter(position + jitter, returns, s=8, alpha=0.5)
     axis.set_ylabel(f"episode return ({results['n_eval_episodes']} episodes, same seeds)")
-    axis.set_title(f"student / teacher return: {results['ratio']:.3f}")
+    axis.set_title(f"normalised return (1 = teacher, 0 = random): {results['ratio']:.3f}")
     figure.tight_layout()
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=120)

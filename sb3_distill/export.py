@@ -15,8 +15,7 @@ the bounds (SAC/TD3).
 
 from __future__ import annotations
 
-import os
-import tempfile
+import copy
 import warnings
 from pathlib import Path
 
@@ -30,7 +29,7 @@ from stable_baselines3.td3.policies import TD3Policy
 from torch import nn
 
 from sb3_distill.outputs import policy_outputs
-from sb3_distill.serialization import PathLike
+from sb3_distill.serialization import PathLike, atomic_target
 from sb3_distill.students import StudentMixin, load_student, student_from_payload, student_payload
 
 #: The formats :func:`export` writes.
@@ -56,7 +55,9 @@ class ExportedPolicy(nn.Module):
         super().__init__()
         # A fresh copy from the student's own payload (a deep copy would trip on tensors that SB3's
         # distributions keep from the last forward pass).
-        self.policy = student_from_payload(student_payload(student), device="cpu")
+        # The payload of a module student holds the user's live module: copy it, never touch theirs.
+        payload = student_payload(student)
+        self.policy = student_from_payload({**payload, "data": copy.deepcopy(payload["data"])}, device="cpu")
         self.policy.set_training_mode(False)
         self.policy.requires_grad_(False)
         self.channels_last = channels_last
@@ -142,29 +143,22 @@ def export(
         example = example.permute(0, 2, 3, 1).contiguous()
     assert example.shape[1:] == _observation_shape(student, channels_last)
     outputs = ["actions", "scores"] if with_scores else ["actions"]
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(handle)
-    try:
-        with th.no_grad(), warnings.catch_warnings():
-            warnings.simplefilter("ignore", category=DeprecationWarning)
-            if format == "onnx":
-                try:
-                    import onnx  # noqa: F401  (the exporter needs it)
-                except ImportError as error:
-                    raise ImportError("ONNX export needs the onnx package: pip install onnx onnxruntime") from error
-                th.onnx.export(
-                    module,
-                    (example,),
-                    temporary,
-                    input_names=["obs"],
-                    output_names=outputs,
-                    dynamic_axes={name: {0: "batch"} for name in ["obs", *outputs]},
-                    dynamo=False,  # the TorchScript-based exporter: fast, and enough for these feed-forward networks
-                )
-            else:
-                th.jit.save(th.jit.trace(module, (example,)), temporary)
-        os.replace(temporary, path)
-    finally:
-        if os.path.exists(temporary):
-            os.remove(temporary)
+    with atomic_target(path) as temporary, th.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", category=DeprecationWarning)
+        if format == "onnx":
+            try:
+                import onnx  # noqa: F401  (the exporter needs it)
+            except ImportError as error:
+                raise ImportError("ONNX export needs the onnx package: pip install onnx onnxruntime") from error
+            th.onnx.export(
+                module,
+                (example,),
+                str(temporary),
+                input_names=["obs"],
+                output_names=outputs,
+                dynamic_axes={name: {0: "batch"} for name in ["obs", *outputs]},
+                dynamo=False,  # the TorchScript-based exporter: fast, and enough for these feed-forward networks
+            )
+        else:
+            th.jit.save(th.jit.trace(module, (example,)), str(temporary))
     return path

@@ -35,7 +35,7 @@ from stable_baselines3.common.policies import BasePolicy
 from stable_baselines3.common.preprocessing import is_image_space
 
 from sb3_distill.architectures import MinAtarCNN, SmallCNN
-from sb3_distill.outputs import count_acting_parameters
+from sb3_distill.outputs import count_acting_parameters, inherited_student_kwargs
 from sb3_distill.serialization import PathLike
 from sb3_distill.teachers import Teacher, load_teacher
 
@@ -161,9 +161,13 @@ def ladder(
     aliases: Mapping[str, type[BasePolicy]] = teacher.policy_aliases
     counts: dict[int, int] = {}
 
+    def spec(width: int) -> Spec:
+        alias, kwargs = family(width)
+        return alias, {**inherited_student_kwargs(view.policy, aliases[alias]), **kwargs}
+
     def parameters(width: int) -> int:
         if width not in counts:
-            alias, kwargs = family(width)
+            alias, kwargs = spec(width)
             policy = aliases[alias](view.observation_space, view.action_space, lambda _: 0.0, **kwargs)
             counts[width] = count_acting_parameters(policy)
         return counts[width]
@@ -187,7 +191,7 @@ def ladder(
         name = ladder_name(ratio)
         if name in result:
             raise ValueError(f"ratio {ratio} is given twice")
-        result[name] = family(width)
+        result[name] = spec(width)
         result.targets[name] = ratio
         result.widths[name] = width
         result.parameters[name] = parameters(width)

@@ -207,6 +207,7 @@ def distill(
         learning_rate=config.learning_rate_at(1.0),
         seed=int(students_seed),
         device=teacher_view.device,
+        teacher_policy=model.policy,
     )
     distiller = Distiller(teacher_view, students, config, seed=int(distiller_seed))
     with_values = any(distiller.distill_value.values())

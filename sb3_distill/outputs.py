@@ -155,3 +155,18 @@ def count_acting_parameters(policy: nn.Module) -> int:
     if isinstance(policy, ActorCriticPolicy) and isinstance(policy.action_space, spaces.Box):
         seen[id(policy.log_std)] = policy.log_std.numel()  # the Gaussian's (state-independent) log std
     return sum(seen.values())
+
+
+def inherited_student_kwargs(teacher_policy: nn.Module | None, student_class: type) -> dict[str, object]:
+    """
+    The settings a student of ``student_class`` takes from its teacher unless told otherwise.
+
+    A QR-DQN student gets its teacher's number of quantiles (not sb3-contrib's default of 200).
+
+    :param teacher_policy: the teacher's policy, if known
+    :param student_class: the student's policy class
+    :return: ``policy_kwargs`` defaults
+    """
+    if isinstance(teacher_policy, QRDQNPolicy) and issubclass(student_class, QRDQNPolicy):
+        return {"n_quantiles": teacher_policy.n_quantiles}
+    return {}

@@ -25,7 +25,7 @@ from stable_baselines3.common.type_aliases import Schedule
 
 from sb3_distill.distiller import DistillConfig, Distiller, check_positive
 from sb3_distill.normalization import obs_normalization_of
-from sb3_distill.serialization import PathLike, atomic_torch_save, torch_load
+from sb3_distill.serialization import PathLike, atomic_torch_save, check_save_path, torch_load
 from sb3_distill.students import (
     FILE_FORMAT_KEY,
     FILE_FORMAT_VERSION,
@@ -218,6 +218,7 @@ class RealTimeDistillCallback(BaseCallback):
         policy_aliases: Mapping[str, type[BasePolicy]],
         seed: int | None = None,
         device: th.device | str = "cpu",
+        teacher_policy: BasePolicy | None = None,
     ) -> dict[str, BasePolicy]:
         """
         Build this callback's students for a teacher's spaces (training does it; this is for checks).
@@ -227,6 +228,7 @@ class RealTimeDistillCallback(BaseCallback):
         :param policy_aliases: the teacher algorithm's policy aliases
         :param seed: seed of the initialisation
         :param device: where the students live
+        :param teacher_policy: the teacher's policy, whose settings students of its family inherit
         :return: the students, by name
         """
         return make_students(
@@ -237,6 +239,7 @@ class RealTimeDistillCallback(BaseCallback):
             learning_rate=self.config.learning_rate_at(1.0),
             seed=seed,
             device=device,
+            teacher_policy=teacher_policy,
         )
 
     def _init_callback(self) -> None:
@@ -251,19 +254,14 @@ class RealTimeDistillCallback(BaseCallback):
                 self.model.policy_aliases,
                 seed=int(students_seed),
                 device=teacher.device,
+                teacher_policy=teacher.policy,
             )
             self.distiller = Distiller(teacher, students, self.config, seed=int(distiller_seed))
             if self._resume_state is not None:
                 self.distiller.load_state_dict(self._resume_state)
                 self._resume_state = None
-        else:  # the same callback on a new or continuing teacher: keep the students, re-check the spaces
-            for name, student in self.distiller.students.items():
-                if (
-                    student.observation_space != teacher.observation_space
-                    or student.action_space != teacher.action_space
-                ):
-                    raise ValueError(f"student {name!r} was built for other spaces than this teacher's")
-            self.distiller.teacher = teacher
+        else:  # the same callback on a new or continuing teacher: keep the students, if the teacher fits them
+            self.distiller.set_teacher(teacher)
         source_class = _RolloutSource if isinstance(self.model, OnPolicyAlgorithm) else _ReplaySource
         if not isinstance(self._source, source_class) or self._source.model is not self.model:
             self._source = source_class(self.model)  # type: ignore[arg-type]
@@ -340,8 +338,12 @@ class RealTimeDistillCallback(BaseCallback):
         except OSError as error:
             raise OSError(f"cannot create the students' folder save_path={str(folder)!r}: {error}") from error
         if list(self._specs) == [SINGLE_STUDENT]:
-            return {SINGLE_STUDENT: Path(folder) / f"{prefix}.zip"}
-        return {name: Path(folder) / f"{prefix}_{name}.zip" for name in self._specs}
+            paths = {SINGLE_STUDENT: Path(folder) / f"{prefix}.zip"}
+        else:
+            paths = {name: Path(folder) / f"{prefix}_{name}.zip" for name in self._specs}
+        for path in paths.values():
+            check_save_path(path)  # a folder that exists but cannot be written fails here, not when training ends
+        return paths
 
     def save_students(self) -> dict[str, Path]:
         """

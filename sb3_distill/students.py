@@ -33,8 +33,9 @@ from sb3_distill.ladder import (
     student_family,
 )
 from sb3_distill.normalization import frozen_vec_normalize
-from sb3_distill.outputs import is_supported_policy
+from sb3_distill.outputs import inherited_student_kwargs, is_supported_policy
 from sb3_distill.serialization import PathLike, atomic_torch_save, torch_load
+from sb3_distill.spaces import space_mismatch
 
 __all__ = [
     "MinAtarCNN",
@@ -263,7 +264,8 @@ def check_student(student: BasePolicy, observation_space: spaces.Space, action_s
             f"student policy {type(student).__name__} is not supported: expected an ActorCriticPolicy "
             f"(PPO/A2C family), a DQNPolicy (DQN family) or a torch.nn.Module"
         )
-    if student.observation_space != observation_space:
+    difference = space_mismatch(observation_space, student.observation_space)
+    if difference is not None:
         hint = ""
         obs_space = observation_space
         if (
@@ -274,10 +276,13 @@ def check_student(student: BasePolicy, observation_space: spaces.Space, action_s
             hint = " (SB3 transposes image observations to channel-first: build the student from the teacher's spaces)"
         raise ValueError(
             f"student observation space {_describe(student.observation_space)} does not match the teacher's "
-            f"{_describe(observation_space)}{hint}"
+            f"{_describe(observation_space)}: {difference}{hint}"
         )
-    if student.action_space != action_space:
-        raise ValueError(f"student action space {student.action_space} does not match the teacher's {action_space}")
+    difference = space_mismatch(action_space, student.action_space)
+    if difference is not None:
+        raise ValueError(
+            f"student action space {student.action_space} does not match the teacher's {action_space}: {difference}"
+        )
     if isinstance(student, ModuleStudent):
         if not isinstance(action_space, spaces.Discrete):
             raise TypeError(f"a torch.nn.Module student needs a Discrete action space, not {action_space}")
@@ -307,6 +312,7 @@ def make_student(
     learning_rate: float = 1e-3,
     seed: int | None = None,
     device: th.device | str = "cpu",
+    teacher_policy: BasePolicy | None = None,
 ) -> BasePolicy:
     """
     Build a student for a teacher's spaces.
@@ -325,6 +331,8 @@ def make_student(
     :param learning_rate: initial learning rate of the student's optimiser
     :param seed: seed of the weight initialisation (``None``: fresh entropy)
     :param device: where the student lives
+    :param teacher_policy: the teacher's policy, whose settings a student of its family inherits
+        unless ``student_kwargs`` says otherwise (a QR-DQN student's ``n_quantiles``)
     :return: the student, checked against the spaces
     """
     kwargs = resolve_student_kwargs(student_kwargs)
@@ -351,6 +359,7 @@ def make_student(
         if isinstance(student, type):
             if not issubclass(student, BasePolicy):
                 raise TypeError(f"student class {student.__name__} is not an SB3 BasePolicy subclass")
+            kwargs = {**inherited_student_kwargs(teacher_policy, student), **kwargs}
             try:
                 policy = as_student_class(student)(
                     observation_space, action_space, lr_schedule=lambda _: learning_rate, **kwargs
@@ -413,6 +422,7 @@ def make_students(
     learning_rate: float = 1e-3,
     seed: int | None = None,
     device: th.device | str = "cpu",
+    teacher_policy: BasePolicy | None = None,
 ) -> dict[str, BasePolicy]:
     """
     Build every student of :func:`student_specs` for a teacher's spaces, each from its own seed.
@@ -424,6 +434,7 @@ def make_students(
     :param learning_rate: initial learning rate of the students' optimisers
     :param seed: seed of the initialisation (``None``: fresh entropy)
     :param device: where the students live
+    :param teacher_policy: the teacher's policy (see :func:`make_student`)
     :return: the students, by name
     """
     seeds = np.random.SeedSequence(seed).generate_state(len(specs))
@@ -437,6 +448,7 @@ def make_students(
             learning_rate=learning_rate,
             seed=int(student_seed),
             device=device,
+            teacher_policy=teacher_policy,
         )
         for (name, (spec, kwargs)), student_seed in zip(specs.items(), seeds, strict=True)
     }

@@ -205,7 +205,9 @@ def check_entry(algo: str, env_id: str, config: str | Path | None = None, entry:
     policy_class = algo_class.policy_aliases[policy] if isinstance(policy, str) else policy
     teacher = policy_class(observation_space, action_space, lambda _: 1e-4, **kwargs.get("policy_kwargs", {}))
     (callback,) = [c for c in callbacks if isinstance(c, RealTimeDistillCallback)]
-    students = callback.make_students(observation_space, action_space, algo_class.policy_aliases, seed=0)
+    students = callback.make_students(
+        observation_space, action_space, algo_class.policy_aliases, seed=0, teacher_policy=teacher
+    )
     return EntryReport(
         env_id=env_id,
         entry=key,
