@@ -99,8 +99,16 @@ class RandomPolicy:
         self.action_space = copy.deepcopy(action_space)
         self.action_space.seed(seed)
 
-    def predict(self, obs: Any, *args: Any, **kwargs: Any) -> tuple[np.ndarray, None]:
-        return np.array([self.action_space.sample() for _ in range(len(obs))]), None
+    def predict(
+        self,
+        observation: np.ndarray | dict[str, np.ndarray],
+        state: tuple[np.ndarray, ...] | None = None,
+        episode_start: np.ndarray | None = None,
+        deterministic: bool = False,
+    ) -> tuple[np.ndarray, tuple[np.ndarray, ...] | None]:
+        """:return: one random action per observation of the batch"""
+        n_envs = len(next(iter(observation.values())) if isinstance(observation, dict) else observation)
+        return np.array([self.action_space.sample() for _ in range(n_envs)]), None
 
 
 def normalized_return(value: float, teacher: float, random: float) -> float:
