@@ -2,6 +2,8 @@
 
 - ``sb3-distill train --algo ppo --env PongNoFrameskip-v4 [--student ...] [any rl_zoo3.train option]``:
   RL-Zoo's training with this package's hyperparameter files, which distil a student in real time;
+- ``sb3-distill distill -f logs --algo ppo --env Acrobot-v1 --student-kwargs net_arch:[8]``: offline
+  distillation of a saved agent, found and wrapped as ``rl_zoo3.enjoy`` finds and wraps it;
 - ``sb3-distill enjoy --student PATH --env ENV``: run a saved student with the teacher's wrappers;
 - ``sb3-distill compare --teacher T.zip --student S.zip --env ENV``: returns, agreement, size, latency;
 - ``sb3-distill list``: the games and algorithms the hyperparameter files cover, with each student's compression.
@@ -381,6 +383,91 @@ def enjoy_command(args: argparse.Namespace, rest: list[str]) -> int:
     return 0
 
 
+# -- distill -----------------------------------------------------------------------------------
+
+
+def zoo_run_folder(folder: str, algo: str, env_id: str, exp_id: int) -> Path:
+    """
+    The run folder ``rl_zoo3.enjoy`` reads: ``FOLDER/ALGO/ENV_EXPID`` (``exp_id=0``: the latest run).
+
+    :param folder: RL-Zoo's log folder (``-f``)
+    :param algo: the algorithm's folder name
+    :param env_id: the environment id
+    :param exp_id: the experiment id
+    :return: the run folder
+    """
+    from rl_zoo3.utils import get_latest_run_id
+
+    env_name = env_id.replace("/", "-")
+    algo_folder = Path(folder) / algo
+    if exp_id == 0:
+        exp_id = get_latest_run_id(str(algo_folder), env_name)
+        if exp_id == 0:
+            raise FileNotFoundError(f"no run of {env_id} under {str(algo_folder)!r} (expected {env_name}_1, ...)")
+    run = algo_folder / f"{env_name}_{exp_id}"
+    if not run.is_dir():
+        raise FileNotFoundError(f"no RL-Zoo run folder {str(run)!r}")
+    return run
+
+
+def _teacher_argument(args: argparse.Namespace) -> Path:
+    """The teacher a command names: ``--teacher PATH``, or RL-Zoo's ``-f FOLDER --algo ALGO --env ENV``."""
+    if args.teacher is not None:
+        return Path(args.teacher)
+    if args.folder is None or args.algo is None or args.env is None:
+        raise CommandError("name the teacher: --teacher ZIP_OR_RUN_FOLDER, or -f FOLDER --algo ALGO --env ENV")
+    with user_errors():
+        return zoo_run_folder(args.folder, args.algo, args.env, args.exp_id)
+
+
+def distill_options() -> list[str]:
+    """:return: the options :func:`sb3_distill.distill` takes from ``--distill-kwargs``."""
+    from sb3_distill.offline import distill
+
+    fixed = {"teacher", "student", "env", "n_steps", "collect", "student_kwargs", "seed", "device", "verbose"}
+    fixed |= {"logger", "callback"}
+    return [name for name in inspect.signature(distill).parameters if name not in fixed]
+
+
+def distill_command(args: argparse.Namespace, rest: list[str]) -> int:
+    from sb3_distill.offline import distill
+    from sb3_distill.serialization import check_save_path
+    from sb3_distill.teachers import open_teacher, teacher_env
+
+    teacher_path = _teacher_argument(args)
+    options = parse_key_values(args.distill_kwargs, "--distill-kwargs")
+    unknown = sorted(set(options) - set(distill_options()))
+    if unknown:
+        raise CommandError(f"--distill-kwargs: unknown option(s) {unknown}; distill takes {distill_options()}")
+    with user_errors():
+        model, agent = open_teacher(teacher_path, device=args.device)
+        if args.output:
+            output = Path(args.output)
+        elif agent is not None and agent.config_folder is not None:
+            output = agent.model_path.parent / f"{agent.model_path.stem}_student.zip"
+        else:
+            output = Path("student.zip")
+        check_save_path(output)
+        env = teacher_env(model, agent, None if args.env is None else args.env, seed=args.seed)
+        student = distill(
+            model,
+            args.student,
+            env,
+            args.n_timesteps,
+            collect=args.collect,
+            student_kwargs=parse_key_values(args.student_kwargs, "--student-kwargs") or None,
+            seed=args.seed,
+            device=args.device,
+            verbose=args.verbose,
+            **options,
+        )
+        assert not isinstance(student, dict)
+        student.save(str(output))
+    env.close()
+    print(f"written: {output}")
+    return 0
+
+
 # -- compare -----------------------------------------------------------------------------------
 
 
@@ -388,37 +475,44 @@ def compare_command(args: argparse.Namespace, rest: list[str]) -> int:
     from sb3_distill.envs import require_env
     from sb3_distill.evaluation import compare, format_comparison, plot_comparison
     from sb3_distill.serialization import atomic_write_bytes
+    from sb3_distill.spaces import space_mismatch
     from sb3_distill.students import load_student
-    from sb3_distill.teachers import load_teacher
+    from sb3_distill.teachers import open_teacher, teacher_env
 
     if args.n_eval_episodes < 1:
         raise CommandError("-n/--n-eval-episodes must be positive")
+    teacher_path = _teacher_argument(args)
     with user_errors():
-        require_env(args.env)
-        teacher = load_teacher(args.teacher, device="cpu")
+        teacher, agent = open_teacher(teacher_path, device="cpu")
         path = Path(args.student)
         if not path.is_file():
             raise FileNotFoundError(f"--student: no file {str(path)!r}")
         student = load_student(path, name=args.name, device="cpu")
-        if (teacher.policy.observation_space, teacher.action_space) != (
-            student.observation_space,
-            student.action_space,
+        for what, expected, got in (
+            ("observation", teacher.policy.observation_space, student.observation_space),
+            ("action", teacher.action_space, student.action_space),
         ):
-            raise ValueError(
-                f"the student acts on {student.observation_space} -> {student.action_space}, the teacher on "
-                f"{teacher.policy.observation_space} -> {teacher.action_space}: not its student"
-            )
+            difference = space_mismatch(expected, got)
+            if difference is not None:
+                raise ValueError(f"{path} is not a student of this teacher: its {what} space has {difference}")
         for output in (args.json, args.plot):
             if output is not None and not Path(output).resolve().parent.is_dir():
                 raise FileNotFoundError(f"no folder for {output!r}")
-        hyperparams, source = _teacher_wrappers(args, path, student)
-        env = make_student_env(student, args.env, hyperparams, args.seed)
-    print(f"sb3-distill: {args.teacher} vs {path} on {args.env}, wrappers from {source}")
+        if agent is not None and agent.env_id is not None and args.env in (None, agent.env_id):
+            args.env = agent.env_id
+            env, source = teacher_env(teacher, agent, None, seed=args.seed), "the RL-Zoo run's config.yml"
+        elif args.env is None:
+            raise ValueError(f"the environment of {str(teacher_path)!r} is unknown (not an RL-Zoo run): pass --env")
+        else:
+            require_env(args.env)
+            hyperparams, source = _teacher_wrappers(args, path, student)
+            env = make_student_env(student, args.env, hyperparams, args.seed)
+    print(f"sb3-distill: {teacher_path} vs {path} on {args.env}, wrappers from {source}")
     try:
         results = compare(teacher, student, env, n_eval_episodes=args.n_eval_episodes, seed=args.seed)
     finally:
         env.close()
-    results.update(teacher_file=str(args.teacher), student_file=str(path), env_id=args.env, seed=args.seed)
+    results.update(teacher_file=str(teacher_path), student_file=str(path), env_id=args.env, seed=args.seed)
     print(format_comparison(results))
     atomic_write_bytes((json.dumps(results, indent=2) + "\n").encode(), args.json)
     print(f"written: {args.json}")
@@ -496,6 +590,31 @@ def build_parser() -> argparse.ArgumentParser:
     )
     train.set_defaults(func=train_command)
 
+    distilling = commands.add_parser(
+        "distill",
+        help="distil a saved agent (an RL-Zoo run, published ones included) into a student, offline",
+        description="Offline distillation (sb3_distill.distill) of a saved agent. Name it as rl_zoo3.enjoy does "
+        "(-f FOLDER --algo ALGO --env ENV [--exp-id N]) or by --teacher ZIP_OR_RUN_FOLDER; the environment is "
+        "built as rl_zoo3.enjoy builds it (wrappers, VecNormalize statistics) unless --env names another.",
+    )
+    distilling.add_argument("--teacher", help="the teacher's zip, or an RL-Zoo run folder")
+    distilling.add_argument("-f", "--folder", help="RL-Zoo's log folder (with --algo and --env)")
+    distilling.add_argument("--algo", help="the teacher's algorithm folder under -f (ppo, dqn...)")
+    distilling.add_argument("--env", help="environment id (default: the RL-Zoo run's own)")
+    distilling.add_argument("--exp-id", type=int, default=0, help="experiment id under -f (default 0: the latest)")
+    distilling.add_argument("--student", default="MlpPolicy", help="student policy: an alias or a dotted class name")
+    distilling.add_argument("--student-kwargs", nargs="+", metavar="KEY:VALUE", help="policy_kwargs of the student")
+    distilling.add_argument("-n", "--n-timesteps", type=int, default=20_000, help="environment steps (default 20000)")
+    distilling.add_argument("--collect", choices=["teacher", "student", "mixed"], default="student")
+    distilling.add_argument(
+        "--distill-kwargs", nargs="+", metavar="KEY:VALUE", help="more options of distill (learning_rate:1e-3)"
+    )
+    distilling.add_argument("-o", "--output", help="student file (default: beside the teacher, ENV_student.zip)")
+    distilling.add_argument("--seed", type=int, default=0)
+    distilling.add_argument("--device", default="cpu")
+    distilling.add_argument("--verbose", type=int, default=0)
+    distilling.set_defaults(func=distill_command)
+
     enjoy = commands.add_parser("enjoy", help="run a saved student and report its return")
     enjoy.add_argument("--student", required=True, help="student file (.zip)")
     enjoy.add_argument("--env", required=True, help="environment id")
@@ -515,9 +634,11 @@ def build_parser() -> argparse.ArgumentParser:
     comparing = commands.add_parser(
         "compare", help="returns, agreement, size and latency of a student against its teacher"
     )
-    comparing.add_argument("--teacher", required=True, help="the teacher's SB3 zip")
+    comparing.add_argument("--teacher", help="the teacher's SB3 zip, or an RL-Zoo run folder")
+    comparing.add_argument("-f", "--folder", help="RL-Zoo's log folder (with --algo and --env), instead of --teacher")
+    comparing.add_argument("--exp-id", type=int, default=0, help="experiment id under -f (default 0: the latest)")
     comparing.add_argument("--student", required=True, help="student file (.zip)")
-    comparing.add_argument("--env", required=True, help="environment id")
+    comparing.add_argument("--env", help="environment id (default: the RL-Zoo run's own)")
     comparing.add_argument("-n", "--n-eval-episodes", type=int, default=30, help="episodes per policy (default 30)")
     comparing.add_argument("--algo", help="take the wrappers from this algorithm's hyperparameter file")
     comparing.add_argument("--conf-file", help="take the wrappers from this hyperparameter file")
