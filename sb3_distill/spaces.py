@@ -60,7 +60,7 @@ def space_mismatch(expected: spaces.Space, got: spaces.Space) -> str | None:
             if differ.any():
                 index = tuple(int(i) for i in np.argwhere(differ)[0])
                 return (
-                    f"{name} bound {have_[index]!r} instead of {want_[index]!r} at index {index} "
+                    f"{name} bound {float(have_[index])} instead of {float(want_[index])} at index {index} "
                     f"({int(differ.sum())} of {differ.size} differ)"
                 )
         return None
