@@ -109,3 +109,16 @@ def test_bad_input_writes_nothing(tmp_path, capsys):
     # The command line: a clear message and exit code 2.
     assert main(["export", str(teacher_file), "--format", "onnx"]) == 2
     assert "not a file written by sb3_distill" in capsys.readouterr().err
+
+
+def test_exporting_a_module_student_leaves_the_users_module_trainable(tmp_path):
+    from torch import nn
+
+    module = nn.Sequential(nn.Linear(4, 16), nn.Dropout(0.1), nn.ReLU(), nn.Linear(16, 2))
+    callback = RealTimeDistillCallback(module, seed=0)
+    make_teacher("ppo").learn(256, callback=callback)
+    export(callback.student, tmp_path / "student.onnx")
+    assert module.training and all(p.requires_grad for p in module.parameters())
+    loss = module(th.randn(8, 4)).sum()
+    loss.backward()  # training on after export
+    assert all(p.grad is not None for p in module.parameters())

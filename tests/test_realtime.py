@@ -475,3 +475,14 @@ def test_learning_rate_schedule_follows_the_teacher_progress_and_survives_a_chec
     distill.save(tmp_path / "distill.zip")
     resumed = RealTimeDistillCallback.load(tmp_path / "distill.zip")
     assert resumed.config.learning_rate_at(0.5) == pytest.approx(5e-4)
+
+
+def test_a_callback_refuses_a_teacher_of_another_kind_before_it_steps():
+    from stable_baselines3 import DQN
+
+    callback = RealTimeDistillCallback("MlpPolicy", student_kwargs={"net_arch": [8]}, seed=0)
+    PPO("MlpPolicy", "CartPole-v1", n_steps=64, batch_size=64, seed=0).learn(128, callback=callback)
+    dqn = DQN("MlpPolicy", "CartPole-v1", learning_starts=0, seed=0)
+    with pytest.raises(ValueError, match="logits.*DQN gives q_values"):
+        dqn.learn(256, callback=callback)
+    assert dqn.num_timesteps == 0
