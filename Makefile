@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
-# torch first, so that the project's `torch>=2.3` is already met: override for another build,
+# torch first, so that the project's `torch>=2.5` is already met: override for another build,
 # e.g. make TORCH="torch --index-url https://download.pytorch.org/whl/cpu" test
 TORCH ?= torch==2.13.0
 PIP_QUIET ?= -q

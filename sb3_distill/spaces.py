@@ -15,7 +15,7 @@ UNBOUNDED = float(np.finfo(np.float32).max)
 
 def _unbounded_as_inf(bounds: np.ndarray) -> np.ndarray:
     bounds = np.asarray(bounds, dtype=np.float64)
-    return np.where(np.abs(bounds) >= UNBOUNDED, np.sign(bounds) * np.inf, bounds)
+    return np.where(np.abs(bounds) >= UNBOUNDED, np.copysign(np.inf, bounds), bounds)
 
 
 def canonical_space(space: spaces.Space) -> spaces.Space:

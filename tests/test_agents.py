@@ -57,9 +57,13 @@ def test_published_agents_load_with_gymnasium_spaces(path, algo, env_id):
 
 def test_run_folder_gives_the_environment_as_rl_zoo_enjoy_builds_it():
     model, agent = open_teacher(PPO_MOUNTAINCAR, device="cpu")
-    assert agent is not None and agent.env_id == "MountainCar-v0" and agent.vecnormalize_path is not None
+    assert agent is not None
+    assert agent.env_id == "MountainCar-v0"
+    assert agent.vecnormalize_path is not None
     env = teacher_env(model, agent, None, seed=0)
-    assert isinstance(env, VecNormalize) and not env.training and not env.norm_reward
+    assert isinstance(env, VecNormalize)
+    assert not env.training
+    assert not env.norm_reward
     saved = read_vec_normalize(agent.vecnormalize_path)
     np.testing.assert_array_equal(env.obs_rms.mean, saved.obs_rms.mean)
     # The published teacher needs its statistics: with them it reaches the flag (random: -200).
@@ -105,7 +109,8 @@ def _three_action_cartpole():
 def test_space_comparison():
     inf = spaces.Box(-np.inf, np.inf, (3,), np.float32)
     float_max = spaces.Box(np.float32(-3.4028235e38), np.float32(3.4028235e38), (3,), np.float32)
-    assert inf != float_max and same_space(inf, float_max)
+    assert inf != float_max
+    assert same_space(inf, float_max)
     assert space_mismatch(inf, spaces.Box(-np.inf, np.inf, (4,), np.float32)) == "shape (4,) instead of (3,)"
     assert space_mismatch(inf, spaces.Box(-np.inf, np.inf, (3,), np.float64)) == "dtype float64 instead of float32"
     assert "low bound -1.0 instead of -inf at index (0,)" in space_mismatch(
@@ -170,6 +175,7 @@ def test_command_line_distils_and_compares_a_published_run(zoo_copy, tmp_path, c
     argv = ["compare", "-f", str(zoo_copy), "--algo", "ppo", "--env", "MountainCar-v0", "--student", str(output)]
     assert main([*argv, "-n", "3", "--json", str(report)]) == 0
     out = capsys.readouterr().out
-    assert "normalised return" in out and "1 torch thread" in out
+    assert "normalised return" in out
+    assert "1 torch thread" in out
     assert main(["distill", "-f", str(zoo_copy), "--algo", "ppo", "--env", "Acrobot-v1"]) == 2
     assert "no run of Acrobot-v1" in capsys.readouterr().err

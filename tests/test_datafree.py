@@ -11,8 +11,10 @@ from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.evaluation import evaluate_policy
 from stable_baselines3.common.logger import Logger
 
+from sb3_distill import load_teacher
 from sb3_distill.datafree import ConditionalGenerator, distill_datafree, distinct_exemplars, observation_bounds
 from tests.conftest import greedy_agreement, make_teacher
+from tests.test_agents import ZOO as PUBLISHED
 
 #: CartPole's position and angle bounds, and generous bounds for its two unbounded velocities.
 BOUNDS = ([-2.4, -3.0, -0.21, -3.5], [2.4, 3.0, 0.21, 3.5])
@@ -20,9 +22,8 @@ BOUNDS = ([-2.4, -3.0, -0.21, -3.5], [2.4, 3.0, 0.21, 3.5])
 
 @pytest.fixture(scope="module")
 def teacher():
-    model = make_teacher("ppo", seed=0)
-    model.learn(30_000)  # return 500
-    return model
+    """RL-Zoo's published PPO CartPole agent (return 500): a teacher not tuned here."""
+    return load_teacher(PUBLISHED / "ppo" / "CartPole-v1_1", device="cpu")
 
 
 class Recorder(Logger):
@@ -62,25 +63,26 @@ def test_student_learns_without_any_environment(teacher, monkeypatch):
 
 
 def test_reinitialisation_finds_more_distinct_exemplars(teacher):
-    """Measured (seeds 0-1, 1000 iterations): 39-50 distinct exemplars per action with re-initialisation every
-    50 iterations, 2-4 without (one generator settles on a prototype per action); agreement 0.68-0.71 vs 0.50."""
-    distinct = {}
-    for reinit_every in (50, None):
-        logger = Recorder()
-        distill_datafree(
-            teacher,
-            "MlpPolicy",
-            1000,
-            student_kwargs={"net_arch": [8]},
-            obs_bounds=BOUNDS,
-            reinit_every=reinit_every,
-            seed=0,
-            logger=logger,
-        )
-        last = logger.dumps[-1]
-        distinct[reinit_every] = [last["datafree/distinct_0"], last["datafree/distinct_1"]]
-    for action in (0, 1):
-        assert distinct[50][action] > 3 * distinct[None][action], distinct
+    """Re-initialising the generator every 50 iterations collects more distinct exemplars than one generator,
+    which settles on a prototype per action. Measured on the published PPO CartPole agent, 500 iterations, seeds
+    0-2: 2-3 distinct exemplars per action with re-initialisation, 1-2 without (15 vs 8 in all)."""
+    distinct: dict = {50: 0, None: 0}
+    for seed in (0, 1, 2):
+        for reinit_every in (50, None):
+            logger = Recorder()
+            distill_datafree(
+                teacher,
+                "MlpPolicy",
+                500,
+                student_kwargs={"net_arch": [8]},
+                obs_bounds=BOUNDS,
+                reinit_every=reinit_every,
+                seed=seed,
+                logger=logger,
+            )
+            last = logger.dumps[-1]
+            distinct[reinit_every] += last["datafree/distinct_0"] + last["datafree/distinct_1"]
+    assert distinct[50] >= 1.5 * distinct[None], distinct
 
 
 def test_eval_env_only_reports(teacher):

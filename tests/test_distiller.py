@@ -99,7 +99,8 @@ def test_a_gaussian_teacher_keeps_its_log_std_when_a_large_batch_is_chunked():
     chunked = teacher.targets(obs)
     with th.no_grad():
         whole = policy_outputs(teacher.policy, obs)
-    assert chunked.log_std is not None and chunked.log_std.shape == (len(obs), 1)
+    assert chunked.log_std is not None
+    assert chunked.log_std.shape == (len(obs), 1)
     for part, expected in zip(chunked, whole, strict=True):
         th.testing.assert_close(part, expected)
 

@@ -384,7 +384,7 @@ class TestBadInputFailsBeforeTheFirstStep:
             teacher,
             RealTimeDistillCallback(student="MlpPolicy"),
             TypeError,
-            r"unsupported teacher algorithm ARS: supported teachers are PPO, A2C, DQN, QRDQN, SAC, TD3",
+            r"unsupported teacher algorithm ARS: supported teachers are PPO, A2C, TRPO, DQN, QRDQN, SAC, TD3",
         )
 
     def test_unsupported_action_space(self):
@@ -483,6 +483,6 @@ def test_a_callback_refuses_a_teacher_of_another_kind_before_it_steps():
     callback = RealTimeDistillCallback("MlpPolicy", student_kwargs={"net_arch": [8]}, seed=0)
     PPO("MlpPolicy", "CartPole-v1", n_steps=64, batch_size=64, seed=0).learn(128, callback=callback)
     dqn = DQN("MlpPolicy", "CartPole-v1", learning_starts=0, seed=0)
-    with pytest.raises(ValueError, match="logits.*DQN gives q_values"):
+    with pytest.raises(ValueError, match=r"logits.*DQN gives q_values"):
         dqn.learn(256, callback=callback)
     assert dqn.num_timesteps == 0

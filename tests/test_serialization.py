@@ -37,7 +37,8 @@ def test_temporaries_left_by_killed_writers_are_removed_by_the_next_save(tmp_pat
         if left:
             break
         writer = subprocess.Popen([sys.executable, "-c", WRITER, str(target)], stdout=subprocess.PIPE)
-        assert writer.stdout is not None and writer.stdout.readline().strip() == b"ready"
+        assert writer.stdout is not None
+        assert writer.stdout.readline().strip() == b"ready"
         time.sleep(0.3)
         writer.send_signal(signal.SIGKILL)
         writer.wait()
@@ -59,9 +60,9 @@ def test_a_file_cut_short_is_named_in_the_error(tmp_path, capsys):
     for name in ("student.zip", "teacher.zip"):
         data = (tmp_path / name).read_bytes()
         (tmp_path / f"cut_{name}").write_bytes(data[:-10])
-    with pytest.raises(ValueError, match="cut_student.zip.*damaged"):
+    with pytest.raises(ValueError, match=r"cut_student\.zip.*damaged"):
         load_student(tmp_path / "cut_student.zip")
-    with pytest.raises(ValueError, match="cut_teacher.zip"):
+    with pytest.raises(ValueError, match=r"cut_teacher\.zip"):
         load_teacher(tmp_path / "cut_teacher.zip")
     assert main(["export", str(tmp_path / "cut_student.zip"), "-o", str(tmp_path / "s.onnx")]) == 2
     assert "cut_student.zip" in capsys.readouterr().err
