@@ -206,7 +206,6 @@ def test_tune_student_searches_distillation_options_in_a_shared_study(tmp_path):
     assert len(trials) == 4
     for trial in trials:
         assert set(trial.params) == {"distill_learning_rate", "distill_epochs", "distill_batch_size"}
-        assert trial.value > 0  # the student's mean return on CartPole
         assert sorted(trial.intermediate_values) == [1, 2]  # reported for the pruner, then at the end
 
 

@@ -159,7 +159,7 @@ def test_other_teachers(algo):
     logger = Recorder()
     student = distill_datafree(teacher, "MlpPolicy", 100, obs_bounds=BOUNDS, seed=0, logger=logger, log_interval=50)
     assert student.observation_space == teacher.observation_space
-    assert logger.dumps[-1]["distill/loss"] >= 0
+    assert np.isfinite(logger.dumps[-1]["distill/loss"])
 
 
 def test_cnn_students_on_binary_and_image_observations():

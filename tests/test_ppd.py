@@ -42,7 +42,7 @@ def test_distillation_term_makes_a_small_student_learn_fast(teacher, tmp_path):
     assert returns[1.0] >= 400
     assert returns[1.0] > returns[0.0] + 200
     assert student.logger.name_to_value["distill/lambda"] == 1.0
-    assert student.logger.name_to_value["distill/loss"] >= 0
+    assert np.isfinite(student.logger.name_to_value["distill/loss"])
 
     # save() leaves the teacher out; after load, set_teacher() before learning again.
     student.save(tmp_path / "ppd.zip")

@@ -53,8 +53,7 @@ def test_student_agrees_with_teacher_and_reloads_identically(algo, tmp_path):
         same_action = teacher.predict(replay, deterministic=True)[0] == student.predict(replay, deterministic=True)[0]
         assert same_action.mean() >= DQN_REPLAY_AGREEMENT
     # A student is an SB3 policy: evaluate_policy works on it directly.
-    mean_return, _ = evaluate_policy(student, make_vec_env("CartPole-v1", seed=7), n_eval_episodes=3)
-    assert mean_return > 0
+    evaluate_policy(student, make_vec_env("CartPole-v1", seed=7), n_eval_episodes=3)
 
     # The acting path is counted: an [8] student against the teacher's [64, 64] actor.
     compression = teacher.logger.name_to_value["distill/compression"]
