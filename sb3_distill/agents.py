@@ -21,7 +21,7 @@ import os
 import pickle
 import re
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -182,8 +182,6 @@ class SavedAgent:
         :param env_kwargs: more ``gym.make`` keyword arguments
         :return: the vectorised environment
         """
-        from rl_zoo3.utils import create_test_env
-
         from sb3_distill.envs import require_env
 
         if self.env_id is None:
@@ -197,26 +195,52 @@ class SavedAgent:
                 f"vecnormalize.pkl is missing: the teacher cannot act without its statistics"
             )
         require_env(self.env_id)
-        hyperparams = self.hyperparams
-        frame_stack = int(hyperparams.pop("frame_stack", 0) or 0)
-        wrappers: dict[str, Any] = {
-            key: hyperparams[key] for key in ("env_wrapper", "vec_env_wrapper") if key in hyperparams
-        }
-        with contextlib.redirect_stdout(io.StringIO()):  # RL-Zoo prints what it wraps
-            env = create_test_env(
-                self.env_id,
-                n_envs=n_envs,
-                stats_path=None,
-                seed=seed if seed is not None else 0,
-                should_render=False,
-                hyperparams=wrappers,
-                env_kwargs={**self.env_kwargs(), **(env_kwargs or {})},
-            )
-        if self.vecnormalize_path is not None:
-            env = load_vec_normalize(self.vecnormalize_path, env)
-        if frame_stack:
-            env = VecFrameStack(env, frame_stack)
-        return transpose_images(env)
+        vecnormalize_path = self.vecnormalize_path
+        return make_zoo_env(
+            self.env_id,
+            self.hyperparams,
+            seed=seed if seed is not None else 0,
+            n_envs=n_envs,
+            env_kwargs={**self.env_kwargs(), **(env_kwargs or {})},
+            normalize=None if vecnormalize_path is None else lambda venv: load_vec_normalize(vecnormalize_path, venv),
+        )
+
+
+def make_zoo_env(
+    env_id: str,
+    hyperparams: dict[str, Any],
+    seed: int = 0,
+    n_envs: int = 1,
+    env_kwargs: dict[str, Any] | None = None,
+    normalize: Callable[[VecEnv], VecEnv] | None = None,
+) -> VecEnv:
+    """
+    An environment wrapped in RL-Zoo's order: ``env_wrapper`` (in each env), ``vec_env_wrapper``, normalisation,
+    ``frame_stack``, then SB3's image transposition.
+
+    :param env_id: the environment
+    :param hyperparams: the entry (or a run's saved ``config.yml``) whose wrappers to apply
+    :param seed: the environments' seed
+    :param n_envs: how many environments
+    :param env_kwargs: ``gym.make`` keyword arguments
+    :param normalize: wraps the environment in its observation statistics (``VecNormalize``), if any
+    :return: the vectorised environment
+    """
+    from rl_zoo3.utils import create_test_env
+
+    wrappers: dict[str, Any] = {
+        key: hyperparams[key] for key in ("env_wrapper", "vec_env_wrapper") if key in hyperparams
+    }
+    with contextlib.redirect_stdout(io.StringIO()):  # RL-Zoo prints what it wraps
+        env = create_test_env(
+            env_id, n_envs=n_envs, seed=seed, should_render=False, hyperparams=wrappers, env_kwargs=env_kwargs or {}
+        )
+    if normalize is not None:
+        env = normalize(env)
+    frame_stack = int(hyperparams.get("frame_stack", 0) or 0)
+    if frame_stack:
+        env = VecFrameStack(env, frame_stack)
+    return transpose_images(env)
 
 
 def read_vec_normalize(path: str | os.PathLike[str]) -> VecNormalize:

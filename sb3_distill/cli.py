@@ -271,25 +271,11 @@ def make_student_env(
     :param env_kwargs: keyword arguments of ``gym.make``
     :return: a ``VecEnv``
     """
-    from rl_zoo3.utils import create_test_env
-    from stable_baselines3.common.preprocessing import is_image_space, is_image_space_channels_first
-    from stable_baselines3.common.vec_env import VecFrameStack, VecTransposeImage
-
+    from sb3_distill.agents import make_zoo_env
     from sb3_distill.students import wrap_env
 
-    # RL-Zoo's order: env_wrapper (in each env), vec_env_wrapper, VecNormalize, VecFrameStack, VecTransposeImage.
-    wrappers: dict[str, Any] = {
-        key: hyperparams[key] for key in ("env_wrapper", "vec_env_wrapper") if key in hyperparams
-    }
-    env = create_test_env(
-        env_id, n_envs=1, seed=seed, should_render=False, hyperparams=wrappers, env_kwargs=env_kwargs or {}
-    )
-    env = wrap_env(env, student)  # the teacher's VecNormalize statistics, as the student recorded them
-    if hyperparams.get("frame_stack"):
-        env = VecFrameStack(env, int(hyperparams["frame_stack"]))
-    space = env.observation_space
-    if is_image_space(space) and not is_image_space_channels_first(space):  # type: ignore[arg-type]
-        env = VecTransposeImage(env)
+    # The teacher's VecNormalize statistics, as the student recorded them.
+    env = make_zoo_env(env_id, hyperparams, seed=seed, env_kwargs=env_kwargs, normalize=lambda v: wrap_env(v, student))
     if env.observation_space != student.observation_space or env.action_space != student.action_space:
         env.close()
         raise CommandError(
