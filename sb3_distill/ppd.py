@@ -30,7 +30,8 @@ from torch.nn import functional as F
 
 from sb3_distill.losses import DEFAULT_TEMPERATURE, gaussian_kl_divergence, kl_divergence
 from sb3_distill.outputs import ACTIONS, policy_outputs
-from sb3_distill.teachers import Teacher, load_teacher
+from sb3_distill.spaces import space_mismatch
+from sb3_distill.teachers import Teacher, open_teacher, teacher_normalization
 
 
 class ProximalPolicyDistillation(PPO):
@@ -70,15 +71,27 @@ class ProximalPolicyDistillation(PPO):
         """
         Set (or replace) the teacher, checked against the student's spaces.
 
-        :param teacher: a model or the path of its zip
+        :param teacher: a model, the path of its zip, or an RL-Zoo run folder
         """
-        view = Teacher(load_teacher(teacher, device=self.device))
+        model, agent = open_teacher(teacher, device=self.device)
+        view = Teacher(model)
         if view.kind == ACTIONS:
             raise TypeError("PPD distils action distributions: SAC and TD3 teachers have none (use distill() instead)")
-        if view.observation_space != self.policy.observation_space or view.action_space != self.action_space:
+        for what, expected, got in (
+            ("observation", self.policy.observation_space, view.observation_space),
+            ("action", self.action_space, view.action_space),
+        ):
+            difference = space_mismatch(expected, got)
+            if difference is not None:
+                raise ValueError(
+                    f"the teacher acts on {view.observation_space} -> {view.action_space}, the student on "
+                    f"{self.policy.observation_space} -> {self.action_space}: {what} space has {difference}"
+                )
+        if teacher_normalization(model, agent) is not None and self.get_vec_normalize_env() is None:
             raise ValueError(
-                f"the teacher acts on {view.observation_space} -> {view.action_space}, the student on "
-                f"{self.policy.observation_space} -> {self.action_space}"
+                "the teacher acts on VecNormalize'd observations and the student's env gives raw ones: wrap the "
+                "student's env in the teacher's statistics (sb3_distill.agents.load_vec_normalize(path, env) reads "
+                "RL-Zoo's vecnormalize.pkl, gym-era ones included)"
             )
         self.teacher = view
 

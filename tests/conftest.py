@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,7 +14,7 @@ from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.policies import BasePolicy
 
-from sb3_distill import RealTimeDistillCallback
+from sb3_distill import RealTimeDistillCallback, load_teacher
 from sb3_distill.evaluation import trajectory_agreement
 from sb3_distill.losses import kl_loss
 from sb3_distill.outputs import policy_outputs
@@ -60,6 +61,23 @@ CARTPOLE["qrdqn"] = (
     1,
     {**CARTPOLE["dqn"][2], "policy_kwargs": {"net_arch": [64, 64], "n_quantiles": 10}},
 )
+
+
+#: RL Baselines3 Zoo's published agents (DLR-RM/rl-trained-agents, MIT), laid out as RL-Zoo writes a run folder:
+#: saved by an older SB3 with gym, so teachers that this project never tuned on.
+PUBLISHED = Path(__file__).parent / "data" / "zoo-agents"
+
+
+@pytest.fixture(scope="session")
+def published_ppo() -> BaseAlgorithm:
+    """RL-Zoo's published PPO CartPole-v1 agent (return 500, a [64, 64] actor-critic)."""
+    return load_teacher(PUBLISHED / "ppo" / "CartPole-v1_1", device="cpu")
+
+
+@pytest.fixture(scope="session")
+def published_dqn() -> BaseAlgorithm:
+    """RL-Zoo's published DQN CartPole-v1 agent (return 500, a [256, 256] Q-network)."""
+    return load_teacher(PUBLISHED / "dqn" / "CartPole-v1_1", device="cpu")
 
 
 def make_teacher(algo: str, seed: int = 0, env_id: str = "CartPole-v1", **overrides) -> BaseAlgorithm:

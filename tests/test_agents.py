@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import shutil
 import sys
-from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
@@ -21,9 +20,9 @@ from sb3_distill.agents import SavedAgent, read_vec_normalize
 from sb3_distill.cli import main
 from sb3_distill.spaces import same_space, space_mismatch
 from sb3_distill.teachers import open_teacher, teacher_env
+from tests.conftest import PUBLISHED
 
-#: RL Baselines3 Zoo's published agents (DLR-RM/rl-trained-agents, MIT), as RL-Zoo lays out a run folder.
-ZOO = Path(__file__).parent / "data" / "zoo-agents"
+ZOO = PUBLISHED
 PPO_CARTPOLE = ZOO / "ppo" / "CartPole-v1_1"
 DQN_CARTPOLE = ZOO / "dqn" / "CartPole-v1_1"
 PPO_MOUNTAINCAR = ZOO / "ppo" / "MountainCar-v0_1"

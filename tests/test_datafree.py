@@ -11,19 +11,16 @@ from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.evaluation import evaluate_policy
 from stable_baselines3.common.logger import Logger
 
-from sb3_distill import load_teacher
 from sb3_distill.datafree import ConditionalGenerator, distill_datafree, distinct_exemplars, observation_bounds
 from tests.conftest import greedy_agreement, make_teacher
-from tests.test_agents import ZOO as PUBLISHED
 
 #: CartPole's position and angle bounds, and generous bounds for its two unbounded velocities.
 BOUNDS = ([-2.4, -3.0, -0.21, -3.5], [2.4, 3.0, 0.21, 3.5])
 
 
-@pytest.fixture(scope="module")
-def teacher():
-    """RL-Zoo's published PPO CartPole agent (return 500): a teacher not tuned here."""
-    return load_teacher(PUBLISHED / "ppo" / "CartPole-v1_1", device="cpu")
+@pytest.fixture
+def teacher(published_ppo):
+    return published_ppo
 
 
 class Recorder(Logger):

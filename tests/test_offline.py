@@ -16,8 +16,7 @@ from sb3_distill import distill, load_teacher, to_dqn, to_ppo
 from sb3_distill.cli import main
 from sb3_distill.offline import TargetMemory, teacher_share
 from sb3_distill.outputs import PolicyOutputs
-from tests.conftest import CARTPOLE, greedy_agreement, make_teacher, policy_vector
-from tests.test_agents import ZOO as PUBLISHED
+from tests.conftest import CARTPOLE, PUBLISHED, greedy_agreement, make_teacher, policy_vector
 
 ACTOR_CRITIC = "stable_baselines3.common.policies.ActorCriticPolicy"  # a PPO student, whatever the teacher
 
@@ -32,14 +31,13 @@ def mean_return(policy, episodes: int = 10) -> float:
 
 @pytest.fixture(scope="module")
 def ppo_zip():
-    """RL-Zoo's published PPO CartPole agent (return 500), saved by an older SB3 with gym: a teacher not tuned here."""
+    """The zip of RL-Zoo's published PPO CartPole agent (return 500), saved by an older SB3 with gym."""
     return PUBLISHED / "ppo" / "CartPole-v1_1" / "CartPole-v1.zip"
 
 
-@pytest.fixture(scope="module")
-def dqn_teacher():
-    """RL-Zoo's published DQN CartPole agent (return 500, a [256, 256] Q-network)."""
-    return load_teacher(PUBLISHED / "dqn" / "CartPole-v1_1", device="cpu")
+@pytest.fixture
+def dqn_teacher(published_dqn):
+    return published_dqn
 
 
 # Measured with seeds 0 and 1, 10k steps, [8] students, from the PPO teacher (return 500): agreement on the
