@@ -1,4 +1,4 @@
-# sb3-distill: make demo | make test | make docs | make bench | make lint
+# sb3-distill: make demo | make test | make docs | make bench | make lint | make test-min
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -8,7 +8,7 @@ PIP := $(PY) -m pip
 TORCH ?= torch==2.13.0
 PIP_QUIET ?= -q
 
-.PHONY: demo test lint docs bench install clean
+.PHONY: demo test test-min lint docs bench install clean
 
 $(VENV)/.installed: setup.cfg pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -34,6 +34,14 @@ docs: $(VENV)/.installed
 test: lint docs
 	$(PY) -m pytest -n 2 tests
 
+# The suite against the lowest declared versions (tests/requirements-min.txt), in its own environment.
+test-min:
+	test -x .venv-min/bin/python || $(PYTHON) -m venv .venv-min
+	.venv-min/bin/python -m pip install $(PIP_QUIET) $(TORCH)
+	.venv-min/bin/python -m pip install $(PIP_QUIET) -r tests/requirements-min.txt tensorboard tqdm rich
+	.venv-min/bin/python -m pip install $(PIP_QUIET) --no-deps -e .
+	.venv-min/bin/python -m pytest -n 2 tests
+
 $(VENV)/.installed-bench: $(VENV)/.installed
 	$(PIP) install $(PIP_QUIET) -e ".[tests,bench]"
 	touch $@
@@ -47,4 +55,4 @@ bench: $(VENV)/.installed-bench
 	$(PY) benchmarks/datafree.py --quick
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache docs/_build
+	rm -rf $(VENV) .venv-min build *.egg-info .pytest_cache .mypy_cache .ruff_cache docs/_build
