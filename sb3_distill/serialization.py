@@ -106,7 +106,12 @@ def atomic_write_bytes(data: bytes, path: PathLike) -> None:
     :param data: file contents
     :param path: destination file; its folder must exist
     """
-    with atomic_target(check_save_path(path)) as temporary, open(temporary, "wb") as file:
+    _write(data, check_save_path(path))
+
+
+def _write(data: bytes, target: pathlib.Path) -> None:
+    """The atomic write itself, to a destination already checked."""
+    with atomic_target(target) as temporary, open(temporary, "wb") as file:
         file.write(data)
         file.flush()
         os.fsync(file.fileno())
@@ -119,10 +124,10 @@ def atomic_torch_save(obj: Any, path: PathLike) -> None:
     :param obj: what to save
     :param path: destination file
     """
-    check_save_path(path)
+    target = check_save_path(path)  # before serialising what may be a large object
     buffer = io.BytesIO()
     th.save(obj, buffer)
-    atomic_write_bytes(buffer.getvalue(), path)
+    _write(buffer.getvalue(), target)
 
 
 def torch_load(path: PathLike, device: th.device | str = "cpu") -> Any:
