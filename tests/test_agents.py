@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import subprocess
 import sys
 
 import gymnasium as gym
@@ -178,3 +179,24 @@ def test_command_line_distils_and_compares_a_published_run(zoo_copy, tmp_path, c
     assert "1 torch thread" in out
     assert main(["distill", "-f", str(zoo_copy), "--algo", "ppo", "--env", "Acrobot-v1"]) == 2
     assert "no run of Acrobot-v1" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("algo", "env_id", "n_timesteps"),
+    [("a2c", "Pendulum-v1", 2_000), ("ppo", "Acrobot-v1", 4_096)],  # RL-Zoo's entries: VecNormalize (A2C: gSDE)
+)
+def test_runs_written_by_rl_zoo_train_are_teachers(algo, env_id, n_timesteps, tmp_path):
+    """A run folder as today's ``rl_zoo3.train`` writes it, with RL-Zoo's own hyperparameters."""
+    command = [sys.executable, "-m", "rl_zoo3.train", "--algo", algo, "--env", env_id, "-n", str(n_timesteps)]
+    command += ["-f", str(tmp_path / "logs"), "--seed", "0", "--eval-freq", "-1"]
+    subprocess.run(command, check=True, capture_output=True, cwd=tmp_path)
+    run = tmp_path / "logs" / algo / f"{env_id}_1"
+    model, agent = open_teacher(run, device="cpu")
+    assert type(model).__name__ == algo.upper()
+    env = teacher_env(model, agent, None, seed=0)
+    assert isinstance(env, VecNormalize)
+    assert not env.training
+    saved = read_vec_normalize(run / env_id / "vecnormalize.pkl").obs_rms.mean
+    for environment in (None, env_id):  # built as rl_zoo3.enjoy builds it, or a plain id wrapped in the statistics
+        student = distill(run, "MlpPolicy", environment, 256, seed=0)
+        np.testing.assert_array_equal(student.obs_normalization["mean"], saved)
