@@ -38,7 +38,7 @@ from sb3_distill.students import (
     student_specs,
 )
 from sb3_distill.teachers import Teacher
-from sb3_distill.zoo import current_zoo_run
+from sb3_distill.zoo_runs import current_zoo_run
 
 
 class _RolloutSource:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 from gymnasium import spaces
 
-#: |bound| at or above this is unbounded (float32's largest finite value, as old ``gym`` stored infinities).
+#: ``abs(bound)`` at or above this is unbounded (float32's largest finite value, as old ``gym`` stored infinities).
 UNBOUNDED = float(np.finfo(np.float32).max)
 
 

@@ -11,6 +11,7 @@ import pytest
 import yaml
 
 from sb3_distill import zoo
+from sb3_distill.zoo_runs import current_zoo_run
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 
@@ -148,4 +149,4 @@ def test_an_edited_file_in_an_invalid_shape_names_the_key(tmp_path, edit, messag
 
 
 def test_outside_rl_zoo_there_is_no_run():
-    assert zoo.current_zoo_run() is None
+    assert current_zoo_run() is None
