@@ -40,8 +40,8 @@ from torch import nn
 from sb3_distill.distiller import DistillConfig, Distiller, check_positive
 from sb3_distill.evaluation import trajectory_agreement
 from sb3_distill.losses import DEFAULT_TEMPERATURE, kl_divergence
-from sb3_distill.offline import TargetMemory
 from sb3_distill.outputs import LOGITS, Q_VALUES, policy_outputs
+from sb3_distill.sources import TargetMemory
 from sb3_distill.students import (
     SINGLE_STUDENT,
     StudentMixin,

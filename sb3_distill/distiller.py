@@ -17,6 +17,7 @@ from typing import Any, NamedTuple
 import cloudpickle
 import numpy as np
 import torch as th
+from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.logger import Logger
 from stable_baselines3.common.policies import BasePolicy
 from stable_baselines3.common.type_aliases import Schedule
@@ -34,6 +35,7 @@ from sb3_distill.outputs import (
     policy_outputs,
 )
 from sb3_distill.spaces import space_mismatch
+from sb3_distill.students import SINGLE_STUDENT, StudentMixin, StudentSpec, make_students
 from sb3_distill.teachers import Teacher
 
 
@@ -240,6 +242,57 @@ class Distiller:
         #: the distiller's own NumPy generator (minibatch order, replay sampling): never the global one
         self.rng = np.random.default_rng(int(numpy_seed))
         self._torch_states = self._initial_torch_states(int(torch_seed))
+
+    @classmethod
+    def for_teacher(
+        cls,
+        model: BaseAlgorithm,
+        specs: Mapping[str, tuple[StudentSpec, dict[str, Any] | None]],
+        config: DistillConfig,
+        students_seed: int | None,
+        distiller_seed: int | None,
+        normalization: dict[str, Any] | None = None,
+    ) -> Distiller:
+        """
+        The one setup of every path: the teacher's view, its students built for its spaces, this distiller.
+
+        :param model: the teacher
+        :param specs: the students, as :func:`~sb3_distill.students.student_specs` names them
+        :param config: the distillation options
+        :param students_seed: seed of the students' initialisation
+        :param distiller_seed: seed of the distiller's private generators
+        :param normalization: the ``VecNormalize`` statistics the students' inputs are normalised with
+        :return: the distiller, holding teacher and students
+        """
+        teacher = Teacher(model)
+        students = make_students(
+            specs,
+            teacher.observation_space,
+            teacher.action_space,
+            model.policy_aliases,
+            learning_rate=config.learning_rate_at(1.0),
+            seed=students_seed,
+            device=teacher.device,
+            teacher_policy=model.policy,
+        )
+        distiller = cls(teacher, students, config, seed=distiller_seed)
+        distiller.set_obs_normalization(normalization)
+        return distiller
+
+    def set_obs_normalization(self, normalization: dict[str, Any] | None) -> None:
+        """
+        Record in every student the ``VecNormalize`` statistics its inputs are normalised with (for ``wrap_env``).
+
+        :param normalization: :func:`~sb3_distill.normalization.obs_normalization_of`'s snapshot, or ``None``
+        """
+        for student in self.students.values():
+            if isinstance(student, StudentMixin):
+                student.obs_normalization = normalization
+
+    def result(self) -> BasePolicy | dict[str, BasePolicy]:
+        """:return: the student when a single one was given, else the dict name -> student"""
+        students = self.students
+        return students[SINGLE_STUDENT] if list(students) == [SINGLE_STUDENT] else dict(students)
 
     @property
     def compression(self) -> dict[str, float]:

@@ -12,12 +12,14 @@ The loop, top to bottom:
    stay uint8);
 4. every ``train_freq`` transitions, the :class:`~sb3_distill.distiller.Distiller` (the same update step as
    the real-time callback) trains the students on ``epochs`` samples per new transition drawn from the memory.
+
+:class:`EnvironmentCollector` does steps 1-3; :class:`OfflineDistillation` is the loop, SB3-style
+(``learn(n_steps, callback)``, SB3 callbacks and logger); :func:`distill` is the one-call form.
 """
 
 from __future__ import annotations
 
 import os
-import sys
 from collections import deque
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -27,77 +29,165 @@ import numpy as np
 import torch as th
 from gymnasium import spaces
 from stable_baselines3.common.base_class import BaseAlgorithm
-from stable_baselines3.common.logger import HumanOutputFormat, Logger
+from stable_baselines3.common.callbacks import BaseCallback, CallbackList
+from stable_baselines3.common.logger import Logger
 from stable_baselines3.common.policies import BasePolicy
 from stable_baselines3.common.type_aliases import Schedule
-from stable_baselines3.common.vec_env import VecEnv, unwrap_vec_normalize
+from stable_baselines3.common.utils import configure_logger
+from stable_baselines3.common.vec_env import VecEnv, VecNormalize, unwrap_vec_normalize
 
 from sb3_distill.distiller import DistillConfig, Distiller, check_positive
 from sb3_distill.normalization import obs_normalization_of
-from sb3_distill.outputs import GAUSSIAN, PolicyOutputs
-from sb3_distill.students import (
-    SINGLE_STUDENT,
-    StudentMixin,
-    StudentSpec,
-    make_students,
-    student_specs,
-)
-from sb3_distill.teachers import Teacher, eval_mode, open_teacher, teacher_env
+from sb3_distill.outputs import GAUSSIAN
+from sb3_distill.sources import TargetMemory
+from sb3_distill.students import StudentSpec, student_specs
+from sb3_distill.teachers import eval_mode, open_teacher, teacher_env
 
 #: Who acts while observations are collected.
 COLLECT_MODES = ("teacher", "student", "mixed")
 
 
-class TargetMemory:
+class EnvironmentCollector:
     """
-    A bounded first-in-first-out memory of observations and the teacher's outputs for them.
+    The offline observation source: someone acts in the environment, the teacher labels every visited observation.
 
-    :param size: how many observations it holds
-    :param observation_space: the teacher's observation space (its dtype is kept: uint8 frames stay uint8)
-    :param n_actions: number of action scores per observation (the action dimension for continuous actions)
-    :param with_values: also keep the teacher's state values
-    :param with_log_std: also keep the log std of a Gaussian teacher
+    :param venv: the environment, as the teacher's policy sees it
+    :param model: the teacher (acts, and labels through ``distiller.teacher``)
+    :param distiller: the distiller, whose students may act and whose private torch generator acting uses
+    :param memory: where labelled observations go
+    :param collect: ``"teacher"``, ``"student"`` or ``"mixed"``
+    :param exploration_rate: probability of a uniformly random action
+    :param mixed_fraction: with ``"mixed"``, the share of the run over which the teacher hands over
+    :param rng: the collector's own generator (who acts, exploration)
     """
 
     def __init__(
-        self, size: int, observation_space: spaces.Box, n_actions: int, with_values: bool, with_log_std: bool = False
+        self,
+        venv: VecEnv,
+        model: BaseAlgorithm,
+        distiller: Distiller,
+        memory: TargetMemory,
+        collect: str,
+        exploration_rate: float,
+        mixed_fraction: float,
+        rng: np.random.Generator,
     ) -> None:
-        self.size = size
-        self.obs = np.zeros((size, *observation_space.shape), dtype=observation_space.dtype)
-        self.scores = np.zeros((size, n_actions), dtype=np.float32)
-        self.values = np.zeros(size, dtype=np.float32) if with_values else None
-        self.log_std = np.zeros((size, n_actions), dtype=np.float32) if with_log_std else None
-        self.pos = 0
-        self.full = False
+        self.venv = venv
+        self.model = model
+        self.distiller = distiller
+        self.memory = memory
+        self.collect = collect
+        self.exploration_rate = exploration_rate
+        self.mixed_fraction = mixed_fraction
+        self.rng = rng
+        self.with_values = any(distiller.distill_value.values())
+        self.drivers = list(distiller.students.values())
+        self.steps = self.n_new = self.teacher_actions = 0
+        self.n_steps = 1
+        self.beta = 1.0
+        self.episode_returns: deque[float] = deque(maxlen=100)
+        self._obs: np.ndarray | None = None
 
-    def __len__(self) -> int:
-        return self.size if self.full else self.pos
+    def reset(self, n_steps: int, seed: int | None) -> None:
+        """Start a run of ``n_steps`` environment steps (the mixed schedule is a share of it)."""
+        self.n_steps = n_steps
+        self.steps = self.n_new = self.teacher_actions = 0
+        if seed is not None:
+            self.venv.seed(seed)
+        obs = self.venv.reset()
+        assert isinstance(obs, np.ndarray), "Box observations only"
+        self._obs = obs
 
-    def add(self, obs: np.ndarray, targets: PolicyOutputs) -> None:
-        """Store a batch of observations with the teacher's outputs for them."""
-        rows = (self.pos + np.arange(len(obs))) % self.size
-        self.obs[rows] = obs
-        self.scores[rows] = targets.scores.cpu().numpy()
-        if self.values is not None and targets.values is not None:
-            self.values[rows] = targets.values.cpu().numpy()
-        if self.log_std is not None and targets.log_std is not None:
-            self.log_std[rows] = targets.log_std.cpu().numpy()
-        self.full = self.full or self.pos + len(obs) >= self.size
-        self.pos = int((self.pos + len(obs)) % self.size)
+    def _actions(self, obs: np.ndarray, scores: th.Tensor, by_student: np.ndarray) -> np.ndarray:
+        """Greedy actions of whoever acts in each environment, then epsilon-greedy exploration."""
+        action_space = self.distiller.teacher.action_space
+        n_envs = len(obs)
+        with self.distiller.private_torch_rng(), eval_mode(self.model.policy):  # predict() would leave eval mode
+            if isinstance(action_space, spaces.Discrete):
+                actions = scores.argmax(dim=-1).cpu().numpy()
+            else:
+                actions = self.model.predict(obs, deterministic=True)[0]
+            for index, driver in enumerate(self.drivers):
+                driven = np.flatnonzero(by_student & (np.arange(n_envs) % len(self.drivers) == index))
+                if len(driven):
+                    actions[driven] = driver.predict(obs[driven], deterministic=True)[0]
+        explore = self.rng.random(n_envs) < self.exploration_rate
+        if isinstance(action_space, spaces.Discrete):
+            actions[explore] = self.rng.integers(0, action_space.n, size=int(explore.sum()))
+        else:
+            low, high = self.venv.action_space.low, self.venv.action_space.high  # type: ignore[attr-defined]
+            actions[explore] = self.rng.uniform(low, high, size=(int(explore.sum()), *low.shape))
+        return actions
 
-    def sample(self, n: int, rng: np.random.Generator, device: th.device) -> tuple[th.Tensor, PolicyOutputs]:
-        """:return: ``n`` observations drawn uniformly (with replacement), with their targets, on ``device``."""
-        rows = rng.integers(0, len(self), size=n)
-        values = None if self.values is None else th.as_tensor(self.values[rows], device=device)
-        log_std = None if self.log_std is None else th.as_tensor(self.log_std[rows], device=device)
-        targets = PolicyOutputs(th.as_tensor(self.scores[rows], device=device), values, log_std)
-        return th.as_tensor(self.obs[rows], device=device), targets
+    def collect_step(self) -> None:
+        """One step of every environment: the teacher labels, someone acts, the memory keeps what was labelled."""
+        obs = self._obs
+        assert obs is not None, "call reset() first"
+        teacher = self.distiller.teacher
+        targets = teacher.targets(th.as_tensor(obs, device=teacher.device), with_values=self.with_values)
+        self.beta = teacher_share(self.collect, self.steps, self.n_steps, self.mixed_fraction)
+        by_student = self.rng.random(len(obs)) >= self.beta
+        actions = self._actions(obs, targets.scores, by_student)
+        self.teacher_actions += int((~by_student).sum())
+        self.memory.add(obs, targets)  # the observation the teacher labelled, as the environment gave it
+        next_obs, _, _, infos = self.venv.step(actions)
+        assert isinstance(next_obs, np.ndarray)
+        self._obs = next_obs
+        self.episode_returns.extend(float(info["episode"]["r"]) for info in infos if "episode" in info)
+        self.steps += len(obs)
+        self.n_new += len(obs)
+
+    def take(self, epochs: int, rng: np.random.Generator) -> tuple[th.Tensor, Any]:
+        """:return: ``epochs`` labelled observations per new transition, drawn from the memory, with their targets"""
+        batch = self.memory.sample(epochs * self.n_new, rng, self.distiller.teacher.device)
+        self.n_new = 0
+        return batch
+
+    def record(self, logger: Logger) -> None:
+        """Log the collection: steps, beta, the teacher's share of actions, the memory, returns."""
+        logger.record("collect/steps", self.steps)
+        logger.record("collect/beta", self.beta)
+        logger.record("collect/teacher_fraction", self.teacher_actions / max(self.steps, 1))
+        logger.record("collect/memory_size", len(self.memory))
+        if self.episode_returns:
+            logger.record("rollout/ep_rew_mean", float(np.mean(self.episode_returns)))
 
 
-def _check_options(collect: str, n_steps: int, exploration_rate: float, mixed_fraction: float) -> None:
+class _AfterEachUpdate(BaseCallback):
+    """A plain function ``fn(steps, students)`` called after every update; returning ``False`` stops the run."""
+
+    def __init__(self, fn: Callable[[int, dict[str, BasePolicy]], bool | None]) -> None:
+        super().__init__()
+        self.fn = fn
+        self.go_on = True
+
+    def _on_rollout_end(self) -> None:
+        self.go_on = self.fn(self.model.num_timesteps, self.model.students) is not False  # type: ignore[attr-defined]
+
+    def _on_step(self) -> bool:
+        return self.go_on
+
+
+#: What ``callback`` accepts: an SB3 callback, a list of them, or ``fn(steps, students) -> bool | None``.
+DistillCallback = BaseCallback | list[BaseCallback] | Callable[[int, dict[str, BasePolicy]], bool | None] | None
+
+
+def as_callback(callback: DistillCallback) -> BaseCallback:
+    """:return: ``callback`` as one SB3 callback (a plain function is called after every update)"""
+    if isinstance(callback, BaseCallback):
+        return callback
+    if isinstance(callback, list):
+        return CallbackList(callback)
+    if callback is None:
+        return CallbackList([])
+    if callable(callback):
+        return _AfterEachUpdate(callback)
+    raise TypeError(f"callback must be an SB3 callback, a list of them or a function, got {type(callback).__name__}")
+
+
+def _check_options(collect: str, exploration_rate: float, mixed_fraction: float) -> None:
     if collect not in COLLECT_MODES:
         raise ValueError(f"unknown collect mode {collect!r}: expected one of {', '.join(COLLECT_MODES)}")
-    check_positive("n_steps", n_steps, integer=True)
     check_positive("exploration_rate", exploration_rate, allow_zero=True)
     if exploration_rate > 1:
         raise ValueError(f"exploration_rate is a probability, got {exploration_rate!r}")
@@ -120,6 +210,170 @@ def teacher_share(collect: str, step: int, n_steps: int, mixed_fraction: float) 
     if collect == "student":
         return 0.0
     return max(0.0, 1.0 - step / (mixed_fraction * n_steps))
+
+
+class OfflineDistillation:
+    """
+    Offline distillation as an SB3-style object: set up once, then ``learn(n_steps, callback)``.
+
+    SB3 callbacks see it as they see a model: ``num_timesteps``, ``logger``, ``get_env()`` and ``predict``
+    (the student's, with a single student), so ``EvalCallback`` evaluates the student as it learns.
+    ``on_step`` is called after every vectorised environment step, ``on_rollout_end`` after every update.
+    The arguments are :func:`distill`'s, but for ``n_steps`` and ``callback``, which ``learn`` takes.
+    """
+
+    def __init__(
+        self,
+        teacher: BaseAlgorithm | str | os.PathLike[str],
+        student: StudentSpec | Mapping[str, Any],
+        env: VecEnv | gym.Env | str | None,
+        collect: str = "teacher",
+        student_kwargs: dict[str, Any] | None = None,
+        loss: str | None = None,
+        temperature: float | None = None,
+        learning_rate: float | Schedule = 1e-3,
+        batch_size: int = 128,
+        epochs: int = 4,
+        buffer_size: int = 100_000,
+        train_freq: int | None = None,
+        exploration_rate: float = 0.0,
+        mixed_fraction: float = 0.5,
+        distill_value: bool | None = None,
+        vf_coef: float = 0.5,
+        max_grad_norm: float | None = None,
+        seed: int | None = None,
+        device: th.device | str = "auto",
+        logger: Logger | None = None,
+        tensorboard_log: str | None = None,
+        verbose: int = 0,
+    ) -> None:
+        _check_options(collect, exploration_rate, mixed_fraction)
+        self.config = DistillConfig(
+            loss=loss,
+            temperature=temperature,
+            learning_rate=learning_rate,
+            batch_size=batch_size,
+            epochs=epochs,
+            distill_value=distill_value,
+            vf_coef=vf_coef,
+            max_grad_norm=max_grad_norm,
+        )
+        self.train_freq = batch_size if train_freq is None else train_freq
+        check_positive("buffer_size", buffer_size, integer=True)
+        check_positive("train_freq", self.train_freq, integer=True)
+        self.seed = seed
+        self.verbose = verbose
+        self.num_timesteps = 0
+        self.n_updates = 0
+        self._setup(
+            teacher, student, student_kwargs, env, collect, buffer_size, exploration_rate, mixed_fraction, device
+        )
+        self.logger = logger or configure_logger(verbose, tensorboard_log, "OfflineDistillation")
+
+    def _setup(
+        self,
+        teacher: BaseAlgorithm | str | os.PathLike[str],
+        student: StudentSpec | Mapping[str, Any],
+        student_kwargs: dict[str, Any] | None,
+        env: VecEnv | gym.Env | str | None,
+        collect: str,
+        buffer_size: int,
+        exploration_rate: float,
+        mixed_fraction: float,
+        device: th.device | str,
+    ) -> None:
+        """Teacher, environment, students, distiller, memory and collector: everything checked before a step."""
+        specs = student_specs(student, student_kwargs)
+        self.model, agent = open_teacher(teacher, device=device)
+        students_seed, distiller_seed, collect_seed, env_seed = np.random.SeedSequence(self.seed).generate_state(4)
+        self._env_seed = None if self.seed is None else int(env_seed)
+        self.env = teacher_env(self.model, agent, env, seed=self._env_seed)
+        self.distiller = Distiller.for_teacher(
+            self.model,
+            specs,
+            self.config,
+            int(students_seed),
+            int(distiller_seed),
+            normalization=obs_normalization_of(unwrap_vec_normalize(self.env)),
+        )
+        view = self.distiller.teacher
+        action_space = view.action_space
+        n_scores = int(action_space.n) if isinstance(action_space, spaces.Discrete) else int(action_space.shape[0])
+        with_values = any(self.distiller.distill_value.values())
+        memory = TargetMemory(buffer_size, view.observation_space, n_scores, with_values, view.kind == GAUSSIAN)
+        self.collector = EnvironmentCollector(
+            self.env,
+            self.model,
+            self.distiller,
+            memory,
+            collect,
+            exploration_rate,
+            mixed_fraction,
+            np.random.default_rng(int(collect_seed)),
+        )
+
+    @property
+    def students(self) -> dict[str, BasePolicy]:
+        """The students, by name."""
+        return self.distiller.students
+
+    def get_env(self) -> VecEnv:
+        """:return: the environment observations are collected in (for SB3 callbacks)"""
+        return self.env
+
+    def get_vec_normalize_env(self) -> VecNormalize | None:
+        """:return: the teacher's ``VecNormalize`` statistics the environment applies, if any (for SB3 callbacks)"""
+        return unwrap_vec_normalize(self.env)
+
+    def predict(
+        self, observation: np.ndarray, state: Any = None, episode_start: Any = None, deterministic: bool = False
+    ) -> tuple[np.ndarray, Any]:
+        """The single student's ``predict`` (for ``evaluate_policy`` and ``EvalCallback``)."""
+        result = self.distiller.result()
+        if isinstance(result, dict):
+            raise AttributeError(f"this run distils several students {sorted(result)}: use .students[name].predict")
+        return result.predict(observation, state, episode_start, deterministic)
+
+    def learn(self, n_steps: int, callback: DistillCallback = None, log_interval: int = 10) -> OfflineDistillation:
+        """
+        Collect ``n_steps`` environment steps (summed over the environments), training the students as they come.
+
+        :param n_steps: environment steps (counted from 0 at each call; the memory and the students carry over)
+        :param callback: SB3 callback(s), or ``fn(steps, students)`` called after every update (``False`` stops)
+        :param log_interval: updates between two logger dumps
+        :return: this object
+        """
+        check_positive("n_steps", n_steps, integer=True)
+        check_positive("log_interval", log_interval, integer=True)
+        callback = as_callback(callback)
+        callback.init_callback(self)  # type: ignore[arg-type]
+        self.collector.reset(n_steps, self._env_seed)
+        self.num_timesteps = 0
+        callback.on_training_start(locals(), globals())
+        while self.num_timesteps < n_steps:
+            self.collector.collect_step()
+            self.num_timesteps = self.collector.steps
+            if self.collector.n_new >= self.train_freq and len(self.collector.memory) >= self.config.batch_size:
+                self.train(n_steps)
+                if self.n_updates % log_interval == 0:
+                    self._dump()
+                callback.on_rollout_end()
+            if not callback.on_step():
+                break
+        self._dump()
+        callback.on_training_end()
+        return self
+
+    def train(self, n_steps: int) -> None:
+        """One update of the students on ``epochs`` samples per new transition from the memory."""
+        obs, targets = self.collector.take(self.config.epochs, self.distiller.rng)
+        metrics = self.distiller.update(obs, 1.0 - self.num_timesteps / n_steps, epochs=1, targets=targets)
+        self.n_updates += 1
+        self.distiller.record(self.logger, metrics, self.n_updates)
+
+    def _dump(self) -> None:
+        self.collector.record(self.logger)
+        self.logger.dump(self.num_timesteps)
 
 
 def distill(
@@ -145,7 +399,8 @@ def distill(
     device: th.device | str = "auto",
     logger: Logger | None = None,
     log_interval: int = 10,
-    callback: Callable[[int, dict[str, BasePolicy]], bool | None] | None = None,
+    callback: DistillCallback = None,
+    tensorboard_log: str | None = None,
     verbose: int = 0,
 ) -> BasePolicy | dict[str, BasePolicy]:
     """
@@ -184,106 +439,15 @@ def distill(
     :param logger: an SB3 logger for ``distill/...``, ``rollout/...`` and ``collect/...`` metrics
         (default: stdout when ``verbose >= 1``)
     :param log_interval: updates between two logger dumps
-    :param callback: called after every update with (steps so far, the students); returning ``False``
-        stops the distillation early (to evaluate students along the way, say)
+    :param callback: SB3 callback(s) (``EvalCallback`` evaluates the student), or a function called after
+        every update with (steps so far, the students); returning ``False`` stops the distillation early
+    :param tensorboard_log: a folder for TensorBoard logs (SB3's ``configure_logger``), when no ``logger`` is given
     :param verbose: 1 prints the metrics
     :return: the student, or the dict name -> student
     """
-    _check_options(collect, n_steps, exploration_rate, mixed_fraction)
-    model, agent = open_teacher(teacher, device=device)
-    config = DistillConfig(loss, temperature, learning_rate, batch_size, epochs, distill_value, vf_coef, max_grad_norm)
-    train_freq = batch_size if train_freq is None else train_freq
-    check_positive("buffer_size", buffer_size, integer=True)
-    check_positive("train_freq", train_freq, integer=True)
-    specs = student_specs(student, student_kwargs)
-    teacher_view = Teacher(model)
-    students_seed, distiller_seed, collect_seed, env_seed = np.random.SeedSequence(seed).generate_state(4)
-    venv = teacher_env(model, agent, env, seed=None if seed is None else int(env_seed))
-    students = make_students(
-        specs,
-        teacher_view.observation_space,
-        teacher_view.action_space,
-        model.policy_aliases,
-        learning_rate=config.learning_rate_at(1.0),
-        seed=int(students_seed),
-        device=teacher_view.device,
-        teacher_policy=model.policy,
-    )
-    distiller = Distiller(teacher_view, students, config, seed=int(distiller_seed))
-    with_values = any(distiller.distill_value.values())
-    action_space = teacher_view.action_space
-    discrete = isinstance(action_space, spaces.Discrete)
-    n_scores = int(action_space.n) if isinstance(action_space, spaces.Discrete) else int(action_space.shape[0])
-    with_log_std = teacher_view.kind == GAUSSIAN
-    memory = TargetMemory(buffer_size, teacher_view.observation_space, n_scores, with_values, with_log_std)
-    rng = np.random.default_rng(int(collect_seed))
-    if logger is None:
-        logger = Logger(folder=None, output_formats=[HumanOutputFormat(sys.stdout)] if verbose >= 1 else [])
-    normalization = obs_normalization_of(unwrap_vec_normalize(venv))
-    for policy in students.values():
-        if isinstance(policy, StudentMixin):
-            policy.obs_normalization = normalization
-
-    drivers = list(students.values())
-    n_envs = venv.num_envs
-    episode_returns: deque[float] = deque(maxlen=100)
-    if seed is not None:
-        venv.seed(int(env_seed))
-    obs = venv.reset()
-    assert isinstance(obs, np.ndarray), "Box observations only"
-    step = new_transitions = n_updates = teacher_actions = 0
-    while step < n_steps:
-        # 1-2. The teacher labels the observations; whoever is chosen acts greedily (epsilon-greedy).
-        obs_tensor = th.as_tensor(obs, device=teacher_view.device)
-        targets = teacher_view.targets(obs_tensor, with_values=with_values)
-        beta = teacher_share(collect, step, n_steps, mixed_fraction)
-        by_student = rng.random(n_envs) >= beta
-        with distiller.private_torch_rng(), eval_mode(model.policy):  # predict() would leave it in eval mode
-            actions = (
-                targets.scores.argmax(dim=-1).cpu().numpy() if discrete else model.predict(obs, deterministic=True)[0]
-            )
-            for index, driver in enumerate(drivers):
-                driven = np.flatnonzero(by_student & (np.arange(n_envs) % len(drivers) == index))
-                if len(driven):
-                    actions[driven] = driver.predict(obs[driven], deterministic=True)[0]
-        explore = rng.random(n_envs) < exploration_rate
-        if isinstance(action_space, spaces.Discrete):
-            actions[explore] = rng.integers(0, action_space.n, size=int(explore.sum()))
-        else:
-            low, high = venv.action_space.low, venv.action_space.high  # type: ignore[attr-defined]
-            actions[explore] = rng.uniform(low, high, size=(int(explore.sum()), *low.shape))
-        teacher_actions += int((~by_student).sum())
-        # 3. The memory keeps the observation the teacher labelled, as the environment gave it.
-        memory.add(obs, targets)
-        obs, _, _, infos = venv.step(actions)
-        assert isinstance(obs, np.ndarray)
-        episode_returns.extend(float(info["episode"]["r"]) for info in infos if "episode" in info)
-        step += n_envs
-        new_transitions += n_envs
-        # 4. Train on epochs samples per new transition, once enough are new.
-        if new_transitions >= train_freq and len(memory) >= batch_size:
-            batch_obs, batch_targets = memory.sample(epochs * new_transitions, distiller.rng, teacher_view.device)
-            metrics = distiller.update(batch_obs, 1.0 - step / n_steps, epochs=1, targets=batch_targets)
-            new_transitions = 0
-            n_updates += 1
-            distiller.record(logger, metrics, n_updates)
-            if n_updates % log_interval == 0:
-                _record_collection(logger, step, beta, teacher_actions / step, len(memory), episode_returns)
-                logger.dump(step)
-            if callback is not None and callback(step, students) is False:
-                break
-    beta = teacher_share(collect, step, n_steps, mixed_fraction)
-    _record_collection(logger, step, beta, teacher_actions / step, len(memory), episode_returns)
-    logger.dump(step)
-    return students[SINGLE_STUDENT] if list(students) == [SINGLE_STUDENT] else students
-
-
-def _record_collection(
-    logger: Logger, step: int, beta: float, teacher_fraction: float, memory_size: int, returns: deque[float]
-) -> None:
-    logger.record("collect/steps", step)
-    logger.record("collect/beta", beta)
-    logger.record("collect/teacher_fraction", teacher_fraction)
-    logger.record("collect/memory_size", memory_size)
-    if returns:
-        logger.record("rollout/ep_rew_mean", float(np.mean(returns)))
+    check_positive("n_steps", n_steps, integer=True)
+    options = dict(locals())
+    for name in ("n_steps", "log_interval", "callback"):
+        del options[name]
+    run = OfflineDistillation(**options)
+    return run.learn(n_steps, callback=callback, log_interval=log_interval).distiller.result()

@@ -18,14 +18,13 @@ import numpy as np
 import torch as th
 from gymnasium import spaces
 from stable_baselines3.common.callbacks import BaseCallback
-from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
-from stable_baselines3.common.on_policy_algorithm import OnPolicyAlgorithm
 from stable_baselines3.common.policies import BasePolicy
 from stable_baselines3.common.type_aliases import Schedule
 
 from sb3_distill.distiller import DistillConfig, Distiller, check_positive
 from sb3_distill.normalization import obs_normalization_of
 from sb3_distill.serialization import PathLike, atomic_torch_save, check_save_path, torch_load
+from sb3_distill.sources import ObservationSource, source_for
 from sb3_distill.students import (
     FILE_FORMAT_KEY,
     FILE_FORMAT_VERSION,
@@ -39,67 +38,6 @@ from sb3_distill.students import (
 )
 from sb3_distill.teachers import Teacher
 from sb3_distill.zoo_runs import current_zoo_run
-
-
-class _RolloutSource:
-    """On-policy teachers: the rollouts collected since the last distillation (already normalised by SB3)."""
-
-    def __init__(self, model: OnPolicyAlgorithm) -> None:
-        self.model = model
-        self.pending: list[np.ndarray] = []
-
-    def on_rollout_end(self) -> None:
-        buffer = self.model.rollout_buffer
-        filled = buffer.buffer_size if buffer.full else buffer.pos
-        # ``reset()`` allocates new arrays for the next rollout, so this view stays valid and unchanged.
-        obs = buffer.observations[:filled]
-        self.pending.append(obs.reshape(-1, *obs.shape[2:]))
-
-    @property
-    def n_new(self) -> int:
-        return sum(len(obs) for obs in self.pending)
-
-    def take(self, epochs: int, rng: np.random.Generator) -> tuple[np.ndarray, int]:
-        """:return: every pending observation, to be seen ``epochs`` times."""
-        obs = self.pending[0] if len(self.pending) == 1 else np.concatenate(self.pending)
-        self.pending = []
-        return obs, epochs
-
-
-class _ReplaySource:
-    """Off-policy teachers: a uniform sample of the replay buffer, normalised as SB3 normalises its samples."""
-
-    def __init__(self, model: OffPolicyAlgorithm) -> None:
-        self.model = model
-        self.timesteps_seen = model.num_timesteps
-
-    def on_rollout_end(self) -> None:
-        pass
-
-    @property
-    def n_new(self) -> int:
-        return self.model.num_timesteps - self.timesteps_seen
-
-    def skip(self) -> None:
-        """Do not count the transitions collected so far (the teacher has not learned from them yet)."""
-        self.timesteps_seen = self.model.num_timesteps
-
-    def take(self, epochs: int, rng: np.random.Generator) -> tuple[np.ndarray, int]:
-        """:return: ``epochs`` observations per new transition, drawn from the buffer, to be seen once."""
-        buffer = self.model.replay_buffer
-        assert buffer is not None
-        n_samples = epochs * self.n_new
-        self.timesteps_seen = self.model.num_timesteps
-        upper = buffer.buffer_size if buffer.full else buffer.pos
-        rows = rng.integers(0, upper, size=n_samples)
-        envs = rng.integers(0, buffer.n_envs, size=n_samples)
-        obs = buffer.observations[rows, envs]
-        vec_normalize = self.model.get_vec_normalize_env()
-        if vec_normalize is not None:  # replay buffers hold raw observations
-            normalized = vec_normalize.normalize_obs(obs)
-            assert isinstance(normalized, np.ndarray)
-            return normalized, 1
-        return obs, 1
 
 
 class RealTimeDistillCallback(BaseCallback):
@@ -185,7 +123,7 @@ class RealTimeDistillCallback(BaseCallback):
         self._student_paths: dict[str, Path] = {}
         self._saved_at: int | None = None
         self.distiller: Distiller | None = None
-        self._source: _RolloutSource | _ReplaySource | None = None
+        self._source: ObservationSource | None = None
         self._updates_seen: int | None = None
         self._resume_state: dict[str, Any] | None = None
         self.n_distillations = 0
@@ -243,28 +181,20 @@ class RealTimeDistillCallback(BaseCallback):
         )
 
     def _init_callback(self) -> None:
-        teacher = Teacher(self.model)
         if self.distiller is None:
             # No seed given: follow the teacher's, so that a seeded run (RL-Zoo's --seed) is reproducible.
             seed = self.seed if self.seed is not None else self.model.seed
             distiller_seed, students_seed = np.random.SeedSequence(seed).generate_state(2)
-            students = self.make_students(
-                teacher.observation_space,
-                teacher.action_space,
-                self.model.policy_aliases,
-                seed=int(students_seed),
-                device=teacher.device,
-                teacher_policy=teacher.policy,
+            self.distiller = Distiller.for_teacher(
+                self.model, self._specs, self.config, int(students_seed), int(distiller_seed)
             )
-            self.distiller = Distiller(teacher, students, self.config, seed=int(distiller_seed))
             if self._resume_state is not None:
                 self.distiller.load_state_dict(self._resume_state)
                 self._resume_state = None
         else:  # the same callback on a new or continuing teacher: keep the students, if the teacher fits them
-            self.distiller.set_teacher(teacher)
-        source_class = _RolloutSource if isinstance(self.model, OnPolicyAlgorithm) else _ReplaySource
-        if not isinstance(self._source, source_class) or self._source.model is not self.model:
-            self._source = source_class(self.model)  # type: ignore[arg-type]
+            self.distiller.set_teacher(Teacher(self.model))
+        if self._source is None or getattr(self._source, "model", None) is not self.model:
+            self._source = source_for(self.model)  # type: ignore[arg-type]
         self._updates_seen = self.model._n_updates
         self._student_paths = self._resolve_student_paths()
         if self.verbose >= 1:
@@ -292,8 +222,7 @@ class RealTimeDistillCallback(BaseCallback):
         """Distil if the teacher has updated since the last distillation and enough data is new."""
         assert self._source is not None
         if self.model._n_updates == self._updates_seen:
-            if isinstance(self._source, _ReplaySource):
-                self._source.skip()  # transitions collected before the teacher learns are not counted
+            self._source.on_teacher_idle()
             return
         if self._source.n_new < min_new:
             return
@@ -315,10 +244,7 @@ class RealTimeDistillCallback(BaseCallback):
         obs_tensor = th.as_tensor(obs, device=distiller.teacher.device)
         metrics = distiller.update(obs_tensor, self.model._current_progress_remaining, epochs=epochs)
         self.n_distillations += 1
-        normalization = obs_normalization_of(self.model.get_vec_normalize_env())
-        for student in distiller.students.values():
-            if isinstance(student, StudentMixin):
-                student.obs_normalization = normalization
+        distiller.set_obs_normalization(obs_normalization_of(self.model.get_vec_normalize_env()))
         distiller.record(self.logger, metrics, self.n_distillations)
         return metrics
 

@@ -14,8 +14,9 @@ from stable_baselines3.common.evaluation import evaluate_policy
 
 from sb3_distill import distill, load_teacher, to_dqn, to_ppo
 from sb3_distill.cli import main
-from sb3_distill.offline import TargetMemory, teacher_share
+from sb3_distill.offline import teacher_share
 from sb3_distill.outputs import PolicyOutputs
+from sb3_distill.sources import TargetMemory
 from tests.conftest import CARTPOLE, PUBLISHED, greedy_agreement, make_teacher, policy_vector
 
 ACTOR_CRITIC = "stable_baselines3.common.policies.ActorCriticPolicy"  # a PPO student, whatever the teacher
@@ -223,3 +224,24 @@ def test_several_students_from_one_collection(ppo_zip):
     teacher = load_teacher(ppo_zip)
     for student in students.values():
         assert greedy_agreement(teacher, student) >= AGREEMENT
+
+
+def test_offline_runs_take_sb3_callbacks_and_log_to_tensorboard(ppo_zip, tmp_path):
+    from stable_baselines3.common.callbacks import EvalCallback
+
+    from sb3_distill.offline import OfflineDistillation
+
+    run = OfflineDistillation(
+        ppo_zip, "MlpPolicy", cartpole(), student_kwargs={"net_arch": [8]}, seed=0, tensorboard_log=str(tmp_path)
+    )
+    evaluation = EvalCallback(
+        make_vec_env("CartPole-v1", n_envs=4), eval_freq=100, n_eval_episodes=2, log_path=str(tmp_path), verbose=0
+    )
+    run.learn(2_000, callback=evaluation)  # EvalCallback evaluates the student through run.predict
+    assert run.num_timesteps == 2_000
+    assert list(evaluation.evaluations_timesteps) == [400, 800, 1_200, 1_600, 2_000]
+    assert (tmp_path / "evaluations.npz").is_file()
+    assert list((tmp_path / "OfflineDistillation_1").glob("events.out.tfevents.*"))
+    stops = []
+    run.learn(2_000, callback=lambda steps, students: stops.append(steps) or len(stops) < 3)
+    assert len(stops) == 3  # a function returning False stops the run after that update

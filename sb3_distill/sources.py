@@ -1,0 +1,169 @@
+"""Where a distillation's observations come from: one protocol, the buffers SB3 fills, and a bounded memory.
+
+Every path is the same loop (observations -> the teacher's targets -> the students' update); only the
+source differs:
+
+- :class:`RolloutSource`: an on-policy teacher's rollout buffer (real-time, PPO/A2C/TRPO), every observation
+  seen ``epochs`` times;
+- :class:`ReplaySource`: an off-policy teacher's replay buffer (real-time, DQN/QR-DQN/SAC/TD3), ``epochs``
+  samples per new transition;
+- :class:`TargetMemory`: observations already labelled by the teacher, filled by an environment collector
+  (:mod:`sb3_distill.offline`) or a generator (:mod:`sb3_distill.datafree`), sampled ``epochs`` times per new
+  observation.
+
+The buffer sources read SB3's arrays with the distiller's own generator: they never call
+``rollout_buffer.get()`` or ``replay_buffer.sample()``, which draw from the global NumPy generator the teacher
+trains with.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import numpy as np
+import torch as th
+from gymnasium import spaces
+from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
+from stable_baselines3.common.on_policy_algorithm import OnPolicyAlgorithm
+
+from sb3_distill.outputs import PolicyOutputs
+
+
+class ObservationSource(Protocol):
+    """What a distillation draws its observations from (the teacher labels them unless the source already did)."""
+
+    @property
+    def n_new(self) -> int:
+        """Observations (or transitions) arrived since the last :meth:`take`."""
+        ...
+
+    def on_rollout_end(self) -> None:
+        """The teacher has collected new data."""
+
+    def on_teacher_idle(self) -> None:
+        """The teacher has not updated since the last distillation: data that arrived meanwhile is not counted."""
+
+    def take(self, epochs: int, rng: np.random.Generator) -> tuple[np.ndarray, int]:
+        """
+        :param epochs: the configured passes (on-policy) or samples per new transition (off-policy)
+        :param rng: the distiller's generator
+        :return: observations as the teacher's policy takes them, and how many passes to make over them
+        """
+        ...
+
+
+def source_for(model: OnPolicyAlgorithm | OffPolicyAlgorithm) -> RolloutSource | ReplaySource:
+    """:return: the buffer source of a training teacher (rollouts on-policy, replay off-policy)"""
+    if isinstance(model, OnPolicyAlgorithm):
+        return RolloutSource(model)
+    return ReplaySource(model)
+
+
+class RolloutSource:
+    """On-policy teachers: the rollouts collected since the last distillation (already normalised by SB3)."""
+
+    def __init__(self, model: OnPolicyAlgorithm) -> None:
+        self.model = model
+        self.pending: list[np.ndarray] = []
+
+    def on_teacher_idle(self) -> None:
+        pass
+
+    def on_rollout_end(self) -> None:
+        buffer = self.model.rollout_buffer
+        filled = buffer.buffer_size if buffer.full else buffer.pos
+        # ``reset()`` allocates new arrays for the next rollout, so this view stays valid and unchanged.
+        obs = buffer.observations[:filled]
+        self.pending.append(obs.reshape(-1, *obs.shape[2:]))
+
+    @property
+    def n_new(self) -> int:
+        return sum(len(obs) for obs in self.pending)
+
+    def take(self, epochs: int, rng: np.random.Generator) -> tuple[np.ndarray, int]:
+        """:return: every pending observation, to be seen ``epochs`` times."""
+        obs = self.pending[0] if len(self.pending) == 1 else np.concatenate(self.pending)
+        self.pending = []
+        return obs, epochs
+
+
+class ReplaySource:
+    """Off-policy teachers: a uniform sample of the replay buffer, normalised as SB3 normalises its samples."""
+
+    def __init__(self, model: OffPolicyAlgorithm) -> None:
+        self.model = model
+        self.timesteps_seen = model.num_timesteps
+
+    def on_rollout_end(self) -> None:
+        pass
+
+    @property
+    def n_new(self) -> int:
+        return self.model.num_timesteps - self.timesteps_seen
+
+    def on_teacher_idle(self) -> None:
+        """Do not count the transitions collected so far (the teacher has not learned from them yet)."""
+        self.timesteps_seen = self.model.num_timesteps
+
+    def take(self, epochs: int, rng: np.random.Generator) -> tuple[np.ndarray, int]:
+        """:return: ``epochs`` observations per new transition, drawn from the buffer, to be seen once."""
+        buffer = self.model.replay_buffer
+        assert buffer is not None
+        n_samples = epochs * self.n_new
+        self.timesteps_seen = self.model.num_timesteps
+        upper = buffer.buffer_size if buffer.full else buffer.pos
+        rows = rng.integers(0, upper, size=n_samples)
+        envs = rng.integers(0, buffer.n_envs, size=n_samples)
+        obs = buffer.observations[rows, envs]
+        vec_normalize = self.model.get_vec_normalize_env()
+        if vec_normalize is not None:  # replay buffers hold raw observations
+            normalized = vec_normalize.normalize_obs(obs)
+            assert isinstance(normalized, np.ndarray)
+            return normalized, 1
+        return obs, 1
+
+
+class TargetMemory:
+    """
+    A bounded first-in-first-out memory of observations and the teacher's outputs for them.
+
+    :param size: how many observations it holds
+    :param observation_space: the teacher's observation space (its dtype is kept: uint8 frames stay uint8)
+    :param n_actions: number of action scores per observation (the action dimension for continuous actions)
+    :param with_values: also keep the teacher's state values
+    :param with_log_std: also keep the log std of a Gaussian teacher
+    """
+
+    def __init__(
+        self, size: int, observation_space: spaces.Box, n_actions: int, with_values: bool, with_log_std: bool = False
+    ) -> None:
+        self.size = size
+        self.obs = np.zeros((size, *observation_space.shape), dtype=observation_space.dtype)
+        self.scores = np.zeros((size, n_actions), dtype=np.float32)
+        self.values = np.zeros(size, dtype=np.float32) if with_values else None
+        self.log_std = np.zeros((size, n_actions), dtype=np.float32) if with_log_std else None
+        self.pos = 0
+        self.full = False
+
+    def __len__(self) -> int:
+        return self.size if self.full else self.pos
+
+    def add(self, obs: np.ndarray, targets: PolicyOutputs) -> None:
+        """Store a batch of observations with the teacher's outputs for them."""
+        rows = (self.pos + np.arange(len(obs))) % self.size
+        self.obs[rows] = obs
+        self.scores[rows] = targets.scores.cpu().numpy()
+        if self.values is not None and targets.values is not None:
+            self.values[rows] = targets.values.cpu().numpy()
+        if self.log_std is not None and targets.log_std is not None:
+            self.log_std[rows] = targets.log_std.cpu().numpy()
+        self.full = self.full or self.pos + len(obs) >= self.size
+        self.pos = int((self.pos + len(obs)) % self.size)
+
+    def sample(self, n: int, rng: np.random.Generator, device: th.device) -> tuple[th.Tensor, PolicyOutputs]:
+        """:return: ``n`` observations drawn uniformly (with replacement), with their targets, on ``device``."""
+        rows = rng.integers(0, len(self), size=n)
+        values = None if self.values is None else th.as_tensor(self.values[rows], device=device)
+        log_std = None if self.log_std is None else th.as_tensor(self.log_std[rows], device=device)
+        targets = PolicyOutputs(th.as_tensor(self.scores[rows], device=device), values, log_std)
+        return th.as_tensor(self.obs[rows], device=device), targets
