@@ -20,7 +20,6 @@ only the teacher. Each iteration, top to bottom:
 from __future__ import annotations
 
 import os
-import sys
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -31,25 +30,21 @@ import torch.nn.functional as F
 from gymnasium import spaces
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.evaluation import evaluate_policy
-from stable_baselines3.common.logger import HumanOutputFormat, Logger
+from stable_baselines3.common.logger import Logger
 from stable_baselines3.common.policies import BasePolicy
 from stable_baselines3.common.type_aliases import Schedule
+from stable_baselines3.common.utils import configure_logger
 from stable_baselines3.common.vec_env import VecEnv, unwrap_vec_normalize
 from torch import nn
 
+from sb3_distill.callbacks import DistillCallback, as_callback
 from sb3_distill.distiller import DistillConfig, Distiller, check_positive
 from sb3_distill.evaluation import trajectory_agreement
 from sb3_distill.losses import DEFAULT_TEMPERATURE, kl_divergence
-from sb3_distill.outputs import LOGITS, Q_VALUES, policy_outputs
+from sb3_distill.normalization import frozen_vec_normalize
+from sb3_distill.outputs import LOGITS, Q_VALUES, PolicyOutputs, policy_outputs
 from sb3_distill.sources import TargetMemory
-from sb3_distill.students import (
-    SINGLE_STUDENT,
-    StudentMixin,
-    StudentSpec,
-    make_students,
-    student_specs,
-    wrap_env,
-)
+from sb3_distill.students import StudentSpec, student_specs
 from sb3_distill.teachers import Teacher, eval_mode, open_teacher, teacher_normalization
 
 
@@ -178,6 +173,263 @@ def distinct_exemplars(obs: np.ndarray, low: np.ndarray, high: np.ndarray, radiu
     return len(centres)
 
 
+class GeneratorSource:
+    """
+    The simulator-free observation source: conditional generators, trained against teacher and students, fill
+    the labelled memory the students learn from (steps 1-4 of the module's loop).
+
+    :param distiller: the distiller (its teacher labels, its students are the adversaries)
+    :param memory: where labelled samples go
+    :param low: lower bounds of the generated observations
+    :param high: upper bounds
+    :param batch_size: samples per iteration, the same number for every action
+    :param latent_dim: size of the noise
+    :param learning_rate: the generators' (Adam) learning rate
+    :param coefs: weights of the coverage, adversarial and diversity terms
+    :param reinit_every: iterations between re-initialisations (``None``: never)
+    :param temperature: softens Q-values (and logits) in the coverage and adversarial terms
+    :param seed: seed of the generators' weights and noise
+    """
+
+    def __init__(
+        self,
+        distiller: Distiller,
+        memory: TargetMemory,
+        low: np.ndarray,
+        high: np.ndarray,
+        batch_size: int,
+        latent_dim: int,
+        learning_rate: float,
+        coefs: tuple[float, float, float],
+        reinit_every: int | None,
+        temperature: float,
+        seed: int,
+    ) -> None:
+        self.distiller = distiller
+        self.teacher = distiller.teacher
+        self.memory = memory
+        self.low, self.high = low, high
+        self.n_actions = int(self.teacher.action_space.n)  # type: ignore[union-attr]
+        self.batch_size = batch_size
+        self.latent_dim = latent_dim
+        self.learning_rate = learning_rate
+        self.coverage_coef, self.adversarial_coef, self.diversity_coef = coefs
+        self.reinit_every = reinit_every
+        self.temperature = temperature
+        self.rng = th.Generator(device="cpu").manual_seed(seed)
+        self.generator, self.optimizer = self._new_generator()
+
+    def _new_generator(self) -> tuple[ConditionalGenerator, th.optim.Optimizer]:
+        with th.random.fork_rng(devices=[]):
+            th.random.default_generator.manual_seed(int(th.randint(2**62, (1,), generator=self.rng)))
+            generator = ConditionalGenerator(
+                self.teacher.observation_space, self.low, self.high, self.n_actions, self.latent_dim
+            ).to(self.teacher.device)
+        return generator, th.optim.Adam(generator.parameters(), lr=self.learning_rate)
+
+    def _sample(self) -> tuple[th.Tensor, th.Tensor]:
+        per_action = self.batch_size // self.n_actions
+        actions = th.arange(self.n_actions).repeat_interleave(per_action).to(self.teacher.device)
+        z = th.randn(len(actions), self.latent_dim, generator=self.rng).to(self.teacher.device)
+        return self.generator(z, actions), actions
+
+    def generate(self, iteration: int) -> dict[str, float]:
+        """
+        One generator step, then fresh samples, labelled once by the teacher, into the memory.
+
+        :param iteration: the iteration, from 1 (re-initialises the generator every ``reinit_every``)
+        :return: the generator's loss terms
+        """
+        if self.reinit_every is not None and iteration > 1 and (iteration - 1) % self.reinit_every == 0:
+            self.generator, self.optimizer = self._new_generator()
+        # The generator's step: coverage - adversarial - diversity; teacher and students only read.
+        obs, actions = self._sample()
+        with eval_mode(self.teacher.policy):
+            teacher_scores = policy_outputs(self.teacher.policy, obs, with_values=False).scores
+        # Coverage asks for the conditioned action, not for certainty: samples the teacher already gives to
+        # their action add nothing, so a generator stays where it found its exemplars.
+        missed = (teacher_scores.argmax(dim=1) != actions).float()
+        coverage = (F.cross_entropy(teacher_scores / self.temperature, actions, reduction="none") * missed).mean()
+        divergence = th.stack(
+            [
+                kl_divergence(policy_outputs(s, obs, with_values=False).scores, teacher_scores, self.temperature)
+                for s in self.distiller.students.values()
+            ]
+        ).mean()
+        diversity = _within_class_distance(obs, actions, self.low, self.high, self.n_actions)
+        loss = self.coverage_coef * coverage - self.adversarial_coef * divergence - self.diversity_coef * diversity
+        grads = th.autograd.grad(loss, list(self.generator.parameters()))  # nothing else gets gradients
+        for param, grad in zip(self.generator.parameters(), grads, strict=True):
+            param.grad = grad
+        self.optimizer.step()
+        with th.no_grad():
+            fresh, _ = self._sample()
+        self.memory.add(
+            fresh.cpu().numpy().astype(self.memory.obs.dtype), self.teacher.targets(fresh, with_values=False)
+        )
+        return {"coverage_loss": coverage.item(), "divergence": divergence.item(), "diversity": diversity.item()}
+
+    def take(self, rng: np.random.Generator) -> tuple[th.Tensor, PolicyOutputs]:
+        """:return: a batch of labelled samples from the memory"""
+        return self.memory.sample(self.batch_size, rng, self.teacher.device)
+
+    def record(self, logger: Logger) -> None:
+        """Log the memory's exemplars per action, and how many of a recent window are distinct."""
+        memory = self.memory
+        labels = memory.scores[: len(memory)].argmax(axis=1)
+        recent = slice(max(0, len(memory) - 2000), len(memory))  # distinctness of a recent window: O(n * k)
+        for action in range(self.n_actions):
+            logger.record(f"datafree/exemplars_{action}", int((labels == action).sum()))
+            window = memory.obs[recent][labels[recent] == action]
+            distinct = distinct_exemplars(window, self.low, self.high) if len(window) else 0
+            logger.record(f"datafree/distinct_{action}", distinct)
+
+
+class DataFreeDistillation:
+    """
+    Simulator-free distillation as an SB3-style object: set up once, then ``learn(n_iterations, callback)``.
+
+    The arguments are :func:`distill_datafree`'s, but for ``n_iterations``, ``callback`` and ``log_interval``.
+    """
+
+    def __init__(
+        self,
+        teacher: BaseAlgorithm | str | os.PathLike[str],
+        student: StudentSpec | Mapping[str, Any],
+        student_kwargs: dict[str, Any] | None = None,
+        obs_bounds: tuple[Any, Any] | None = None,
+        batch_size: int = 256,
+        learning_rate: float | Schedule = 1e-3,
+        generator_learning_rate: float = 1e-3,
+        latent_dim: int = 32,
+        coverage_coef: float = 1.0,
+        adversarial_coef: float = 1.0,
+        diversity_coef: float = 0.1,
+        reinit_every: int | None = 50,
+        buffer_size: int = 100_000,
+        loss: str | None = None,
+        temperature: float | None = None,
+        eval_env: VecEnv | None = None,
+        eval_freq: int = 500,
+        n_eval_episodes: int = 5,
+        seed: int | None = None,
+        device: th.device | str = "auto",
+        logger: Logger | None = None,
+        tensorboard_log: str | None = None,
+        verbose: int = 0,
+    ) -> None:
+        coefs = (coverage_coef, adversarial_coef, diversity_coef)
+        _check_options(generator_learning_rate, coefs, reinit_every, buffer_size, eval_freq, batch_size)
+        self.model, agent = open_teacher(teacher, device=device)
+        view = Teacher(self.model)
+        if view.kind not in (LOGITS, Q_VALUES):
+            raise TypeError("simulator-free distillation supports teachers of discrete actions (PPO, A2C, DQN, QR-DQN)")
+        n_actions = int(view.action_space.n)  # type: ignore[union-attr]
+        if batch_size < n_actions:
+            raise ValueError(f"batch_size must be at least the number of actions ({n_actions}), got {batch_size}")
+        normalization = teacher_normalization(self.model, agent)
+        if normalization is None:
+            low, high = observation_bounds(view.observation_space, obs_bounds)
+        else:  # the teacher acts on VecNormalize's clipped, normalised observations: generate those
+            low, high = normalized_bounds(view.observation_space, obs_bounds, normalization)
+        config = DistillConfig(
+            loss=loss,
+            temperature=temperature,
+            learning_rate=learning_rate,
+            batch_size=batch_size,
+            epochs=1,
+            distill_value=False,
+        )
+        generator_seed, students_seed, distiller_seed = np.random.SeedSequence(seed).generate_state(3)
+        specs = student_specs(student, student_kwargs)
+        # The students record the statistics: wrap_env applies them at inference.
+        self.distiller = Distiller.for_teacher(
+            self.model, specs, config, int(students_seed), int(distiller_seed), normalization=normalization
+        )
+        if eval_env is not None and normalization is not None and unwrap_vec_normalize(eval_env) is None:
+            eval_env = frozen_vec_normalize(eval_env, normalization)
+        self.eval_env, self.eval_freq, self.n_eval_episodes = eval_env, eval_freq, n_eval_episodes
+        self.source = GeneratorSource(
+            self.distiller,
+            TargetMemory(buffer_size, view.observation_space, n_actions, with_values=False),
+            low,
+            high,
+            batch_size,
+            latent_dim,
+            generator_learning_rate,
+            coefs,
+            reinit_every,
+            temperature if temperature is not None else DEFAULT_TEMPERATURE[view.kind],
+            int(generator_seed),
+        )
+        self.logger = logger or configure_logger(verbose, tensorboard_log, "DataFreeDistillation")
+        self.num_timesteps = 0
+
+    @property
+    def students(self) -> dict[str, BasePolicy]:
+        """The students, by name."""
+        return self.distiller.students
+
+    def get_env(self) -> VecEnv | None:
+        """:return: the evaluation environment, if any: there is no training environment"""
+        return self.eval_env
+
+    def learn(
+        self, n_iterations: int, callback: DistillCallback = None, log_interval: int = 100
+    ) -> DataFreeDistillation:
+        """
+        Generator and student steps, ``n_iterations`` times (``num_timesteps`` counts iterations).
+
+        :param n_iterations: iterations
+        :param callback: SB3 callback(s) (``on_step`` after every iteration), or ``fn(iterations, students)``
+        :param log_interval: iterations between two logger dumps
+        :return: this object
+        """
+        check_positive("n_iterations", n_iterations, integer=True)
+        check_positive("log_interval", log_interval, integer=True)
+        callback = as_callback(callback)
+        callback.init_callback(self)  # type: ignore[arg-type]
+        callback.on_training_start(locals(), globals())
+        start = time.perf_counter()
+        for iteration in range(1, n_iterations + 1):
+            losses = self.source.generate(iteration)
+            obs, targets = self.source.take(self.distiller.rng)
+            metrics = self.distiller.update(obs, 1.0 - iteration / n_iterations, epochs=1, targets=targets)
+            self.num_timesteps = iteration
+            self.distiller.record(self.logger, metrics, iteration)
+            for key, value in losses.items():
+                self.logger.record(f"datafree/{key}", value)
+            if self.eval_env is not None and iteration % self.eval_freq == 0:
+                _evaluate(self.logger, self.model, self.students, self.eval_env, self.n_eval_episodes)
+            if iteration % log_interval == 0 or iteration == n_iterations:
+                self.source.record(self.logger)
+                self.logger.record("time/elapsed_s", time.perf_counter() - start)
+                self.logger.dump(iteration)
+            callback.on_rollout_end()
+            if not callback.on_step():
+                break
+        callback.on_training_end()
+        return self
+
+
+def _check_options(
+    generator_learning_rate: float,
+    coefs: tuple[float, float, float],
+    reinit_every: int | None,
+    buffer_size: int,
+    eval_freq: int,
+    batch_size: int,
+) -> None:
+    check_positive("generator_learning_rate", generator_learning_rate)
+    for name, value in zip(("coverage_coef", "adversarial_coef", "diversity_coef"), coefs, strict=True):
+        check_positive(name, value, allow_zero=True)
+    if reinit_every is not None:
+        check_positive("reinit_every", reinit_every, integer=True)
+    check_positive("buffer_size", buffer_size, integer=True)
+    check_positive("eval_freq", eval_freq, integer=True)
+    check_positive("batch_size", batch_size, integer=True)
+
+
 def distill_datafree(
     teacher: BaseAlgorithm | str | os.PathLike[str],
     student: StudentSpec | Mapping[str, Any],
@@ -202,12 +454,15 @@ def distill_datafree(
     device: th.device | str = "auto",
     logger: Logger | None = None,
     log_interval: int = 100,
+    callback: DistillCallback = None,
+    tensorboard_log: str | None = None,
     verbose: int = 0,
 ) -> BasePolicy | dict[str, BasePolicy]:
     """
     Distil a teacher into students with no environment: observations come from a generator.
 
-    :param teacher: a PPO, A2C, DQN or QR-DQN model (discrete actions), or the path of its zip
+    :param teacher: a PPO, A2C, TRPO, DQN or QR-DQN model (discrete actions), the path of its zip, or an
+        RL-Zoo run folder (a ``VecNormalize`` teacher's statistics are read from beside its zip)
     :param student: as for :func:`sb3_distill.distill` (alias, class, instance, module, or a dict of them)
     :param n_iterations: generator + student steps
     :param student_kwargs: ``policy_kwargs`` of a single student
@@ -233,124 +488,19 @@ def distill_datafree(
     :param n_eval_episodes: episodes per evaluation
     :param seed: seeds the generator, the students and the sampling
     :param device: where everything runs
-    :param logger: an SB3 logger (default: stdout when ``verbose >= 1``)
+    :param logger: an SB3 logger (default: SB3's ``configure_logger``: stdout when ``verbose >= 1``)
+    :param tensorboard_log: a folder for TensorBoard logs, when no ``logger`` is given
+    :param callback: SB3 callback(s), called after every iteration (``on_step``; ``False`` stops)
     :param log_interval: iterations between two logger dumps
     :param verbose: 1 prints the metrics
     :return: the student, or the dict name -> student
     """
     check_positive("n_iterations", n_iterations, integer=True)
-    check_positive("generator_learning_rate", generator_learning_rate)
-    for name, value in (
-        ("coverage_coef", coverage_coef),
-        ("adversarial_coef", adversarial_coef),
-        ("diversity_coef", diversity_coef),
-    ):
-        check_positive(name, value, allow_zero=True)
-    if reinit_every is not None:
-        check_positive("reinit_every", reinit_every, integer=True)
-    check_positive("buffer_size", buffer_size, integer=True)
-    check_positive("eval_freq", eval_freq, integer=True)
-    model, agent = open_teacher(teacher, device=device)
-    view = Teacher(model)
-    if view.kind not in (LOGITS, Q_VALUES):
-        raise TypeError("simulator-free distillation supports teachers of discrete actions (PPO, A2C, DQN, QR-DQN)")
-    action_space = view.action_space
-    assert isinstance(action_space, spaces.Discrete)
-    n_actions = int(action_space.n)
-    check_positive("batch_size", batch_size, integer=True)
-    if batch_size < n_actions:
-        raise ValueError(f"batch_size must be at least the number of actions ({n_actions}), got {batch_size}")
-    normalization = teacher_normalization(model, agent)
-    if normalization is None:
-        low, high = observation_bounds(view.observation_space, obs_bounds)
-    else:  # the teacher acts on VecNormalize's clipped, normalised observations: generate those
-        low, high = normalized_bounds(view.observation_space, obs_bounds, normalization)
-    config = DistillConfig(loss, temperature, learning_rate, batch_size, epochs=1, distill_value=False)
-    specs = student_specs(student, student_kwargs)
-    generator_seed, students_seed, distiller_seed = np.random.SeedSequence(seed).generate_state(3)
-    students = make_students(
-        specs,
-        view.observation_space,
-        action_space,
-        model.policy_aliases,
-        learning_rate=config.learning_rate_at(1.0),
-        seed=int(students_seed),
-        device=view.device,
-        teacher_policy=model.policy,
-    )
-    for policy in students.values():
-        if isinstance(policy, StudentMixin):
-            policy.obs_normalization = normalization  # wrap_env applies it at inference
-    if eval_env is not None and normalization is not None and unwrap_vec_normalize(eval_env) is None:
-        eval_env = wrap_env(eval_env, next(iter(students.values())))
-    distiller = Distiller(view, students, config, seed=int(distiller_seed))
-    memory = TargetMemory(buffer_size, view.observation_space, n_actions, with_values=False)
-    temperature_value = temperature if temperature is not None else DEFAULT_TEMPERATURE[view.kind]
-    if logger is None:
-        logger = Logger(folder=None, output_formats=[HumanOutputFormat(sys.stdout)] if verbose >= 1 else [])
-    generator_rng = th.Generator(device="cpu").manual_seed(int(generator_seed))
-
-    def new_generator() -> tuple[ConditionalGenerator, th.optim.Optimizer]:
-        with th.random.fork_rng(devices=[]):
-            th.random.default_generator.manual_seed(int(th.randint(2**62, (1,), generator=generator_rng)))
-            generator = ConditionalGenerator(view.observation_space, low, high, n_actions, latent_dim).to(view.device)
-        return generator, th.optim.Adam(generator.parameters(), lr=generator_learning_rate)
-
-    def sample(generator: ConditionalGenerator) -> tuple[th.Tensor, th.Tensor]:
-        per_action = batch_size // n_actions
-        actions = th.arange(n_actions).repeat_interleave(per_action).to(view.device)
-        z = th.randn(len(actions), latent_dim, generator=generator_rng).to(view.device)
-        return generator(z, actions), actions
-
-    generator, optimizer = new_generator()
-    start = time.perf_counter()
-    for iteration in range(1, n_iterations + 1):
-        if reinit_every is not None and iteration > 1 and (iteration - 1) % reinit_every == 0:
-            generator, optimizer = new_generator()
-        # 1-2. The generator's step: coverage - adversarial - diversity; teacher and students only read.
-        obs, actions = sample(generator)
-        with eval_mode(view.policy):
-            teacher_scores = policy_outputs(view.policy, obs, with_values=False).scores
-        # Coverage asks for the conditioned action, not for certainty: samples the teacher already gives to
-        # their action add nothing, so a generator stays where it found its exemplars.
-        missed = (teacher_scores.argmax(dim=1) != actions).float()
-        coverage = (F.cross_entropy(teacher_scores / temperature_value, actions, reduction="none") * missed).mean()
-        divergence = th.stack(
-            [
-                kl_divergence(policy_outputs(s, obs, with_values=False).scores, teacher_scores, temperature_value)
-                for s in students.values()
-            ]
-        ).mean()
-        diversity = _within_class_distance(obs, actions, low, high, n_actions)
-        generator_loss = coverage_coef * coverage - adversarial_coef * divergence - diversity_coef * diversity
-        grads = th.autograd.grad(generator_loss, list(generator.parameters()))  # nothing else gets gradients
-        for param, grad in zip(generator.parameters(), grads, strict=True):
-            param.grad = grad
-        optimizer.step()
-        # 3. Fresh samples, labelled once, into the memory; the students learn from a batch of it.
-        with th.no_grad():
-            fresh, _ = sample(generator)
-        memory.add(fresh.cpu().numpy().astype(memory.obs.dtype), view.targets(fresh, with_values=False))
-        batch_obs, batch_targets = memory.sample(batch_size, distiller.rng, view.device)
-        metrics = distiller.update(batch_obs, 1.0 - iteration / n_iterations, epochs=1, targets=batch_targets)
-        distiller.record(logger, metrics, iteration)
-        logger.record("datafree/coverage_loss", coverage.item())
-        logger.record("datafree/divergence", divergence.item())
-        logger.record("datafree/diversity", diversity.item())
-        if eval_env is not None and iteration % eval_freq == 0:
-            _evaluate(logger, model, students, eval_env, n_eval_episodes)
-        if iteration % log_interval == 0 or iteration == n_iterations:
-            labels = memory.scores[: len(memory)].argmax(axis=1)
-            recent = slice(max(0, len(memory) - 2000), len(memory))  # distinctness of a recent window: O(n * k)
-            for action in range(n_actions):
-                logger.record(f"datafree/exemplars_{action}", int((labels == action).sum()))
-                window = memory.obs[recent][labels[recent] == action]
-                logger.record(
-                    f"datafree/distinct_{action}", distinct_exemplars(window, low, high) if len(window) else 0
-                )
-            logger.record("time/elapsed_s", time.perf_counter() - start)
-            logger.dump(iteration)
-    return students[SINGLE_STUDENT] if list(students) == [SINGLE_STUDENT] else students
+    options = dict(locals())
+    for name in ("n_iterations", "log_interval", "callback"):
+        del options[name]
+    run = DataFreeDistillation(**options)
+    return run.learn(n_iterations, callback=callback, log_interval=log_interval).distiller.result()
 
 
 def _within_class_distance(

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import os
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import gymnasium as gym
@@ -29,13 +29,13 @@ import numpy as np
 import torch as th
 from gymnasium import spaces
 from stable_baselines3.common.base_class import BaseAlgorithm
-from stable_baselines3.common.callbacks import BaseCallback, CallbackList
 from stable_baselines3.common.logger import Logger
 from stable_baselines3.common.policies import BasePolicy
 from stable_baselines3.common.type_aliases import Schedule
 from stable_baselines3.common.utils import configure_logger
 from stable_baselines3.common.vec_env import VecEnv, VecNormalize, unwrap_vec_normalize
 
+from sb3_distill.callbacks import DistillCallback, as_callback
 from sb3_distill.distiller import DistillConfig, Distiller, check_positive
 from sb3_distill.normalization import obs_normalization_of
 from sb3_distill.outputs import GAUSSIAN
@@ -151,38 +151,6 @@ class EnvironmentCollector:
         logger.record("collect/memory_size", len(self.memory))
         if self.episode_returns:
             logger.record("rollout/ep_rew_mean", float(np.mean(self.episode_returns)))
-
-
-class _AfterEachUpdate(BaseCallback):
-    """A plain function ``fn(steps, students)`` called after every update; returning ``False`` stops the run."""
-
-    def __init__(self, fn: Callable[[int, dict[str, BasePolicy]], bool | None]) -> None:
-        super().__init__()
-        self.fn = fn
-        self.go_on = True
-
-    def _on_rollout_end(self) -> None:
-        self.go_on = self.fn(self.model.num_timesteps, self.model.students) is not False  # type: ignore[attr-defined]
-
-    def _on_step(self) -> bool:
-        return self.go_on
-
-
-#: What ``callback`` accepts: an SB3 callback, a list of them, or ``fn(steps, students) -> bool | None``.
-DistillCallback = BaseCallback | list[BaseCallback] | Callable[[int, dict[str, BasePolicy]], bool | None] | None
-
-
-def as_callback(callback: DistillCallback) -> BaseCallback:
-    """:return: ``callback`` as one SB3 callback (a plain function is called after every update)"""
-    if isinstance(callback, BaseCallback):
-        return callback
-    if isinstance(callback, list):
-        return CallbackList(callback)
-    if callback is None:
-        return CallbackList([])
-    if callable(callback):
-        return _AfterEachUpdate(callback)
-    raise TypeError(f"callback must be an SB3 callback, a list of them or a function, got {type(callback).__name__}")
 
 
 def _check_options(collect: str, exploration_rate: float, mixed_fraction: float) -> None:

@@ -210,3 +210,13 @@ def test_a_vec_normalize_teacher_gets_normalised_observations_and_the_student_it
     assert np.array_equal(student.obs_normalization["mean"], stats.mean)
     real = wrap_env(make_vec_env("CartPole-v1", seed=5), student)
     assert float(evaluate_policy(student, real, n_eval_episodes=10)[0]) >= 300
+
+
+def test_datafree_runs_take_callbacks(teacher):
+    from sb3_distill.datafree import DataFreeDistillation
+
+    run = DataFreeDistillation(teacher, "MlpPolicy", obs_bounds=BOUNDS, seed=0)
+    seen = []
+    run.learn(50, callback=lambda iterations, students: seen.append(iterations) or len(seen) < 5)
+    assert seen == [1, 2, 3, 4, 5]  # called after every iteration, and False stops the run
+    assert run.num_timesteps == 5
