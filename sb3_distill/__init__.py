@@ -1,10 +1,10 @@
 """Policy distillation for Stable-Baselines3: distil a large teacher policy into a small student."""
 
-from sb3_distill.datafree import distill_datafree
+from sb3_distill.datafree import DataFreeDistillation, distill_datafree
 from sb3_distill.distiller import DistillConfig, Distiller
 from sb3_distill.export import export
 from sb3_distill.finetune import to_dqn, to_ppo
-from sb3_distill.offline import distill
+from sb3_distill.offline import OfflineDistillation, distill
 from sb3_distill.outputs import count_acting_parameters
 from sb3_distill.ppd import ProximalPolicyDistillation
 from sb3_distill.realtime import RealTimeDistillCallback
@@ -13,9 +13,11 @@ from sb3_distill.teachers import Teacher, load_teacher
 from sb3_distill.version import __version__
 
 __all__ = [
+    "DataFreeDistillation",
     "DistillConfig",
     "Distiller",
     "ModuleStudent",
+    "OfflineDistillation",
     "ProximalPolicyDistillation",
     "RealTimeDistillCallback",
     "Teacher",

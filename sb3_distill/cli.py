@@ -407,12 +407,11 @@ def _teacher_argument(args: argparse.Namespace) -> Path:
 
 
 def distill_options() -> list[str]:
-    """:return: the options :func:`sb3_distill.distill` takes from ``--distill-kwargs``."""
-    from sb3_distill.offline import distill
+    """:return: the options of :class:`~sb3_distill.offline.OfflineDistillation` that ``--distill-kwargs`` sets."""
+    from sb3_distill.offline import OfflineDistillation
 
-    fixed = {"teacher", "student", "env", "n_steps", "collect", "student_kwargs", "seed", "device", "verbose"}
-    fixed |= {"logger", "callback"}
-    return [name for name in inspect.signature(distill).parameters if name not in fixed]
+    fixed = {"self", "teacher", "student", "env", "collect", "student_kwargs", "seed", "device", "verbose", "logger"}
+    return [name for name in inspect.signature(OfflineDistillation.__init__).parameters if name not in fixed]
 
 
 def distill_command(args: argparse.Namespace, rest: list[str]) -> int:
@@ -461,7 +460,7 @@ def compare_command(args: argparse.Namespace, rest: list[str]) -> int:
     from sb3_distill.envs import require_env
     from sb3_distill.evaluation import compare, format_comparison, plot_comparison
     from sb3_distill.serialization import atomic_write_bytes
-    from sb3_distill.spaces import space_mismatch
+    from sb3_distill.spaces import spaces_mismatch
     from sb3_distill.students import load_student
     from sb3_distill.teachers import open_teacher, teacher_env
 
@@ -474,13 +473,9 @@ def compare_command(args: argparse.Namespace, rest: list[str]) -> int:
         if not path.is_file():
             raise FileNotFoundError(f"--student: no file {str(path)!r}")
         student = load_student(path, name=args.name, device="cpu")
-        for what, expected, got in (
-            ("observation", teacher.policy.observation_space, student.observation_space),
-            ("action", teacher.action_space, student.action_space),
-        ):
-            difference = space_mismatch(expected, got)
-            if difference is not None:
-                raise ValueError(f"{path} is not a student of this teacher: its {what} space has {difference}")
+        difference = spaces_mismatch(teacher.policy, student)
+        if difference is not None:
+            raise ValueError(f"{path} is not a student of this teacher: {difference}")
         for output in (args.json, args.plot):
             if output is not None and not Path(output).resolve().parent.is_dir():
                 raise FileNotFoundError(f"no folder for {output!r}")

@@ -287,9 +287,37 @@ class GeneratorSource:
 
 class DataFreeDistillation:
     """
-    Simulator-free distillation as an SB3-style object: set up once, then ``learn(n_iterations, callback)``.
+    Distil a teacher into students with no environment, as an SB3-style object: set up, then ``learn``.
 
-    The arguments are :func:`distill_datafree`'s, but for ``n_iterations``, ``callback`` and ``log_interval``.
+    :param teacher: a PPO, A2C, TRPO, DQN or QR-DQN model (discrete actions), the path of its zip, or an
+        RL-Zoo run folder (a ``VecNormalize`` teacher's statistics are read from beside its zip)
+    :param student: as for :func:`sb3_distill.distill` (alias, class, instance, module, or a dict of them)
+    :param student_kwargs: ``policy_kwargs`` of a single student
+    :param obs_bounds: ``(low, high)`` to generate within, required where the observation space is unbounded.
+        A teacher trained under ``VecNormalize`` (a model that still holds its env) acts on normalised
+        observations: they are generated within these bounds normalised with its statistics (unbounded
+        dimensions: VecNormalize's ``clip_obs`` range), and the students record the statistics for
+        :func:`~sb3_distill.wrap_env`
+    :param batch_size: generated observations per iteration (split evenly over the actions)
+    :param learning_rate: the students' learning rate
+    :param generator_learning_rate: the generator's (Adam) learning rate
+    :param latent_dim: size of the generator's noise
+    :param coverage_coef: weight of the action-coverage term (the teacher must pick the conditioned action)
+    :param adversarial_coef: weight of the adversarial term (student-teacher divergence, maximised)
+    :param diversity_coef: weight of the diversity term (mean distance within an action class, maximised)
+    :param reinit_every: iterations between generator re-initialisations (``None``: never)
+    :param buffer_size: generated observations kept, with the teacher's outputs, for the students to learn from
+    :param loss: the distillation loss (``None``: ``"kl"``)
+    :param temperature: KL temperature (``None``: 0.01 for Q-value teachers, 1.0 for logits)
+    :param eval_env: optional real environment, only to report the student's return and agreement on real
+        states every ``eval_freq`` iterations; the students never train on it
+    :param eval_freq: iterations between evaluations
+    :param n_eval_episodes: episodes per evaluation
+    :param seed: seeds the generator, the students and the sampling
+    :param device: where everything runs
+    :param logger: an SB3 logger (default: SB3's ``configure_logger``: stdout when ``verbose >= 1``)
+    :param tensorboard_log: a folder for TensorBoard logs, when no ``logger`` is given
+    :param verbose: 1 prints the metrics
     """
 
     def __init__(
@@ -434,72 +462,25 @@ def distill_datafree(
     teacher: BaseAlgorithm | str | os.PathLike[str],
     student: StudentSpec | Mapping[str, Any],
     n_iterations: int,
-    student_kwargs: dict[str, Any] | None = None,
-    obs_bounds: tuple[Any, Any] | None = None,
-    batch_size: int = 256,
-    learning_rate: float | Schedule = 1e-3,
-    generator_learning_rate: float = 1e-3,
-    latent_dim: int = 32,
-    coverage_coef: float = 1.0,
-    adversarial_coef: float = 1.0,
-    diversity_coef: float = 0.1,
-    reinit_every: int | None = 50,
-    buffer_size: int = 100_000,
-    loss: str | None = None,
-    temperature: float | None = None,
-    eval_env: VecEnv | None = None,
-    eval_freq: int = 500,
-    n_eval_episodes: int = 5,
-    seed: int | None = None,
-    device: th.device | str = "auto",
-    logger: Logger | None = None,
-    log_interval: int = 100,
     callback: DistillCallback = None,
-    tensorboard_log: str | None = None,
-    verbose: int = 0,
+    log_interval: int = 100,
+    **options: Any,
 ) -> BasePolicy | dict[str, BasePolicy]:
     """
-    Distil a teacher into students with no environment: observations come from a generator.
+    Distil a teacher into students with no environment: ``DataFreeDistillation(...).learn(n_iterations)``.
 
-    :param teacher: a PPO, A2C, TRPO, DQN or QR-DQN model (discrete actions), the path of its zip, or an
-        RL-Zoo run folder (a ``VecNormalize`` teacher's statistics are read from beside its zip)
-    :param student: as for :func:`sb3_distill.distill` (alias, class, instance, module, or a dict of them)
+    :param teacher: a model of discrete actions, the path of its zip, or an RL-Zoo run folder
+    :param student: the student(s), see :class:`DataFreeDistillation`
     :param n_iterations: generator + student steps
-    :param student_kwargs: ``policy_kwargs`` of a single student
-    :param obs_bounds: ``(low, high)`` to generate within, required where the observation space is unbounded.
-        A teacher trained under ``VecNormalize`` (a model that still holds its env) acts on normalised
-        observations: they are generated within these bounds normalised with its statistics (unbounded
-        dimensions: VecNormalize's ``clip_obs`` range), and the students record the statistics for
-        :func:`~sb3_distill.wrap_env`
-    :param batch_size: generated observations per iteration (split evenly over the actions)
-    :param learning_rate: the students' learning rate
-    :param generator_learning_rate: the generator's (Adam) learning rate
-    :param latent_dim: size of the generator's noise
-    :param coverage_coef: weight of the action-coverage term (the teacher must pick the conditioned action)
-    :param adversarial_coef: weight of the adversarial term (student-teacher divergence, maximised)
-    :param diversity_coef: weight of the diversity term (mean distance within an action class, maximised)
-    :param reinit_every: iterations between generator re-initialisations (``None``: never)
-    :param buffer_size: generated observations kept, with the teacher's outputs, for the students to learn from
-    :param loss: the distillation loss (``None``: ``"kl"``)
-    :param temperature: KL temperature (``None``: 0.01 for Q-value teachers, 1.0 for logits)
-    :param eval_env: optional real environment, only to report the student's return and agreement on real
-        states every ``eval_freq`` iterations; the students never train on it
-    :param eval_freq: iterations between evaluations
-    :param n_eval_episodes: episodes per evaluation
-    :param seed: seeds the generator, the students and the sampling
-    :param device: where everything runs
-    :param logger: an SB3 logger (default: SB3's ``configure_logger``: stdout when ``verbose >= 1``)
-    :param tensorboard_log: a folder for TensorBoard logs, when no ``logger`` is given
-    :param callback: SB3 callback(s), called after every iteration (``on_step``; ``False`` stops)
+    :param callback: SB3 callback(s) (``on_step`` after every iteration), or ``fn(iterations, students)``;
+        ``False`` stops
     :param log_interval: iterations between two logger dumps
-    :param verbose: 1 prints the metrics
+    :param options: the other options of :class:`DataFreeDistillation` (``obs_bounds``, ``student_kwargs``,
+        ``batch_size``, ``reinit_every``, ``eval_env``, ``seed``...)
     :return: the student, or the dict name -> student
     """
     check_positive("n_iterations", n_iterations, integer=True)
-    options = dict(locals())
-    for name in ("n_iterations", "log_interval", "callback"):
-        del options[name]
-    run = DataFreeDistillation(**options)
+    run = DataFreeDistillation(teacher, student, **options)
     return run.learn(n_iterations, callback=callback, log_interval=log_interval).distiller.result()
 
 

@@ -34,7 +34,7 @@ from sb3_distill.outputs import (
     has_value_head,
     policy_outputs,
 )
-from sb3_distill.spaces import space_mismatch
+from sb3_distill.spaces import spaces_mismatch
 from sb3_distill.students import SINGLE_STUDENT, StudentMixin, StudentSpec, make_students
 from sb3_distill.teachers import Teacher
 
@@ -315,13 +315,9 @@ class Distiller:
                 f"loss, temperature and value distillation do not carry over, use a new callback"
             )
         for name, student in self.students.items():
-            for what, expected, got in (
-                ("observation", teacher.observation_space, student.observation_space),
-                ("action", teacher.action_space, student.action_space),
-            ):
-                difference = space_mismatch(expected, got)
-                if difference is not None:
-                    raise ValueError(f"student {name!r} was built for another {what} space: {difference}")
+            difference = spaces_mismatch(teacher, student)
+            if difference is not None:
+                raise ValueError(f"student {name!r} was built for other spaces than this teacher's: {difference}")
         self.teacher = teacher
 
     def _resolve_distill_value(self, name: str, student: BasePolicy) -> bool:

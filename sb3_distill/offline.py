@@ -182,12 +182,45 @@ def teacher_share(collect: str, step: int, n_steps: int, mixed_fraction: float) 
 
 class OfflineDistillation:
     """
-    Offline distillation as an SB3-style object: set up once, then ``learn(n_steps, callback)``.
+    Distil a trained agent into small students, offline, as an SB3-style object: set up, then ``learn``.
 
     SB3 callbacks see it as they see a model: ``num_timesteps``, ``logger``, ``get_env()`` and ``predict``
     (the student's, with a single student), so ``EvalCallback`` evaluates the student as it learns.
     ``on_step`` is called after every vectorised environment step, ``on_rollout_end`` after every update.
-    The arguments are :func:`distill`'s, but for ``n_steps`` and ``callback``, which ``learn`` takes.
+
+    :param teacher: a PPO, A2C, TRPO, DQN, QR-DQN, SAC or TD3 model, the path of its zip, or an RL-Zoo run
+        folder (``logs/ppo/Acrobot-v1_1``); it is never changed
+    :param student: as for :class:`~sb3_distill.RealTimeDistillCallback`: an alias of the teacher's
+        policy family, a policy class (or its dotted name: an actor-critic student of a DQN teacher is
+        ``"stable_baselines3.common.policies.ActorCriticPolicy"``), an instance, a ``torch.nn.Module``,
+        or a dict name -> spec
+    :param env: the environment as the teacher was trained on it (wrappers, frame stack), or a gym id.
+        A teacher trained under ``VecNormalize`` gets its statistics, frozen, when the environment has none:
+        those saved beside its zip (RL-Zoo's ``vecnormalize.pkl``) or held by a model in memory; missing
+        statistics are an error. ``None``: the environment of a teacher saved in an RL-Zoo run folder,
+        built as ``rl_zoo3.enjoy`` builds it
+    :param collect: who acts: ``"teacher"``, ``"student"`` (with several students, environment ``i`` is
+        driven by student ``i % n_students``) or ``"mixed"`` (see :func:`teacher_share`)
+    :param student_kwargs: ``policy_kwargs`` of a single student
+    :param loss: ``"kl"``, ``"mse"`` or ``"nll"`` (``None``: ``"kl"``; ``"mse"`` for SAC and TD3 teachers)
+    :param temperature: KL temperature (``None``: 0.01 for Q-value teachers, 1.0 for actor-critics)
+    :param learning_rate: the students' learning rate, a float or a schedule of the remaining progress
+    :param batch_size: minibatch size
+    :param epochs: samples drawn from the memory per new transition
+    :param buffer_size: how many (observation, teacher outputs) the memory holds
+    :param train_freq: transitions between two updates (``None``: ``batch_size``)
+    :param exploration_rate: probability of a uniformly random action, whoever acts (epsilon-greedy;
+        continuous actions are drawn uniformly within the action space's bounds)
+    :param mixed_fraction: with ``collect="mixed"``, the share of ``n_steps`` over which the teacher hands over
+    :param distill_value: also distil the teacher's values (``None``: when teacher and student are actor-critics)
+    :param vf_coef: weight of the value loss
+    :param max_grad_norm: clip the students' gradient norm
+    :param seed: seeds the students, the memory sampling, exploration and the environment
+    :param device: where the students (and a teacher loaded from a path) live
+    :param logger: an SB3 logger for ``distill/...``, ``rollout/...`` and ``collect/...`` metrics
+        (default: stdout when ``verbose >= 1``)
+    :param tensorboard_log: a folder for TensorBoard logs (SB3's ``configure_logger``), when no ``logger`` is given
+    :param verbose: 1 prints the metrics
     """
 
     def __init__(
@@ -349,73 +382,24 @@ def distill(
     student: StudentSpec | Mapping[str, Any],
     env: VecEnv | gym.Env | str | None,
     n_steps: int,
-    collect: str = "teacher",
-    student_kwargs: dict[str, Any] | None = None,
-    loss: str | None = None,
-    temperature: float | None = None,
-    learning_rate: float | Schedule = 1e-3,
-    batch_size: int = 128,
-    epochs: int = 4,
-    buffer_size: int = 100_000,
-    train_freq: int | None = None,
-    exploration_rate: float = 0.0,
-    mixed_fraction: float = 0.5,
-    distill_value: bool | None = None,
-    vf_coef: float = 0.5,
-    max_grad_norm: float | None = None,
-    seed: int | None = None,
-    device: th.device | str = "auto",
-    logger: Logger | None = None,
-    log_interval: int = 10,
     callback: DistillCallback = None,
-    tensorboard_log: str | None = None,
-    verbose: int = 0,
+    log_interval: int = 10,
+    **options: Any,
 ) -> BasePolicy | dict[str, BasePolicy]:
     """
-    Distil a trained agent into small students, offline.
+    Distil a trained agent into small students, offline: ``OfflineDistillation(...).learn(n_steps)`` in one call.
 
-    :param teacher: a PPO, A2C, TRPO, DQN, QR-DQN, SAC or TD3 model, the path of its zip, or an RL-Zoo run
-        folder (``logs/ppo/Acrobot-v1_1``); it is never changed
-    :param student: as for :class:`~sb3_distill.RealTimeDistillCallback`: an alias of the teacher's
-        policy family, a policy class (or its dotted name: an actor-critic student of a DQN teacher is
-        ``"stable_baselines3.common.policies.ActorCriticPolicy"``), an instance, a ``torch.nn.Module``,
-        or a dict name -> spec
-    :param env: the environment as the teacher was trained on it (wrappers, frame stack), or a gym id.
-        A teacher trained under ``VecNormalize`` gets its statistics, frozen, when the environment has none:
-        those saved beside its zip (RL-Zoo's ``vecnormalize.pkl``) or held by a model in memory; missing
-        statistics are an error. ``None``: the environment of a teacher saved in an RL-Zoo run folder,
-        built as ``rl_zoo3.enjoy`` builds it
+    :param teacher: the teacher: a model, the path of its zip, or an RL-Zoo run folder
+    :param student: the student(s), see :class:`OfflineDistillation`
+    :param env: the environment (``None``: the RL-Zoo run's own), see :class:`OfflineDistillation`
     :param n_steps: environment steps to collect (summed over the vectorised environments)
-    :param collect: who acts: ``"teacher"``, ``"student"`` (with several students, environment ``i`` is
-        driven by student ``i % n_students``) or ``"mixed"`` (see :func:`teacher_share`)
-    :param student_kwargs: ``policy_kwargs`` of a single student
-    :param loss: ``"kl"``, ``"mse"`` or ``"nll"`` (``None``: ``"kl"``; ``"mse"`` for SAC and TD3 teachers)
-    :param temperature: KL temperature (``None``: 0.01 for Q-value teachers, 1.0 for actor-critics)
-    :param learning_rate: the students' learning rate, a float or a schedule of the remaining progress
-    :param batch_size: minibatch size
-    :param epochs: samples drawn from the memory per new transition
-    :param buffer_size: how many (observation, teacher outputs) the memory holds
-    :param train_freq: transitions between two updates (``None``: ``batch_size``)
-    :param exploration_rate: probability of a uniformly random action, whoever acts (epsilon-greedy;
-        continuous actions are drawn uniformly within the action space's bounds)
-    :param mixed_fraction: with ``collect="mixed"``, the share of ``n_steps`` over which the teacher hands over
-    :param distill_value: also distil the teacher's values (``None``: when teacher and student are actor-critics)
-    :param vf_coef: weight of the value loss
-    :param max_grad_norm: clip the students' gradient norm
-    :param seed: seeds the students, the memory sampling, exploration and the environment
-    :param device: where the students (and a teacher loaded from a path) live
-    :param logger: an SB3 logger for ``distill/...``, ``rollout/...`` and ``collect/...`` metrics
-        (default: stdout when ``verbose >= 1``)
-    :param log_interval: updates between two logger dumps
     :param callback: SB3 callback(s) (``EvalCallback`` evaluates the student), or a function called after
         every update with (steps so far, the students); returning ``False`` stops the distillation early
-    :param tensorboard_log: a folder for TensorBoard logs (SB3's ``configure_logger``), when no ``logger`` is given
-    :param verbose: 1 prints the metrics
+    :param log_interval: updates between two logger dumps
+    :param options: the other options of :class:`OfflineDistillation` (``collect``, ``student_kwargs``,
+        ``loss``, ``learning_rate``, ``batch_size``, ``epochs``, ``seed``...)
     :return: the student, or the dict name -> student
     """
     check_positive("n_steps", n_steps, integer=True)
-    options = dict(locals())
-    for name in ("n_steps", "log_interval", "callback"):
-        del options[name]
-    run = OfflineDistillation(**options)
+    run = OfflineDistillation(teacher, student, env, **options)
     return run.learn(n_steps, callback=callback, log_interval=log_interval).distiller.result()

@@ -30,7 +30,7 @@ from torch.nn import functional as F
 
 from sb3_distill.losses import DEFAULT_TEMPERATURE, gaussian_kl_divergence, kl_divergence
 from sb3_distill.outputs import ACTIONS, policy_outputs
-from sb3_distill.spaces import space_mismatch
+from sb3_distill.spaces import spaces_mismatch
 from sb3_distill.teachers import Teacher, open_teacher, teacher_normalization
 
 
@@ -77,16 +77,12 @@ class ProximalPolicyDistillation(PPO):
         view = Teacher(model)
         if view.kind == ACTIONS:
             raise TypeError("PPD distils action distributions: SAC and TD3 teachers have none (use distill() instead)")
-        for what, expected, got in (
-            ("observation", self.policy.observation_space, view.observation_space),
-            ("action", self.action_space, view.action_space),
-        ):
-            difference = space_mismatch(expected, got)
-            if difference is not None:
-                raise ValueError(
-                    f"the teacher acts on {view.observation_space} -> {view.action_space}, the student on "
-                    f"{self.policy.observation_space} -> {self.action_space}: {what} space has {difference}"
-                )
+        difference = spaces_mismatch(self.policy, view)
+        if difference is not None:
+            raise ValueError(
+                f"the teacher acts on {view.observation_space} -> {view.action_space}, the student on "
+                f"{self.policy.observation_space} -> {self.action_space}: {difference}"
+            )
         if teacher_normalization(model, agent) is not None and self.get_vec_normalize_env() is None:
             raise ValueError(
                 "the teacher acts on VecNormalize'd observations and the student's env gives raw ones: wrap the "

@@ -6,6 +6,8 @@ value) where gymnasium writes ``±inf``: the same space. Everything else is comp
 
 from __future__ import annotations
 
+from typing import Protocol
+
 import numpy as np
 from gymnasium import spaces
 
@@ -70,3 +72,28 @@ def space_mismatch(expected: spaces.Space, got: spaces.Space) -> str | None:
 def same_space(a: spaces.Space, b: spaces.Space) -> bool:
     """:return: whether ``a`` and ``b`` are the same space (float32-max bounds and infinities alike)."""
     return space_mismatch(a, b) is None
+
+
+class HasSpaces(Protocol):
+    """A policy, an environment or a teacher: anything with an observation and an action space."""
+
+    @property
+    def observation_space(self) -> spaces.Space: ...
+
+    @property
+    def action_space(self) -> spaces.Space: ...
+
+
+def spaces_mismatch(expected: HasSpaces, got: HasSpaces) -> str | None:
+    """
+    What differs between two objects' observation and action spaces, or ``None`` when both are the same.
+
+    :param expected: the teacher (or its policy)
+    :param got: the environment, the student, the other policy
+    :return: ``"observation space: shape (6,) instead of (4,)"``, say
+    """
+    for what in ("observation", "action"):
+        difference = space_mismatch(getattr(expected, f"{what}_space"), getattr(got, f"{what}_space"))
+        if difference is not None:
+            return f"{what} space: {difference}"
+    return None

@@ -29,7 +29,7 @@ from sb3_distill.agents import (
 )
 from sb3_distill.normalization import frozen_vec_normalize, obs_normalization_of
 from sb3_distill.outputs import PolicyOutputs, count_acting_parameters, has_value_head, policy_outputs, score_kind
-from sb3_distill.spaces import canonical_space, space_mismatch
+from sb3_distill.spaces import canonical_space, spaces_mismatch
 
 #: Teacher algorithms, by name. Their subclasses are accepted too.
 SUPPORTED_ALGORITHMS: tuple[type[BaseAlgorithm], ...] = (PPO, A2C, TRPO, DQN, QRDQN, SAC, TD3)
@@ -270,16 +270,13 @@ def teacher_env(
         if unwrap_vec_normalize(venv) is None:
             venv = _with_teacher_statistics(model, agent, venv)
     policy = model.policy
-    for what, expected, got in (
-        ("observation", policy.observation_space, venv.observation_space),
-        ("action", policy.action_space, venv.action_space),
-    ):
-        difference = space_mismatch(expected, got)
-        if difference is not None:
-            raise ValueError(
-                f"the environment's {what} space differs from the teacher's: {difference} (environment "
-                f"{got}, teacher {expected}); make it as the teacher's was made (same id, wrappers, frame stack)"
-            )
+    difference = spaces_mismatch(policy, venv)
+    if difference is not None:
+        raise ValueError(
+            f"the environment differs from the teacher in its {difference} (environment {venv.observation_space} "
+            f"-> {venv.action_space}, teacher {policy.observation_space} -> {policy.action_space}); make it as "
+            f"the teacher's was made (same id, wrappers, frame stack)"
+        )
     return venv
 
 

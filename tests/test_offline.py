@@ -178,7 +178,7 @@ def test_qrdqn_teacher_from_a_zip(tmp_path):
     [
         ({"teacher": "missing.zip"}, FileNotFoundError, r"teacher 'missing.zip' does not exist"),
         ({"teacher": "NOT_SB3"}, ValueError, r"is not a model saved by Stable-Baselines3"),
-        ({"env": "Acrobot-v1"}, ValueError, r"observation space differs from the teacher's: shape \(6,\) instead"),
+        ({"env": "Acrobot-v1"}, ValueError, r"differs from the teacher in its observation space: shape \(6,\) instead"),
         ({"collect": "dagger"}, ValueError, r"unknown collect mode 'dagger': expected one of teacher, student, mixed"),
         ({"student_kwargs": {"net_arch": [8], "features_dim": 3}}, TypeError, r"cannot build student"),
         ({"n_steps": 0}, ValueError, r"n_steps must be > 0"),
