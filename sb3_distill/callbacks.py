@@ -1,11 +1,15 @@
-"""SB3 callbacks for offline and simulator-free runs: ``learn(..., callback=...)`` takes what SB3's ``learn`` takes."""
+"""What offline and simulator-free runs share: SB3 callbacks (``learn(..., callback=...)`` takes what SB3's ``learn``
+takes), and the model-like face they show those callbacks."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
 from stable_baselines3.common.callbacks import BaseCallback, CallbackList
+from stable_baselines3.common.logger import Logger
 from stable_baselines3.common.policies import BasePolicy
+
+from sb3_distill.distiller import Distiller, check_positive
 
 
 class _AfterEachUpdate(BaseCallback):
@@ -38,3 +42,27 @@ def as_callback(callback: DistillCallback) -> BaseCallback:
     if callable(callback):
         return _AfterEachUpdate(callback)
     raise TypeError(f"callback must be an SB3 callback, a list of them or a function, got {type(callback).__name__}")
+
+
+class DistillationRun:
+    """
+    The model-like face of an offline or simulator-free run, for SB3 callbacks: ``num_timesteps``, ``logger``,
+    ``students``; subclasses set ``distiller`` and ``logger`` in ``__init__`` and define ``learn``.
+    """
+
+    distiller: Distiller
+    logger: Logger
+    num_timesteps: int = 0
+
+    @property
+    def students(self) -> dict[str, BasePolicy]:
+        """The students, by name."""
+        return self.distiller.students
+
+    def _start_learning(self, n: int, what: str, log_interval: int, callback: DistillCallback) -> BaseCallback:
+        """Check ``learn``'s arguments and bind its callback to this run; :return: the callback."""
+        check_positive(what, n, integer=True)
+        check_positive("log_interval", log_interval, integer=True)
+        callback = as_callback(callback)
+        callback.init_callback(self)  # type: ignore[arg-type]
+        return callback

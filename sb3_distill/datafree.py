@@ -37,7 +37,7 @@ from stable_baselines3.common.utils import configure_logger
 from stable_baselines3.common.vec_env import VecEnv, unwrap_vec_normalize
 from torch import nn
 
-from sb3_distill.callbacks import DistillCallback, as_callback
+from sb3_distill.callbacks import DistillationRun, DistillCallback
 from sb3_distill.distiller import DistillConfig, Distiller, check_positive
 from sb3_distill.evaluation import trajectory_agreement
 from sb3_distill.losses import DEFAULT_TEMPERATURE, kl_divergence
@@ -285,7 +285,7 @@ class GeneratorSource:
             logger.record(f"datafree/distinct_{action}", distinct)
 
 
-class DataFreeDistillation:
+class DataFreeDistillation(DistillationRun):
     """
     Distil a teacher into students with no environment, as an SB3-style object: set up, then ``learn``.
 
@@ -393,11 +393,6 @@ class DataFreeDistillation:
         self.logger = logger or configure_logger(verbose, tensorboard_log, "DataFreeDistillation")
         self.num_timesteps = 0
 
-    @property
-    def students(self) -> dict[str, BasePolicy]:
-        """The students, by name."""
-        return self.distiller.students
-
     def get_env(self) -> VecEnv | None:
         """:return: the evaluation environment, if any: there is no training environment"""
         return self.eval_env
@@ -413,10 +408,7 @@ class DataFreeDistillation:
         :param log_interval: iterations between two logger dumps
         :return: this object
         """
-        check_positive("n_iterations", n_iterations, integer=True)
-        check_positive("log_interval", log_interval, integer=True)
-        callback = as_callback(callback)
-        callback.init_callback(self)  # type: ignore[arg-type]
+        callback = self._start_learning(n_iterations, "n_iterations", log_interval, callback)
         callback.on_training_start(locals(), globals())
         start = time.perf_counter()
         for iteration in range(1, n_iterations + 1):

@@ -35,7 +35,7 @@ from stable_baselines3.common.type_aliases import Schedule
 from stable_baselines3.common.utils import configure_logger
 from stable_baselines3.common.vec_env import VecEnv, VecNormalize, unwrap_vec_normalize
 
-from sb3_distill.callbacks import DistillCallback, as_callback
+from sb3_distill.callbacks import DistillationRun, DistillCallback
 from sb3_distill.distiller import DistillConfig, Distiller, check_positive
 from sb3_distill.normalization import obs_normalization_of
 from sb3_distill.outputs import GAUSSIAN
@@ -180,7 +180,7 @@ def teacher_share(collect: str, step: int, n_steps: int, mixed_fraction: float) 
     return max(0.0, 1.0 - step / (mixed_fraction * n_steps))
 
 
-class OfflineDistillation:
+class OfflineDistillation(DistillationRun):
     """
     Distil a trained agent into small students, offline, as an SB3-style object: set up, then ``learn``.
 
@@ -313,11 +313,6 @@ class OfflineDistillation:
             np.random.default_rng(int(collect_seed)),
         )
 
-    @property
-    def students(self) -> dict[str, BasePolicy]:
-        """The students, by name."""
-        return self.distiller.students
-
     def get_env(self) -> VecEnv:
         """:return: the environment observations are collected in (for SB3 callbacks)"""
         return self.env
@@ -344,10 +339,7 @@ class OfflineDistillation:
         :param log_interval: updates between two logger dumps
         :return: this object
         """
-        check_positive("n_steps", n_steps, integer=True)
-        check_positive("log_interval", log_interval, integer=True)
-        callback = as_callback(callback)
-        callback.init_callback(self)  # type: ignore[arg-type]
+        callback = self._start_learning(n_steps, "n_steps", log_interval, callback)
         self.collector.reset(n_steps, self._env_seed)
         self.num_timesteps = 0
         callback.on_training_start(locals(), globals())
