@@ -20,6 +20,8 @@ from stable_baselines3.sac.policies import SACPolicy
 from stable_baselines3.td3.policies import TD3Policy
 from torch import nn
 
+from sb3_distill.internals import action_distribution
+
 #: Policy families that can act as teacher or student, by what their scores mean.
 LOGITS = "logits"
 Q_VALUES = "q_values"
@@ -92,7 +94,7 @@ def policy_outputs(policy: BasePolicy, obs: th.Tensor, with_values: bool = True)
         latent_pi = policy.mlp_extractor.forward_actor(pi_features)
         log_std = None
         if isinstance(policy.action_space, spaces.Box):  # Gaussian (gSDE included): its mean and log std
-            normal = policy._get_action_dist_from_latent(latent_pi).distribution
+            normal = action_distribution(policy, latent_pi).distribution
             assert isinstance(normal, th.distributions.Normal)
             logits, log_std = normal.mean, normal.stddev.log()
         else:

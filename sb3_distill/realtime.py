@@ -22,6 +22,7 @@ from stable_baselines3.common.policies import BasePolicy
 from stable_baselines3.common.type_aliases import Schedule
 
 from sb3_distill.distiller import DistillConfig, Distiller, check_positive
+from sb3_distill.internals import n_updates
 from sb3_distill.normalization import obs_normalization_of
 from sb3_distill.serialization import PathLike, atomic_torch_save, check_save_path, torch_load
 from sb3_distill.sources import ObservationSource, source_for
@@ -127,6 +128,7 @@ class RealTimeDistillCallback(BaseCallback):
         self._updates_seen: int | None = None
         self._resume_state: dict[str, Any] | None = None
         self.n_distillations = 0
+        self._total_timesteps: int | None = None
 
     # -- students ------------------------------------------------------------------------------
 
@@ -195,12 +197,22 @@ class RealTimeDistillCallback(BaseCallback):
             self.distiller.set_teacher(Teacher(self.model))
         if self._source is None or getattr(self._source, "model", None) is not self.model:
             self._source = source_for(self.model)  # type: ignore[arg-type]
-        self._updates_seen = self.model._n_updates
+        self._updates_seen = n_updates(self.model)
         self._student_paths = self._resolve_student_paths()
         if self.verbose >= 1:
             for name, compression in self.distiller.compression.items():
                 teacher_name = type(self.model).__name__
                 print(f"Distilling {teacher_name} into {name!r}: {compression:.2%} of the teacher's acting parameters")
+
+    def _on_training_start(self) -> None:
+        # learn()'s own arguments (SB3 passes its locals): the budget, previous steps included when resuming.
+        self._total_timesteps = int(self.locals["total_timesteps"])
+
+    def _progress_remaining(self) -> float:
+        """The teacher's remaining progress, 1 to 0, as SB3 computes it for its own schedules."""
+        if self._total_timesteps is None:  # distil() forced before training started
+            return 1.0
+        return 1.0 - self.model.num_timesteps / self._total_timesteps
 
     def _on_step(self) -> bool:
         return True
@@ -221,12 +233,12 @@ class RealTimeDistillCallback(BaseCallback):
     def _maybe_distill(self, min_new: int) -> None:
         """Distil if the teacher has updated since the last distillation and enough data is new."""
         assert self._source is not None
-        if self.model._n_updates == self._updates_seen:
+        if n_updates(self.model) == self._updates_seen:
             self._source.on_teacher_idle()
             return
         if self._source.n_new < min_new:
             return
-        self._updates_seen = self.model._n_updates
+        self._updates_seen = n_updates(self.model)
         self.distill()
 
     def distill(self) -> dict[str, Any]:
@@ -242,7 +254,7 @@ class RealTimeDistillCallback(BaseCallback):
         assert self._source is not None
         obs, epochs = self._source.take(self.config.epochs, distiller.rng)
         obs_tensor = th.as_tensor(obs, device=distiller.teacher.device)
-        metrics = distiller.update(obs_tensor, self.model._current_progress_remaining, epochs=epochs)
+        metrics = distiller.update(obs_tensor, self._progress_remaining(), epochs=epochs)
         self.n_distillations += 1
         distiller.set_obs_normalization(obs_normalization_of(self.model.get_vec_normalize_env()))
         distiller.record(self.logger, metrics, self.n_distillations)

@@ -95,8 +95,11 @@ class StudentTrialEvalCallback(BaseCallback):
         self.trial.report(self.last_mean_reward, self.n_evaluations)
         return self.last_mean_reward
 
+    def _on_training_start(self) -> None:
+        self.total_timesteps = int(self.locals["total_timesteps"])  # learn()'s own arguments, as SB3 passes them
+
     def _on_step(self) -> bool:
-        at_end = self.num_timesteps >= self.model._total_timesteps  # evaluated once distilled, in _on_training_end
+        at_end = self.num_timesteps >= self.total_timesteps  # evaluated once distilled, in _on_training_end
         if self.n_calls % self.eval_freq == 0 and self.distill.n_distillations > 0 and not at_end:
             self.evaluate()
             if self.trial.should_prune():

@@ -254,9 +254,10 @@ def zoo_experiment(
     :return: the prepared experiment; close its ``env`` when done
     """
     from rl_zoo3.exp_manager import ExperimentManager
-    from stable_baselines3.common.base_class import BaseAlgorithm
 
+    from sb3_distill.agents import transpose_images
     from sb3_distill.envs import require_env
+    from sb3_distill.internals import preprocess_zoo_hyperparams
 
     require_env(env_id)
     path = Path(config) if config is not None else hyperparams_file(algo)
@@ -270,7 +271,7 @@ def zoo_experiment(
         )
         with contextlib.redirect_stdout(io.StringIO()):  # RL-Zoo prints the hyperparameters it reads
             raw, _ = manager.read_hyperparameters()
-            kwargs, manager.env_wrapper, callbacks, manager.vec_env_wrapper = manager._preprocess_hyperparams(raw)
+            kwargs, manager.env_wrapper, callbacks, manager.vec_env_wrapper = preprocess_zoo_hyperparams(manager, raw)
             env = manager.create_envs(n_envs or manager.n_envs, no_log=True)
-    env = BaseAlgorithm._wrap_env(env, verbose=0)  # the VecTransposeImage SB3 adds for images
+    env = transpose_images(env)  # the VecTransposeImage SB3 adds for images
     return ZooExperiment(key, kwargs, callbacks, env, int(manager.n_envs), int(manager.n_timesteps))
