@@ -107,15 +107,14 @@ class DistillConfig:
         :param progress_remaining: the teacher's remaining progress, from 1 (start) to 0 (end)
         :return: the students' learning rate at that point, checked (a schedule may not give NaN or < 0)
         """
-        learning_rate = self.learning_rate
-        if not callable(learning_rate):
-            return float(learning_rate)
-        value = learning_rate(progress_remaining)
         try:
-            value = float(value)
+            # Float or schedule, as SB3 reads learning rates (its get_schedule_fn is deprecated since 2.7 for
+            # FloatSchedule, which SB3 2.6, the lowest version supported, lacks).
+            schedule = self.learning_rate
+            value = float(schedule(progress_remaining) if callable(schedule) else schedule)
         except (TypeError, ValueError) as error:
             raise TypeError(
-                f"learning_rate schedule gave {value!r} at progress_remaining={progress_remaining}: expected a number"
+                f"learning_rate schedule failed at progress_remaining={progress_remaining}: {error} (expected a number)"
             ) from error
         if not math.isfinite(value) or value < 0:
             raise ValueError(

@@ -12,18 +12,20 @@ from collections.abc import Callable
 import torch as th
 import torch.nn.functional as F
 
+from sb3_distill.outputs import ACTIONS, GAUSSIAN, LOGITS, Q_VALUES, ScoreKind
+
 PolicyLoss = Callable[[th.Tensor, th.Tensor, float], th.Tensor]
 
 #: Default temperature per kind of teacher score: Q-values are sharpened with 0.01 as in
 #: Rusu et al., "Policy Distillation" (2015); logits are already a distribution's parameters.
-DEFAULT_TEMPERATURE = {"q_values": 0.01, "logits": 1.0, "gaussian": 1.0, "actions": 1.0}
+DEFAULT_TEMPERATURE = {Q_VALUES: 0.01, LOGITS: 1.0, GAUSSIAN: 1.0, ACTIONS: 1.0}
 
 #: The losses that make sense per kind of teacher output, the first being the default.
 LOSSES_FOR_KIND = {
-    "logits": ("kl", "mse", "nll"),
-    "q_values": ("kl", "mse", "nll"),
-    "gaussian": ("kl", "mse"),  # KL between Gaussians, or MSE on their means
-    "actions": ("mse",),  # SAC's and TD3's deterministic actions
+    LOGITS: ("kl", "mse", "nll"),
+    Q_VALUES: ("kl", "mse", "nll"),
+    GAUSSIAN: ("kl", "mse"),  # KL between Gaussians, or MSE on their means
+    ACTIONS: ("mse",),  # SAC's and TD3's deterministic actions
 }
 
 
@@ -132,7 +134,7 @@ def get_loss(name: str) -> PolicyLoss:
     return LOSSES[name]
 
 
-def loss_for_kind(name: str | None, kind: str) -> str:
+def loss_for_kind(name: str | None, kind: ScoreKind | str) -> str:
     """
     The loss to use for a kind of teacher output, checked.
 
@@ -140,7 +142,7 @@ def loss_for_kind(name: str | None, kind: str) -> str:
     :param kind: ``"logits"``, ``"q_values"``, ``"gaussian"`` or ``"actions"``
     :return: the loss name
     """
-    allowed = LOSSES_FOR_KIND[kind]
+    allowed = LOSSES_FOR_KIND[ScoreKind(kind)]
     if name is None:
         return allowed[0]
     get_loss(name)

@@ -9,6 +9,7 @@ is read exactly the way a teacher is.
 
 from __future__ import annotations
 
+from enum import Enum
 from typing import NamedTuple
 
 import torch as th
@@ -22,12 +23,27 @@ from torch import nn
 
 from sb3_distill.internals import action_distribution
 
-#: Policy families that can act as teacher or student, by what their scores mean.
-LOGITS = "logits"
-Q_VALUES = "q_values"
-#: Continuous actions: a Gaussian policy's mean (with ``log_std``), or a deterministic actor's action.
-GAUSSIAN = "gaussian"
-ACTIONS = "actions"
+
+class ScoreKind(str, Enum):
+    """What a policy's action scores are: the kind picks the loss and the temperature (:mod:`~sb3_distill.losses`)."""
+
+    #: an actor-critic's logits (discrete actions)
+    LOGITS = "logits"
+    #: a Q-network's Q-values (QR-DQN: the mean of its quantiles)
+    Q_VALUES = "q_values"
+    #: a Gaussian policy's mean, with its ``log_std`` (continuous actor-critics)
+    GAUSSIAN = "gaussian"
+    #: a deterministic actor's action (SAC, TD3)
+    ACTIONS = "actions"
+
+    def __str__(self) -> str:
+        return str(self.value)
+
+    def __format__(self, format_spec: str) -> str:
+        return format(str(self.value), format_spec)
+
+
+LOGITS, Q_VALUES, GAUSSIAN, ACTIONS = ScoreKind.LOGITS, ScoreKind.Q_VALUES, ScoreKind.GAUSSIAN, ScoreKind.ACTIONS
 
 #: Policies whose action scores are Q-values (QR-DQN's are the means of its quantiles).
 Q_POLICIES = (DQNPolicy, QNetwork, QRDQNPolicy, QuantileNetwork)
@@ -47,7 +63,7 @@ class PolicyOutputs(NamedTuple):
     log_std: th.Tensor | None = None
 
 
-def score_kind(policy: nn.Module) -> str:
+def score_kind(policy: nn.Module) -> ScoreKind:
     """
     What a policy's action scores are.
 

@@ -96,7 +96,7 @@ class ProximalPolicyDistillation(PPO):
 
     def _lambda_now(self) -> float:
         value = self.distill_lambda
-        return float(value(self._current_progress_remaining)) if callable(value) else float(value)
+        return float(value(self._current_progress_remaining) if callable(value) else value)
 
     def _distillation_divergence(self, obs: th.Tensor) -> th.Tensor:
         """KL(teacher || student) per observation of a minibatch."""
