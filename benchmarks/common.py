@@ -72,7 +72,7 @@ def write_result(name: str, data: dict[str, Any]) -> pathlib.Path:
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / f"{name}.json"
     record = {"commit": git_commit(), "versions": versions(), "machine": machine(), **data}
-    atomic_write_bytes((json.dumps(record, indent=2) + "\n").encode(), path)
+    atomic_write_bytes((json.dumps(record, indent=2, default=repr) + "\n").encode(), path)  # schedules by repr
     return path
 
 

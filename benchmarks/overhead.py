@@ -28,6 +28,7 @@ sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parent))
 from common import write_result
 
 from sb3_distill import RealTimeDistillCallback, ladder
+from sb3_distill.zoo import teacher_settings
 
 # Teachers: RL-Zoo's tuned CartPole settings (and SB3's defaults for PPO, whose larger updates make the
 # relative overhead smaller), SB3's defaults on MinAtar (flattened 10x10x4 frames).
@@ -35,16 +36,8 @@ CASES: dict[str, dict[str, Any]] = {
     "ppo/CartPole-v1": {
         "algo": PPO,
         "env": "CartPole-v1",
-        "n_envs": 8,
-        "kwargs": {
-            "n_steps": 32,
-            "batch_size": 256,
-            "gae_lambda": 0.8,
-            "gamma": 0.98,
-            "n_epochs": 20,
-            "ent_coef": 0.0,
-            "learning_rate": 1e-3,
-        },
+        "n_envs": teacher_settings("ppo", "CartPole-v1")[0],
+        "kwargs": {k: v for k, v in teacher_settings("ppo", "CartPole-v1")[1].items() if k != "policy"},
         "timesteps": 30_000,
         "student_kwargs": {"net_arch": [8]},
     },

@@ -8,7 +8,6 @@ from __future__ import annotations
 import argparse
 import os
 import time
-from typing import Any
 
 from stable_baselines3 import PPO
 from stable_baselines3.common.callbacks import BaseCallback
@@ -16,18 +15,7 @@ from stable_baselines3.common.env_util import make_vec_env
 
 from sb3_distill import RealTimeDistillCallback, load_student
 from sb3_distill.evaluation import compare_returns, trajectory_agreement
-
-# RL-Zoo's tuned PPO settings for CartPole-v1 (linear schedules keep the teacher from collapsing late).
-PPO_CARTPOLE: dict[str, Any] = {
-    "n_steps": 32,
-    "batch_size": 256,
-    "gae_lambda": 0.8,
-    "gamma": 0.98,
-    "n_epochs": 20,
-    "ent_coef": 0.0,
-    "learning_rate": lambda progress: 1e-3 * progress,  # RL-Zoo's lin_0.001
-    "clip_range": lambda progress: 0.2 * progress,  # lin_0.2
-}
+from sb3_distill.zoo import teacher_settings
 
 
 class ProgressLine(BaseCallback):
@@ -62,7 +50,10 @@ def main() -> None:
     args = parser.parse_args()
 
     os.makedirs(args.output, exist_ok=True)
-    teacher = PPO("MlpPolicy", make_vec_env("CartPole-v1", n_envs=8, seed=args.seed), seed=args.seed, **PPO_CARTPOLE)
+    # RL-Zoo's tuned PPO settings for CartPole-v1, from this package's hyperparams/ppo.yml.
+    n_envs, settings = teacher_settings("ppo", "CartPole-v1")
+    print(f"PPO teacher, {n_envs} environments: {settings}")
+    teacher = PPO(env=make_vec_env("CartPole-v1", n_envs=n_envs, seed=args.seed), seed=args.seed, **settings)
     distill = RealTimeDistillCallback(
         student="MlpPolicy", student_kwargs={"net_arch": [args.student_hidden]}, seed=args.seed, verbose=1
     )

@@ -18,6 +18,7 @@ from stable_baselines3.common.evaluation import evaluate_policy
 
 from sb3_distill import distill_datafree
 from sb3_distill.evaluation import trajectory_agreement
+from sb3_distill.zoo import teacher_settings
 
 ENV = "CartPole-v1"
 #: CartPole's velocities are unbounded: the range to generate in (positions within the termination limits).
@@ -34,18 +35,10 @@ def main() -> None:
     args = parser.parse_args()
     os.makedirs(args.output, exist_ok=True)
 
-    teacher = PPO(
-        "MlpPolicy",
-        make_vec_env(ENV, n_envs=8, seed=args.seed),
-        n_steps=32,
-        batch_size=256,
-        gae_lambda=0.8,
-        gamma=0.98,
-        n_epochs=20,
-        ent_coef=0.0,
-        learning_rate=1e-3,
-        seed=args.seed,
-    )
+    # RL-Zoo's tuned PPO settings for CartPole-v1, from this package's hyperparams/ppo.yml.
+    n_envs, settings = teacher_settings("ppo", ENV)
+    print(f"PPO teacher, {n_envs} environments: {settings}")
+    teacher = PPO(env=make_vec_env(ENV, n_envs=n_envs, seed=args.seed), seed=args.seed, **settings)
     teacher.learn(args.timesteps)
     teacher.save(os.path.join(args.output, "teacher.zip"))
 

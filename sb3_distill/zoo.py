@@ -275,3 +275,19 @@ def zoo_experiment(
             env = manager.create_envs(n_envs or manager.n_envs, no_log=True)
     env = transpose_images(env)  # the VecTransposeImage SB3 adds for images
     return ZooExperiment(key, kwargs, callbacks, env, int(manager.n_envs), int(manager.n_timesteps))
+
+
+def teacher_settings(algo: str, env_id: str, config: str | Path | None = None) -> tuple[int, dict[str, Any]]:
+    """
+    A teacher's settings from a hyperparameter file, as RL-Zoo converts them (schedules, ``policy_kwargs``).
+
+    The one source of the tuned settings that examples, benchmarks and tests train teachers with.
+
+    :param algo: ``"ppo"``, ``"a2c"``, ``"dqn"`` or ``"qrdqn"``
+    :param env_id: the environment
+    :param config: the hyperparameter file (default: this package's file for ``algo``)
+    :return: the entry's ``n_envs``, and the algorithm's keyword arguments (``policy`` included)
+    """
+    experiment = zoo_experiment(algo, env_id, config=config, n_envs=1)
+    experiment.env.close()
+    return experiment.n_envs, dict(experiment.model_kwargs)

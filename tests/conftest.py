@@ -18,49 +18,26 @@ from sb3_distill import RealTimeDistillCallback, load_teacher
 from sb3_distill.evaluation import trajectory_agreement
 from sb3_distill.losses import kl_loss
 from sb3_distill.outputs import policy_outputs
+from sb3_distill.zoo import teacher_settings
 
 # One thread per test process: tests run in parallel (pytest-xdist) and tiny networks gain nothing from more.
 th.set_num_threads(1)
 
-#: Fast CartPole settings per algorithm (RL-Zoo's tuned ones, smaller where the test allows).
+
+def _cartpole(algo: str, algo_class: type[BaseAlgorithm], **test_overrides) -> tuple[type[BaseAlgorithm], int, dict]:
+    n_envs, kwargs = teacher_settings(algo, "CartPole-v1")  # hyperparams/ALGO.yml, as RL-Zoo reads it
+    del kwargs["policy"]
+    return algo_class, n_envs, {**kwargs, **test_overrides}
+
+
+#: CartPole settings per algorithm: this package's hyperparameter files (RL-Zoo's tuned ones), with smaller
+#: Q-networks and replay buffers for DQN and QR-DQN, which the tests' budgets allow.
 CARTPOLE = {
-    "ppo": (
-        PPO,
-        8,
-        {
-            "n_steps": 32,
-            "batch_size": 256,
-            "gae_lambda": 0.8,
-            "gamma": 0.98,
-            "n_epochs": 20,
-            "ent_coef": 0.0,
-            "learning_rate": 1e-3,
-        },
-    ),
-    "a2c": (A2C, 8, {"ent_coef": 0.0}),
-    "dqn": (
-        DQN,
-        1,
-        {
-            "learning_rate": 2.3e-3,
-            "batch_size": 64,
-            "buffer_size": 50_000,
-            "learning_starts": 1000,
-            "target_update_interval": 10,
-            "train_freq": 256,
-            "gradient_steps": 128,
-            "exploration_fraction": 0.16,
-            "exploration_final_eps": 0.04,
-            "policy_kwargs": {"net_arch": [64, 64]},
-        },
-    ),
+    "ppo": _cartpole("ppo", PPO),
+    "a2c": _cartpole("a2c", A2C),
+    "dqn": _cartpole("dqn", DQN, buffer_size=50_000, policy_kwargs={"net_arch": [64, 64]}),
+    "qrdqn": _cartpole("qrdqn", QRDQN, buffer_size=50_000, policy_kwargs={"net_arch": [64, 64], "n_quantiles": 10}),
 }
-# QR-DQN (sb3-contrib): RL-Zoo uses its DQN settings for CartPole, with 10 quantiles.
-CARTPOLE["qrdqn"] = (
-    QRDQN,
-    1,
-    {**CARTPOLE["dqn"][2], "policy_kwargs": {"net_arch": [64, 64], "n_quantiles": 10}},
-)
 
 
 #: RL Baselines3 Zoo's published agents (DLR-RM/rl-trained-agents, MIT), laid out as RL-Zoo writes a run folder:
