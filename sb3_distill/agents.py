@@ -311,3 +311,27 @@ def as_vec_env(env: VecEnv | gym.Env | str, seed: int | None = None) -> VecEnv:
     elif not isinstance(env, VecEnv):
         raise TypeError(f"env must be a VecEnv, a gym.Env or a registered id, got {type(env).__name__}")
     return transpose_images(env)
+
+
+def find_zoo_run(folder: str | os.PathLike[str], algo: str, env_id: str, exp_id: int = 0) -> Path:
+    """
+    The run folder ``rl_zoo3.enjoy`` reads: ``FOLDER/ALGO/ENV_EXPID`` (``exp_id=0``: the latest run).
+
+    :param folder: RL-Zoo's log folder (``-f``)
+    :param algo: the algorithm's folder name
+    :param env_id: the environment id
+    :param exp_id: the experiment id
+    :return: the run folder
+    """
+    from rl_zoo3.utils import get_latest_run_id
+
+    env_name = _env_file_name(env_id)
+    algo_folder = Path(folder) / algo
+    if exp_id == 0:
+        exp_id = get_latest_run_id(str(algo_folder), env_name)
+        if exp_id == 0:
+            raise FileNotFoundError(f"no run of {env_id} under {str(algo_folder)!r} (expected {env_name}_1, ...)")
+    run = algo_folder / f"{env_name}_{exp_id}"
+    if not run.is_dir():
+        raise FileNotFoundError(f"no RL-Zoo run folder {str(run)!r}")
+    return run

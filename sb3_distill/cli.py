@@ -29,6 +29,8 @@ import numpy as np
 import yaml
 
 from sb3_distill import zoo
+from sb3_distill.agents import find_zoo_run
+from sb3_distill.enjoy import play, student_env, teacher_wrappers
 
 #: Errors that mean "bad input": reported in one line, exit status 2.
 USER_ERRORS = (ValueError, TypeError, ImportError, FileNotFoundError, KeyError, OSError)
@@ -207,6 +209,9 @@ def run_rl_zoo(argv: list[str], tune_student: bool = False) -> None:
     :param argv: the command line
     :param tune_student: RL-Zoo's ``-optimize`` tunes the distillation options for the student's
         return (:class:`~sb3_distill.tuning.DistillTuningManager` stands in for RL-Zoo's manager)
+
+    RL-Zoo has no public extension point for either: ``rl_zoo3.train.train()`` reads ``sys.argv`` and names
+    ``ExperimentManager`` itself. Both are swapped for the call and restored after it.
     """
     import rl_zoo3.train
 
@@ -233,90 +238,9 @@ def train_command(args: argparse.Namespace, rest: list[str]) -> int:
 # -- enjoy -------------------------------------------------------------------------------------
 
 
-def _zoo_run_config(student_path: Path, env_id: str) -> dict[str, Any] | None:
-    """The hyperparameters RL-Zoo saved for the run a student was saved in, if it was."""
-    from huggingface_sb3 import EnvironmentName
-    from rl_zoo3.utils import get_saved_hyperparams
-
-    params_path = student_path.parent / str(EnvironmentName(env_id))
-    if not (params_path / "config.yml").is_file():
-        return None
-    hyperparams, _ = get_saved_hyperparams(str(params_path), norm_reward=False, test_mode=True)
-    return hyperparams
-
-
-def _family_algo(student: Any) -> str:
-    from sb3_contrib.qrdqn.policies import QRDQNPolicy
-    from stable_baselines3.dqn.policies import DQNPolicy
-
-    if isinstance(student, QRDQNPolicy):
-        return "qrdqn"
-    return "dqn" if isinstance(student, DQNPolicy) else "ppo"
-
-
-def make_student_env(
-    student: Any,
-    env_id: str,
-    hyperparams: dict[str, Any],
-    seed: int,
-    env_kwargs: dict[str, Any] | None = None,
-) -> Any:
-    """
-    The environment a student acts in: the teacher's wrappers, then the student's recorded normalisation.
-
-    :param student: the loaded student
-    :param env_id: the environment
-    :param hyperparams: the entry (or saved RL-Zoo config) whose wrappers the teacher trained with
-    :param seed: the environment's seed
-    :param env_kwargs: keyword arguments of ``gym.make``
-    :return: a ``VecEnv``
-    """
-    from sb3_distill.agents import make_zoo_env
-    from sb3_distill.students import wrap_env
-
-    # The teacher's VecNormalize statistics, as the student recorded them.
-    env = make_zoo_env(env_id, hyperparams, seed=seed, env_kwargs=env_kwargs, normalize=lambda v: wrap_env(v, student))
-    if env.observation_space != student.observation_space or env.action_space != student.action_space:
-        env.close()
-        raise CommandError(
-            f"the student acts on {student.observation_space} -> {student.action_space}, but {env_id} with the "
-            f"teacher's wrappers gives {env.observation_space} -> {env.action_space}: is it the student of "
-            f"another environment?"
-        )
-    return env
-
-
-def run_student(
-    student: Any, env: Any, n_episodes: int, n_timesteps: int | None, deterministic: bool
-) -> tuple[list[float], int]:
-    """
-    Run a student until ``n_episodes`` episodes end or ``n_timesteps`` steps pass.
-
-    Returns are the full-game returns recorded by ``Monitor`` (under Atari's life-loss resets).
-
-    :return: the episodes' returns and the number of steps taken
-    """
-    returns: list[float] = []
-    obs = env.reset()
-    steps = 0
-    while len(returns) < n_episodes and (n_timesteps is None or steps < n_timesteps):
-        actions, _ = student.predict(obs, deterministic=deterministic)
-        obs, _, _, infos = env.step(actions)
-        steps += 1
-        returns.extend(float(info["episode"]["r"]) for info in infos if "episode" in info)
-    return returns, steps
-
-
 def _teacher_wrappers(args: argparse.Namespace, path: Path, student: Any) -> tuple[dict[str, Any], str]:
     """The hyperparameters whose wrappers the teacher trained with; :return: them, and where they came from."""
-    hyperparams = None if args.conf_file or args.algo else _zoo_run_config(path, args.env)
-    if hyperparams is not None:
-        return hyperparams, "the RL-Zoo run's saved config.yml"
-    algo = args.algo or _family_algo(student)
-    conf = Path(args.conf_file) if args.conf_file else zoo.hyperparams_file(algo)
-    entries = zoo.load_hyperparams(conf)
-    key = zoo.find_entry(entries, args.env, where=str(conf))
-    return entries[key], f"entry {key!r} of {conf}"
+    return teacher_wrappers(student, path, args.env, algo=args.algo, conf_file=args.conf_file)
 
 
 def _enjoy_env(args: argparse.Namespace, path: Path) -> tuple[Any, Any, str]:
@@ -334,7 +258,7 @@ def _enjoy_env(args: argparse.Namespace, path: Path) -> tuple[Any, Any, str]:
         env_kwargs["render_mode"] = "rgb_array"
     elif args.render:
         env_kwargs["render_mode"] = "human"
-    env = make_student_env(student, args.env, hyperparams, args.seed, env_kwargs)
+    env = student_env(student, args.env, hyperparams, args.seed, env_kwargs)
     if args.record_video:
         env = VecVideoRecorder(
             env,
@@ -356,7 +280,7 @@ def enjoy_command(args: argparse.Namespace, rest: list[str]) -> int:
         student, env, source = _enjoy_env(args, path)
     print(f"sb3-distill: {path} on {args.env}, wrappers from {source}")
     try:
-        returns, steps = run_student(student, env, args.n_episodes, args.n_timesteps, not args.stochastic)
+        returns, steps = play(student, env, args.n_episodes, args.n_timesteps, not args.stochastic)
     finally:
         env.close()
     if returns:
@@ -372,30 +296,6 @@ def enjoy_command(args: argparse.Namespace, rest: list[str]) -> int:
 # -- distill -----------------------------------------------------------------------------------
 
 
-def zoo_run_folder(folder: str, algo: str, env_id: str, exp_id: int) -> Path:
-    """
-    The run folder ``rl_zoo3.enjoy`` reads: ``FOLDER/ALGO/ENV_EXPID`` (``exp_id=0``: the latest run).
-
-    :param folder: RL-Zoo's log folder (``-f``)
-    :param algo: the algorithm's folder name
-    :param env_id: the environment id
-    :param exp_id: the experiment id
-    :return: the run folder
-    """
-    from rl_zoo3.utils import get_latest_run_id
-
-    env_name = env_id.replace("/", "-")
-    algo_folder = Path(folder) / algo
-    if exp_id == 0:
-        exp_id = get_latest_run_id(str(algo_folder), env_name)
-        if exp_id == 0:
-            raise FileNotFoundError(f"no run of {env_id} under {str(algo_folder)!r} (expected {env_name}_1, ...)")
-    run = algo_folder / f"{env_name}_{exp_id}"
-    if not run.is_dir():
-        raise FileNotFoundError(f"no RL-Zoo run folder {str(run)!r}")
-    return run
-
-
 def _teacher_argument(args: argparse.Namespace) -> Path:
     """The teacher a command names: ``--teacher PATH``, or RL-Zoo's ``-f FOLDER --algo ALGO --env ENV``."""
     if args.teacher is not None:
@@ -403,7 +303,7 @@ def _teacher_argument(args: argparse.Namespace) -> Path:
     if args.folder is None or args.algo is None or args.env is None:
         raise CommandError("name the teacher: --teacher ZIP_OR_RUN_FOLDER, or -f FOLDER --algo ALGO --env ENV")
     with user_errors():
-        return zoo_run_folder(args.folder, args.algo, args.env, args.exp_id)
+        return find_zoo_run(args.folder, args.algo, args.env, args.exp_id)
 
 
 def distill_options() -> list[str]:
@@ -487,7 +387,7 @@ def compare_command(args: argparse.Namespace, rest: list[str]) -> int:
         else:
             require_env(args.env)
             hyperparams, source = _teacher_wrappers(args, path, student)
-            env = make_student_env(student, args.env, hyperparams, args.seed)
+            env = student_env(student, args.env, hyperparams, args.seed)
     print(f"sb3-distill: {teacher_path} vs {path} on {args.env}, wrappers from {source}")
     try:
         results = compare(teacher, student, env, n_eval_episodes=args.n_eval_episodes, seed=args.seed)

@@ -36,7 +36,8 @@ class Recorder(Logger):
 
 
 def test_student_learns_without_any_environment(teacher, monkeypatch):
-    """Measured (seeds 0-1, 1000 iterations, [8] student): return 500, agreement on the teacher's states 0.68-0.71."""
+    """Measured (published PPO teacher, seeds 0-2, 1000 iterations, [8] student): return 500 / 500 / 500, agreement
+    on the teacher's states 0.79 / 0.76 / 0.79."""
     logger = Recorder()
 
     def no_env(*args, **kwargs):
@@ -45,12 +46,23 @@ def test_student_learns_without_any_environment(teacher, monkeypatch):
     with monkeypatch.context() as patch:
         patch.setattr(gym, "make", no_env)
         patch.setattr(gym.envs.registration, "make", no_env)
-        student = distill_datafree(
-            teacher, "MlpPolicy", 1000, student_kwargs={"net_arch": [8]}, obs_bounds=BOUNDS, seed=0, logger=logger
-        )
+        students = [
+            distill_datafree(
+                teacher,
+                "MlpPolicy",
+                1000,
+                student_kwargs={"net_arch": [8]},
+                obs_bounds=BOUNDS,
+                seed=seed,
+                logger=logger,
+            )
+            for seed in (0, 1, 2)
+        ]
     # Real states only now, to check: a random policy returns about 20 on CartPole.
-    assert float(evaluate_policy(student, make_vec_env("CartPole-v1", seed=5), n_eval_episodes=10)[0]) >= 400
-    assert greedy_agreement(teacher, student) >= 0.6
+    returns = [float(evaluate_policy(s, make_vec_env("CartPole-v1", seed=5), n_eval_episodes=10)[0]) for s in students]
+    assert np.median(returns) >= 400, returns
+    agreements = [greedy_agreement(teacher, student) for student in students]
+    assert np.median(agreements) >= 0.6, agreements
     last = logger.dumps[-1]
     # Coverage: the memory holds exemplars of every action, in balance.
     counts = [last["datafree/exemplars_0"], last["datafree/exemplars_1"]]

@@ -28,30 +28,49 @@ from tests.conftest import (
     random_observations,
 )
 
-# Thresholds from measurements with seeds 0-2 and the default options (greedy agreement on the teacher's
-# own trajectories): PPO 0.83-0.93, A2C 0.88-0.96, DQN 0.52-0.67 (0.67 with seed 0, used here). DQN's
-# Q-values for CartPole's two actions are nearly equal along balanced trajectories, so its greedy action
-# there flips with every training phase and is hard to track (a same-size [64, 64] student measured
-# 0.64-0.79); on the replay states it was distilled on, DQN students agreed on 0.61-0.77 (0.71 with seed 0).
-AGREEMENT = {"ppo": 0.8, "a2c": 0.8, "dqn": 0.58}
-DQN_REPLAY_AGREEMENT = 0.62
+# Medians over seeds 0-2 of greedy agreement on the teacher's own trajectories, measured with the default options
+# and hyperparams/*.yml teachers: PPO 0.89 / 0.95 / 0.95, A2C 0.95 / 0.89 / 0.82, DQN 0.65 / 0.61 / 0.57. DQN's
+# Q-values for CartPole's two actions are nearly equal along balanced trajectories, so its greedy action there
+# flips with every training phase and is hard to track; on the replay states it was distilled on, DQN students
+# agreed on 0.69 / 0.77 / 0.61.
+AGREEMENT = {"ppo": 0.8, "a2c": 0.8, "dqn": 0.55}
+DQN_REPLAY_AGREEMENT = 0.6
 BUDGET = {"ppo": 20_000, "a2c": 20_000, "dqn": 12_000}
+SEEDS = (0, 1, 2)
+
+
+def distil_in_real_time(algo: str, seed: int, **teacher_kwargs):
+    teacher = make_teacher(algo, seed=seed, **teacher_kwargs)
+    distill = RealTimeDistillCallback(student="MlpPolicy", student_kwargs={"net_arch": [8]}, seed=seed)
+    return teacher, distill
 
 
 @pytest.mark.parametrize("algo", ["ppo", "a2c", "dqn"])
-def test_student_agrees_with_teacher_and_reloads_identically(algo, tmp_path):
-    teacher = make_teacher(algo, seed=0)
+def test_students_agree_with_their_teachers_over_seeds(algo):
+    agreements, replay_agreements = [], []
+    for seed in SEEDS:
+        teacher, distill = distil_in_real_time(algo, seed)
+        teacher.learn(BUDGET[algo], callback=distill)
+        agreements.append(greedy_agreement(teacher, distill.student))
+        if algo == "dqn":
+            replay = teacher.replay_buffer.observations[: teacher.replay_buffer.pos, 0]
+            same = (
+                teacher.predict(replay, deterministic=True)[0] == distill.student.predict(replay, deterministic=True)[0]
+            )
+            replay_agreements.append(same.mean())
+    assert np.median(agreements) >= AGREEMENT[algo], agreements
+    if algo == "dqn":
+        assert np.median(replay_agreements) >= DQN_REPLAY_AGREEMENT, replay_agreements
+
+
+@pytest.mark.parametrize("algo", ["ppo", "a2c", "dqn"])
+def test_student_reloads_identically_and_logs_to_the_teachers_logger(algo, tmp_path):
+    teacher, distill = distil_in_real_time(algo, 0)
     teacher.set_logger(configure(str(tmp_path / "log"), ["csv"]))
-    distill = RealTimeDistillCallback(student="MlpPolicy", student_kwargs={"net_arch": [8]}, seed=0)
-    teacher.learn(BUDGET[algo], callback=distill)
+    teacher.learn(BUDGET[algo] // 4, callback=distill)
 
     student = distill.student
-    assert distill.n_distillations > 10
-    assert greedy_agreement(teacher, student) >= AGREEMENT[algo]
-    if algo == "dqn":
-        replay = teacher.replay_buffer.observations[: teacher.replay_buffer.pos, 0]
-        same_action = teacher.predict(replay, deterministic=True)[0] == student.predict(replay, deterministic=True)[0]
-        assert same_action.mean() >= DQN_REPLAY_AGREEMENT
+    assert distill.n_distillations > 3
     # A student is an SB3 policy: evaluate_policy works on it directly.
     evaluate_policy(student, make_vec_env("CartPole-v1", seed=7), n_eval_episodes=3)
 
