@@ -14,17 +14,21 @@ from sb3_distill.outputs import policy_outputs
 from tests.conftest import RecordingDistillCallback
 
 TEACHERS = {
-    "ppo": (lambda: PPO("MlpPolicy", make_vec_env("Pendulum-v1", n_envs=4, seed=0), n_steps=256, seed=0), 4096),
-    "a2c": (lambda: A2C("MlpPolicy", make_vec_env("Pendulum-v1", n_envs=4, seed=0), seed=0), 2000),
-    "sac": (lambda: SAC("MlpPolicy", "Pendulum-v1", learning_starts=100, seed=0), 1200),
-    "td3": (lambda: TD3("MlpPolicy", "Pendulum-v1", learning_starts=100, seed=0), 1200),
+    "ppo": (
+        lambda seed: PPO("MlpPolicy", make_vec_env("Pendulum-v1", n_envs=4, seed=seed), n_steps=256, seed=seed),
+        4096,
+    ),
+    "a2c": (lambda seed: A2C("MlpPolicy", make_vec_env("Pendulum-v1", n_envs=4, seed=seed), seed=seed), 2000),
+    "sac": (lambda seed: SAC("MlpPolicy", "Pendulum-v1", learning_starts=100, seed=seed), 1200),
+    "td3": (lambda seed: TD3("MlpPolicy", "Pendulum-v1", learning_starts=100, seed=seed), 1200),
 }
 
 
-# Squared error to the teacher after / before distillation on the teacher's visited states, measured (seed 0):
-# PPO 0.006, A2C 0.03, SAC 0.44, TD3 0.88. The off-policy teachers move fast this early in training (one
-# gradient step per environment step) and their tanh-squashed actions saturate, so students lag behind.
-MAX_ERROR_RATIO = {"ppo": 0.1, "a2c": 0.1, "sac": 0.6, "td3": 0.95}
+# Squared error to the teacher after / before distillation on the teacher's visited states, measured (seeds 0-2):
+# PPO 0.006 / 0.003 / 0.013, A2C 0.03 / 0.21 / 0.11, SAC 0.45 / 0.52 / 0.42, TD3 0.88 / 0.71 / 0.75. The off-policy
+# teachers move fast this early in training (one gradient step per environment step) and their tanh-squashed
+# actions saturate, so students lag behind. Thresholds apply to the median over the three seeds.
+MAX_ERROR_RATIO = {"ppo": 0.1, "a2c": 0.3, "sac": 0.7, "td3": 0.95}
 
 
 def action_error(teacher, student, obs: np.ndarray) -> float:
@@ -52,17 +56,20 @@ def visited_states(teacher) -> np.ndarray:
 @pytest.mark.parametrize("algo", list(TEACHERS))
 def test_realtime_distillation_of_continuous_teachers(algo, tmp_path):
     make, steps = TEACHERS[algo]
-    teacher = make()
-    distill = RecordingDistillCallback(student="MlpPolicy", student_kwargs={"net_arch": [16]}, seed=0)
-    teacher.learn(steps, callback=distill)
-    assert len(distill.history) >= 3
-    metrics = distill.history[-1]["students"]["student"]
-    assert "action_error" in metrics  # continuous actions: squared error instead of agreement
-    assert "agreement" not in metrics
-    obs = visited_states(teacher)
-    # The student moved towards the teacher on the states it was distilled on: closer than it started.
-    initial = distill.initial_students["student"]
-    assert action_error(teacher, distill.student, obs) < MAX_ERROR_RATIO[algo] * action_error(teacher, initial, obs)
+    ratios = []
+    for seed in (0, 1, 2):
+        teacher = make(seed)
+        distill = RecordingDistillCallback(student="MlpPolicy", student_kwargs={"net_arch": [16]}, seed=seed)
+        teacher.learn(steps, callback=distill)
+        assert len(distill.history) >= 3
+        metrics = distill.history[-1]["students"]["student"]
+        assert "action_error" in metrics  # continuous actions: squared error instead of agreement
+        assert "agreement" not in metrics
+        obs = visited_states(teacher)
+        # The student moved towards the teacher on the states it was distilled on: closer than it started.
+        initial = distill.initial_students["student"]
+        ratios.append(action_error(teacher, distill.student, obs) / action_error(teacher, initial, obs))
+    assert np.median(ratios) < MAX_ERROR_RATIO[algo], ratios
     distill.student.save(tmp_path / "student.zip")
     same = load_student(tmp_path / "student.zip")
     assert np.allclose(same.predict(obs, deterministic=True)[0], distill.student.predict(obs, deterministic=True)[0])
@@ -71,7 +78,7 @@ def test_realtime_distillation_of_continuous_teachers(algo, tmp_path):
 @pytest.mark.parametrize("loss", ["kl", "mse"])
 def test_gaussian_teacher_by_kl_or_mean_mse(loss):
     make, steps = TEACHERS["ppo"]
-    teacher = make()
+    teacher = make(0)
     distill = RecordingDistillCallback(student="MlpPolicy", student_kwargs={"net_arch": [16]}, loss=loss, seed=0)
     teacher.learn(steps, callback=distill)
     losses = [h["students"]["student"]["loss"] for h in distill.history]
@@ -85,7 +92,7 @@ def test_gaussian_teacher_by_kl_or_mean_mse(loss):
 @pytest.mark.parametrize("algo", ["ppo", "sac"])
 def test_offline_distillation_of_continuous_teachers(algo):
     make, steps = TEACHERS[algo]
-    teacher = make()
+    teacher = make(0)
     teacher.learn(steps)
     env = make_vec_env("Pendulum-v1", n_envs=4, seed=1)
     student = distill(teacher, "MlpPolicy", env, 3000, collect="mixed", student_kwargs={"net_arch": [16]}, seed=0)
