@@ -11,7 +11,7 @@ only the teacher. Each iteration, top to bottom:
    ``- diversity_coef * mean pairwise distance`` within each action class (diversity);
    the teacher and the student are only read: gradients flow to the generator's parameters alone;
 3. fresh samples, labelled once by the teacher, go to a bounded memory (the offline mode's
-   :class:`~sb3_distill.offline.TargetMemory`), and the :class:`~sb3_distill.distiller.Distiller` trains the
+   :class:`~sb3_distill.sources.TargetMemory`), and the :class:`~sb3_distill.distiller.Distiller` trains the
    students on a batch drawn from it;
 4. every ``reinit_every`` iterations the generator starts again from new random weights, so the memory
    collects many exemplars per action rather than one prototype each.
