@@ -87,3 +87,18 @@ def test_a_normalised_teacher_needs_a_normalised_student_env():
         ProximalPolicyDistillation("MlpPolicy", "MountainCar-v0", teacher=run)
     env = load_vec_normalize(run / "MountainCar-v0" / "vecnormalize.pkl", make_vec_env("MountainCar-v0"))
     ProximalPolicyDistillation("MlpPolicy", env, teacher=run)  # with the teacher's statistics: accepted
+
+
+def test_the_teachers_outputs_are_computed_once_per_rollout(teacher, monkeypatch):
+    from sb3_distill.teachers import Teacher
+
+    calls = []
+    original = Teacher.targets
+    monkeypatch.setattr(Teacher, "targets", lambda self, obs, **k: calls.append(len(obs)) or original(self, obs, **k))
+    student = ProximalPolicyDistillation("MlpPolicy", cartpole(), teacher=teacher, seed=0, **STUDENT_PPO)
+    student.learn(3 * 8 * STUDENT_PPO["n_steps"])  # 3 rollouts of 8 envs, n_epochs=20 passes each
+    assert calls == [8 * STUDENT_PPO["n_steps"]] * 3
+    from stable_baselines3.common.buffers import RolloutBuffer
+
+    with pytest.raises(TypeError, match="rollout_buffer_class"):
+        ProximalPolicyDistillation("MlpPolicy", cartpole(), teacher=teacher, rollout_buffer_class=RolloutBuffer)
