@@ -4,11 +4,13 @@ from sb3_distill.datafree import DataFreeDistillation, distill_datafree
 from sb3_distill.distiller import DistillConfig, Distiller
 from sb3_distill.export import export
 from sb3_distill.finetune import to_dqn, to_ppo
+from sb3_distill.normalization import wrap_env
 from sb3_distill.offline import OfflineDistillation, distill
 from sb3_distill.outputs import count_acting_parameters
 from sb3_distill.ppd import ProximalPolicyDistillation
 from sb3_distill.realtime import RealTimeDistillCallback
-from sb3_distill.students import ModuleStudent, ladder, load_student, wrap_env
+from sb3_distill.student_files import load_student
+from sb3_distill.students import ModuleStudent, ladder
 from sb3_distill.teachers import Teacher, load_teacher
 from sb3_distill.version import __version__
 

@@ -248,7 +248,7 @@ def _enjoy_env(args: argparse.Namespace, path: Path) -> tuple[Any, Any, str]:
     from stable_baselines3.common.vec_env import VecVideoRecorder
 
     from sb3_distill.envs import require_env
-    from sb3_distill.students import load_student
+    from sb3_distill.student_files import load_student
 
     require_env(args.env)
     student = load_student(path, name=args.name, device=args.device)
@@ -361,7 +361,7 @@ def compare_command(args: argparse.Namespace, rest: list[str]) -> int:
     from sb3_distill.evaluation import compare, format_comparison, plot_comparison
     from sb3_distill.serialization import atomic_write_bytes
     from sb3_distill.spaces import spaces_mismatch
-    from sb3_distill.students import load_student
+    from sb3_distill.student_files import load_student
     from sb3_distill.teachers import open_teacher, teacher_env
 
     if args.n_eval_episodes < 1:

@@ -15,8 +15,8 @@ from stable_baselines3.common.vec_env import VecEnv
 
 from sb3_distill import zoo
 from sb3_distill.agents import make_zoo_env
+from sb3_distill.normalization import wrap_env
 from sb3_distill.spaces import spaces_mismatch
-from sb3_distill.students import wrap_env
 
 
 def saved_run_config(student_path: Path, env_id: str) -> dict[str, Any] | None:

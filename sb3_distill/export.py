@@ -30,7 +30,8 @@ from torch import nn
 
 from sb3_distill.outputs import policy_outputs
 from sb3_distill.serialization import PathLike, atomic_target
-from sb3_distill.students import StudentMixin, load_student, student_from_payload, student_payload
+from sb3_distill.student_files import load_student, student_from_payload, student_payload
+from sb3_distill.students import StudentMixin
 
 #: The formats :func:`export` writes.
 FORMATS = ("onnx", "torchscript")

@@ -15,7 +15,8 @@ from stable_baselines3.common.policies import ActorCriticPolicy, BasePolicy
 from stable_baselines3.common.vec_env import VecEnv
 from stable_baselines3.dqn.policies import DQNPolicy
 
-from sb3_distill.students import StudentMixin, wrap_env
+from sb3_distill.normalization import wrap_env
+from sb3_distill.students import StudentMixin
 
 #: Constructor arguments of a policy that the algorithm passes itself.
 _SPACE_ARGUMENTS = ("observation_space", "action_space", "lr_schedule", "use_sde")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+from stable_baselines3.common.policies import BasePolicy
 from stable_baselines3.common.running_mean_std import RunningMeanStd
 from stable_baselines3.common.vec_env import VecEnv, VecNormalize
 
@@ -46,3 +47,19 @@ def frozen_vec_normalize(venv: VecEnv, stats: dict[str, Any]) -> VecNormalize:
     obs_rms.var = np.array(stats["var"], copy=True)
     obs_rms.count = stats["count"]
     return wrapped
+
+
+def wrap_env(venv: VecEnv, student: BasePolicy) -> VecEnv:
+    """
+    Wrap a ``VecEnv`` so that it gives the student the observations it was distilled on.
+
+    Frame stacking, Atari preprocessing and image transposition are the environment's own
+    wrappers (make the env as the teacher's was made); this adds the teacher's ``VecNormalize``
+    observation statistics that the student recorded, frozen (``training=False``), rewards raw.
+
+    :param venv: the environment, wrapped as the teacher's was up to (not including) ``VecNormalize``
+    :param student: a student from :func:`load_student` or a distillation callback
+    :return: ``venv`` itself if the teacher did not normalise observations, else a ``VecNormalize``
+    """
+    stats = getattr(student, "obs_normalization", None)
+    return venv if stats is None else frozen_vec_normalize(venv, stats)

@@ -26,6 +26,7 @@ from sb3_distill.internals import n_updates
 from sb3_distill.normalization import obs_normalization_of
 from sb3_distill.serialization import PathLike, atomic_torch_save, check_save_path, torch_load
 from sb3_distill.sources import ObservationSource, source_for
+from sb3_distill.student_files import student_from_payload, student_payload
 from sb3_distill.students import (
     FILE_FORMAT_KEY,
     FILE_FORMAT_VERSION,
@@ -33,8 +34,6 @@ from sb3_distill.students import (
     StudentMixin,
     StudentSpec,
     make_students,
-    student_from_payload,
-    student_payload,
     student_specs,
 )
 from sb3_distill.teachers import Teacher

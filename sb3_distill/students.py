@@ -1,4 +1,4 @@
-"""Building, checking, saving and loading students.
+"""Building and checking students (their files: :mod:`sb3_distill.student_files`).
 
 A student is always an SB3 ``BasePolicy``: ``predict``, ``evaluate_policy`` and ``save`` work as on
 any SB3 policy. Whatever the user passes (an alias such as ``"MlpPolicy"``, a policy class, a ready
@@ -20,7 +20,6 @@ from stable_baselines3.common.policies import BasePolicy
 from stable_baselines3.common.preprocessing import preprocess_obs
 from stable_baselines3.common.type_aliases import PyTorchObs, Schedule
 from stable_baselines3.common.utils import get_device
-from stable_baselines3.common.vec_env import VecEnv
 from torch import nn
 
 from sb3_distill.architectures import MinAtarCNN, SmallCNN
@@ -32,9 +31,8 @@ from sb3_distill.ladder import (
     mlp_student,
     student_family,
 )
-from sb3_distill.normalization import frozen_vec_normalize
 from sb3_distill.outputs import inherited_student_kwargs, is_supported_policy
-from sb3_distill.serialization import PathLike, atomic_torch_save, torch_load
+from sb3_distill.serialization import PathLike, atomic_torch_save
 from sb3_distill.spaces import space_mismatch
 
 __all__ = [
@@ -45,13 +43,11 @@ __all__ = [
     "atari_cnn_student",
     "import_name",
     "ladder",
-    "load_student",
     "make_student",
     "minatar_cnn_student",
     "mlp_student",
     "resolve_student_kwargs",
     "student_family",
-    "wrap_env",
 ]
 
 #: Marker stored in every student file and checkpoint written by this package.
@@ -452,82 +448,3 @@ def make_students(
         )
         for (name, (spec, kwargs)), student_seed in zip(specs.items(), seeds, strict=True)
     }
-
-
-def student_payload(student: BasePolicy) -> dict[str, Any]:
-    """
-    :param student: a student built by :func:`make_student` or :func:`load_student`
-    :return: the dict its ``save`` writes
-    """
-    if not isinstance(student, StudentMixin):
-        raise TypeError(f"{type(student).__name__} is not a student built by sb3_distill")
-    return student.to_payload()
-
-
-def student_from_payload(payload: Mapping[str, Any], device: th.device | str = "auto") -> BasePolicy:
-    """
-    Rebuild a student from :meth:`StudentMixin.to_payload`'s dict.
-
-    :param payload: the saved dict
-    :param device: where the student is loaded
-    :return: the student
-    """
-    meta = payload.get(FILE_FORMAT_KEY) if isinstance(payload, Mapping) else None
-    if not isinstance(meta, Mapping) or "data" not in payload or "state_dict" not in payload:
-        raise ValueError("not a student saved by sb3_distill (no student entry found)")
-    try:
-        policy_class = as_student_class(import_name(meta["policy_class"], "the student's policy class"))
-    except ImportError as error:
-        raise ImportError(
-            f"{error}; define it in an importable module (not in __main__ or a function) and import "
-            f"that module before loading"
-        ) from error
-    with th.random.fork_rng(devices=[]):  # the weights are overwritten: keep the user's generator untouched
-        student = policy_class(**payload["data"])
-    assert isinstance(student, StudentMixin)
-    student.load_state_dict(payload["state_dict"])
-    student.obs_normalization = meta.get("obs_normalization")
-    return student.to(get_device(device))
-
-
-def load_student(path: PathLike, name: str | None = None, device: th.device | str = "auto") -> BasePolicy:
-    """
-    Load a student saved with ``student.save(path)`` or from a distillation checkpoint (``distill.save(path)``).
-
-    :param path: the file
-    :param name: which student of a checkpoint holding several (default: the only one)
-    :param device: where the student is loaded (``"auto"``: CUDA if available)
-    :return: the student, an SB3 policy
-    """
-    saved = torch_load(path, device=get_device(device))
-    if not isinstance(saved, Mapping):
-        raise ValueError(f"{str(path)!r} is not a student saved by sb3_distill")
-    if "students" in saved and FILE_FORMAT_KEY in saved:
-        students = saved["students"]
-        if name is None:
-            if len(students) != 1:
-                raise ValueError(f"{str(path)!r} holds several students {sorted(students)}: pass name=")
-            (name,) = students
-        if name not in students:
-            raise KeyError(f"{str(path)!r} has no student {name!r}; it holds {sorted(students)}")
-        saved = students[name]
-    try:
-        return student_from_payload(saved, device=device)
-    except ValueError as error:
-        raise ValueError(f"{str(path)!r}: {error}") from error
-
-
-def wrap_env(venv: VecEnv, student: BasePolicy) -> VecEnv:
-    """
-    Wrap a ``VecEnv`` so that it gives the student the observations it was distilled on.
-
-    Frame stacking, Atari preprocessing and image transposition are the environment's own
-    wrappers (make the env as the teacher's was made); this adds the teacher's ``VecNormalize``
-    observation statistics that the student recorded, frozen (``training=False``), rewards raw.
-
-    :param venv: the environment, wrapped as the teacher's was up to (not including) ``VecNormalize``
-    :param student: a student from :func:`load_student` or a distillation callback
-    :return: ``venv`` itself if the teacher did not normalise observations, else a ``VecNormalize``
-    """
-    stats = getattr(student, "obs_normalization", None)
-    return venv if stats is None else frozen_vec_normalize(venv, stats)
