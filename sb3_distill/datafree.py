@@ -454,6 +454,7 @@ def distill_datafree(
     teacher: BaseAlgorithm | str | os.PathLike[str],
     student: StudentSpec | Mapping[str, Any],
     n_iterations: int,
+    *,
     callback: DistillCallback = None,
     log_interval: int = 100,
     **options: Any,

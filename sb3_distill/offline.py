@@ -374,6 +374,7 @@ def distill(
     student: StudentSpec | Mapping[str, Any],
     env: VecEnv | gym.Env | str | None,
     n_steps: int,
+    *,
     callback: DistillCallback = None,
     log_interval: int = 10,
     **options: Any,
