@@ -19,13 +19,13 @@ def make_student(output: str, timesteps: int) -> str:
     """A CartPole student to export (any student file works)."""
     from stable_baselines3 import PPO
 
-    from sb3_distill import RealTimeDistillCallback
+    from sb3_distill import RealTimeDistillCallback, save_student
 
     teacher = PPO("MlpPolicy", "CartPole-v1", n_steps=256, seed=0)
     distill = RealTimeDistillCallback(student="MlpPolicy", student_kwargs={"net_arch": [8]}, seed=0)
     teacher.learn(timesteps, callback=distill)
     path = os.path.join(output, "student.zip")
-    distill.student.save(path)
+    save_student(distill.student, path)
     return path
 
 

@@ -17,7 +17,7 @@ from stable_baselines3 import DQN
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.evaluation import evaluate_policy
 
-from sb3_distill import distill, to_ppo
+from sb3_distill import distill, save_student, to_ppo
 
 ENV = "CartPole-v1"
 
@@ -68,7 +68,7 @@ def main() -> None:
         student_kwargs={"net_arch": [16]},
         seed=args.seed,
     )
-    student.save(os.path.join(args.output, "student.zip"))
+    save_student(student, os.path.join(args.output, "student.zip"))
 
     # 3. Fine-tune with PPO: the student's weights, SB3's PPO, the environment's reward.
     model = to_ppo(

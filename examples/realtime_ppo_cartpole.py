@@ -13,7 +13,7 @@ from stable_baselines3 import PPO
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.env_util import make_vec_env
 
-from sb3_distill import RealTimeDistillCallback, load_student
+from sb3_distill import RealTimeDistillCallback, load_student, save_student
 from sb3_distill.evaluation import compare_returns, trajectory_agreement
 from sb3_distill.zoo import teacher_settings
 
@@ -64,7 +64,7 @@ def main() -> None:
 
     student_path = os.path.join(args.output, "student.zip")
     teacher.save(os.path.join(args.output, "teacher.zip"))
-    distill.student.save(student_path)
+    save_student(distill.student, student_path)
     student = load_student(student_path)  # what a user deploys: the student alone
 
     eval_env = make_vec_env("CartPole-v1", n_envs=1, seed=1000 + args.seed)

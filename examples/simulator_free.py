@@ -16,7 +16,7 @@ from stable_baselines3 import PPO
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.evaluation import evaluate_policy
 
-from sb3_distill import distill_datafree
+from sb3_distill import distill_datafree, save_student
 from sb3_distill.evaluation import trajectory_agreement
 from sb3_distill.zoo import teacher_settings
 
@@ -52,7 +52,7 @@ def main() -> None:
         seed=args.seed,
         verbose=0,
     )
-    student.save(os.path.join(args.output, "student.zip"))
+    save_student(student, os.path.join(args.output, "student.zip"))
 
     # The real environment again, only to check.
     env = make_vec_env(ENV, seed=1000 + args.seed)

@@ -9,7 +9,7 @@ from sb3_distill.offline import OfflineDistillation, distill
 from sb3_distill.outputs import count_acting_parameters
 from sb3_distill.ppd import ProximalPolicyDistillation
 from sb3_distill.realtime import RealTimeDistillCallback
-from sb3_distill.student_files import load_student
+from sb3_distill.student_files import load_student, save_student
 from sb3_distill.students import ModuleStudent, ladder
 from sb3_distill.teachers import Teacher, load_teacher
 from sb3_distill.version import __version__
@@ -31,6 +31,7 @@ __all__ = [
     "ladder",
     "load_student",
     "load_teacher",
+    "save_student",
     "to_dqn",
     "to_ppo",
     "wrap_env",

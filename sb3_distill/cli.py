@@ -317,6 +317,7 @@ def distill_options() -> list[str]:
 def distill_command(args: argparse.Namespace, rest: list[str]) -> int:
     from sb3_distill.offline import distill
     from sb3_distill.serialization import check_save_path
+    from sb3_distill.student_files import save_student
     from sb3_distill.teachers import open_teacher, teacher_env
 
     teacher_path = _teacher_argument(args)
@@ -347,7 +348,7 @@ def distill_command(args: argparse.Namespace, rest: list[str]) -> int:
             **options,
         )
         assert not isinstance(student, dict)
-        student.save(str(output))
+        save_student(student, output)
     env.close()
     print(f"written: {output}")
     return 0

@@ -26,6 +26,7 @@ from stable_baselines3.sac.policies import SACPolicy
 from stable_baselines3.td3.policies import TD3Policy
 
 from sb3_distill.losses import DEFAULT_TEMPERATURE, gaussian_kl_loss, get_loss, loss_for_kind, value_loss
+from sb3_distill.normalization import record_obs_normalization
 from sb3_distill.outputs import (
     ACTIONS,
     GAUSSIAN,
@@ -35,7 +36,7 @@ from sb3_distill.outputs import (
     policy_outputs,
 )
 from sb3_distill.spaces import spaces_mismatch
-from sb3_distill.students import SINGLE_STUDENT, StudentMixin, StudentSpec, make_students
+from sb3_distill.students import SINGLE_STUDENT, StudentSpec, make_students
 from sb3_distill.teachers import Teacher
 
 
@@ -285,8 +286,7 @@ class Distiller:
         :param normalization: :func:`~sb3_distill.normalization.obs_normalization_of`'s snapshot, or ``None``
         """
         for student in self.students.values():
-            if isinstance(student, StudentMixin):
-                student.obs_normalization = normalization
+            record_obs_normalization(student, normalization)
 
     def result(self) -> BasePolicy | dict[str, BasePolicy]:
         """:return: the student when a single one was given, else the dict name -> student"""

@@ -28,10 +28,10 @@ from stable_baselines3.sac.policies import SACPolicy
 from stable_baselines3.td3.policies import TD3Policy
 from torch import nn
 
-from sb3_distill.outputs import policy_outputs
+from sb3_distill.normalization import obs_normalization
+from sb3_distill.outputs import is_supported_policy, policy_outputs
 from sb3_distill.serialization import PathLike, atomic_target
 from sb3_distill.student_files import load_student, student_from_payload, student_payload
-from sb3_distill.students import StudentMixin
 
 #: The formats :func:`export` writes.
 FORMATS = ("onnx", "torchscript")
@@ -63,7 +63,7 @@ class ExportedPolicy(nn.Module):
         self.policy.requires_grad_(False)
         self.channels_last = channels_last
         self.with_scores = with_scores
-        stats = getattr(student, "obs_normalization", None)
+        stats = obs_normalization(student)
         self.normalize = stats is not None
         if stats is not None:
             self.register_buffer("obs_mean", th.as_tensor(stats["mean"], dtype=th.float32))
@@ -129,9 +129,10 @@ def export(
         raise FileNotFoundError(f"cannot export to {str(path)!r}: the folder {str(path.parent)!r} does not exist")
     if not isinstance(student, BasePolicy):
         student = load_student(student, name=name, device="cpu")
-    if not isinstance(student, StudentMixin):
+    if not is_supported_policy(student):
         raise TypeError(
-            f"{type(student).__name__} is not a student: build it with sb3_distill or load it with load_student"
+            f"cannot export a {type(student).__name__}: expected an actor-critic, SAC/TD3, DQN/QR-DQN policy "
+            f"or a ModuleStudent"
         )
     space = student.observation_space
     if not isinstance(space, spaces.Box):

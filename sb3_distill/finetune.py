@@ -15,8 +15,7 @@ from stable_baselines3.common.policies import ActorCriticPolicy, BasePolicy
 from stable_baselines3.common.vec_env import VecEnv
 from stable_baselines3.dqn.policies import DQNPolicy
 
-from sb3_distill.normalization import wrap_env
-from sb3_distill.students import StudentMixin
+from sb3_distill.normalization import obs_normalization, wrap_env
 
 #: Constructor arguments of a policy that the algorithm passes itself.
 _SPACE_ARGUMENTS = ("observation_space", "action_space", "lr_schedule", "use_sde")
@@ -27,13 +26,9 @@ def _policy_kwargs(student: BasePolicy) -> dict[str, Any]:
     return {key: value for key, value in kwargs.items() if key not in _SPACE_ARGUMENTS}
 
 
-def _base_class(student: BasePolicy) -> type[BasePolicy]:
-    return student.base_policy_class if isinstance(student, StudentMixin) else type(student)
-
-
 def _student_env(student: BasePolicy, env: VecEnv | gym.Env | str) -> VecEnv | gym.Env | str:
     """The environment, with the ``VecNormalize`` statistics the student recorded (frozen) when there are some."""
-    if getattr(student, "obs_normalization", None) is None:
+    if obs_normalization(student) is None:
         return env
     if not isinstance(env, VecEnv):
         raise TypeError("this student was distilled under VecNormalize: pass a VecEnv built as the teacher's was")
@@ -87,7 +82,7 @@ def _with_student(algorithm: type[Any], student: BasePolicy, env: Any, kwargs: d
         raise TypeError("policy_kwargs are the student's: build the student with the architecture you want instead")
     if getattr(student, "use_sde", False):
         kwargs = {"use_sde": True, **kwargs}
-    model = algorithm(_base_class(student), _student_env(student, env), policy_kwargs=_policy_kwargs(student), **kwargs)
+    model = algorithm(type(student), _student_env(student, env), policy_kwargs=_policy_kwargs(student), **kwargs)
     if model.policy.observation_space != student.observation_space or model.action_space != student.action_space:
         raise ValueError(
             f"the environment gives {model.policy.observation_space} -> {model.action_space}, but the student "

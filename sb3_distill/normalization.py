@@ -9,6 +9,27 @@ from stable_baselines3.common.policies import BasePolicy
 from stable_baselines3.common.running_mean_std import RunningMeanStd
 from stable_baselines3.common.vec_env import VecEnv, VecNormalize
 
+#: The attribute of a student that records the ``VecNormalize`` statistics its inputs are normalised with.
+RECORD_ATTRIBUTE = "obs_normalization"
+
+
+def obs_normalization(student: BasePolicy) -> dict[str, Any] | None:
+    """
+    :param student: a student
+    :return: the ``VecNormalize`` statistics recorded beside it, ``None`` when its inputs are not normalised
+    """
+    return getattr(student, RECORD_ATTRIBUTE, None)
+
+
+def record_obs_normalization(student: BasePolicy, stats: dict[str, Any] | None) -> None:
+    """
+    Record beside a student the ``VecNormalize`` statistics its inputs are normalised with.
+
+    :param student: the student
+    :param stats: :func:`~sb3_distill.normalization.obs_normalization_of`'s snapshot, or ``None``
+    """
+    setattr(student, RECORD_ATTRIBUTE, stats)
+
 
 def obs_normalization_of(vec_normalize: VecNormalize | None) -> dict[str, Any] | None:
     """
@@ -61,5 +82,5 @@ def wrap_env(venv: VecEnv, student: BasePolicy) -> VecEnv:
     :param student: a student from :func:`load_student` or a distillation callback
     :return: ``venv`` itself if the teacher did not normalise observations, else a ``VecNormalize``
     """
-    stats = getattr(student, "obs_normalization", None)
+    stats = obs_normalization(student)
     return venv if stats is None else frozen_vec_normalize(venv, stats)

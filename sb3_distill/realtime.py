@@ -26,16 +26,14 @@ from sb3_distill.internals import n_updates
 from sb3_distill.normalization import obs_normalization_of
 from sb3_distill.serialization import PathLike, atomic_torch_save, check_save_path, torch_load
 from sb3_distill.sources import ObservationSource, source_for
-from sb3_distill.student_files import student_from_payload, student_payload
-from sb3_distill.students import (
+from sb3_distill.student_files import (
     FILE_FORMAT_KEY,
     FILE_FORMAT_VERSION,
-    SINGLE_STUDENT,
-    StudentMixin,
-    StudentSpec,
-    make_students,
-    student_specs,
+    save_student,
+    student_from_payload,
+    student_payload,
 )
+from sb3_distill.students import SINGLE_STUDENT, StudentSpec, make_students, student_specs
 from sb3_distill.teachers import Teacher
 from sb3_distill.zoo_runs import current_zoo_run
 
@@ -296,8 +294,7 @@ class RealTimeDistillCallback(BaseCallback):
         self._saved_at = self.n_distillations
         for name, path in paths.items():
             student = self.distiller.students[name]
-            assert isinstance(student, StudentMixin)
-            student.save(path)
+            save_student(student, path)
             if self.verbose >= 1:
                 print(f"Saved student {name!r} to {path}")
         return paths

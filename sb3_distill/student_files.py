@@ -1,8 +1,16 @@
-"""Student files: what a student's ``save`` writes, and :func:`load_student`, which rebuilds it without its teacher.
+"""Student files: :func:`save_student` writes a student, :func:`load_student` rebuilds it without its teacher.
 
 A student file is an SB3 policy file (``{"state_dict", "data"}``, loadable with ``PolicyClass.load``) with one
-more entry: the policy class, the file format's version and the ``VecNormalize`` statistics the student was
-distilled under. Writes are atomic (:mod:`sb3_distill.serialization`).
+more entry, ``"sb3_distill"``: the policy class, the file format's version and the ``VecNormalize``
+statistics the student was distilled under. Writes are atomic (:mod:`sb3_distill.serialization`).
+
+Students are plain SB3 policies, so ``student.save(path)`` also works: it writes SB3's own policy file,
+without the class or the statistics; :func:`load_student` reads it back when given ``policy_class``.
+
+The one thing a distillation adds to a student object is a record beside its weights: the attribute
+``obs_normalization`` (:func:`obs_normalization` reads it, ``None`` when the teacher did not normalise),
+which :func:`~sb3_distill.normalization.wrap_env`, :func:`~sb3_distill.export.export` and
+:func:`save_student` use.
 """
 
 from __future__ import annotations
@@ -14,58 +22,110 @@ import torch as th
 from stable_baselines3.common.policies import BasePolicy
 from stable_baselines3.common.utils import get_device
 
-from sb3_distill.serialization import PathLike, torch_load
-from sb3_distill.students import FILE_FORMAT_KEY, StudentMixin, as_student_class, import_name
+from sb3_distill.normalization import obs_normalization, record_obs_normalization
+from sb3_distill.serialization import PathLike, atomic_torch_save, torch_load
+from sb3_distill.students import import_name
+
+#: Marker stored in every student file and checkpoint written by this package.
+FILE_FORMAT_KEY = "sb3_distill"
+FILE_FORMAT_VERSION = 1
+
+
+def _class_path(cls: type) -> str:
+    return f"{cls.__module__}:{cls.__qualname__}"
 
 
 def student_payload(student: BasePolicy) -> dict[str, Any]:
     """
-    :param student: a student built by :func:`make_student` or :func:`load_student`
-    :return: the dict its ``save`` writes
+    :param student: an SB3 policy
+    :return: the dict :func:`save_student` writes
     """
-    if not isinstance(student, StudentMixin):
-        raise TypeError(f"{type(student).__name__} is not a student built by sb3_distill")
-    return student.to_payload()
+    if not isinstance(student, BasePolicy):
+        raise TypeError(f"a student is an SB3 BasePolicy, not {type(student).__name__}")
+    return {
+        "state_dict": student.state_dict(),
+        "data": student._get_constructor_parameters(),
+        FILE_FORMAT_KEY: {
+            "version": FILE_FORMAT_VERSION,
+            "policy_class": _class_path(type(student)),
+            "obs_normalization": obs_normalization(student),
+        },
+    }
 
 
-def student_from_payload(payload: Mapping[str, Any], device: th.device | str = "auto") -> BasePolicy:
+def save_student(student: BasePolicy, path: PathLike) -> None:
     """
-    Rebuild a student from :meth:`StudentMixin.to_payload`'s dict.
+    Save a student atomically (temporary file in the same folder, then rename), with its class and statistics.
+
+    :param student: the student (any SB3 policy)
+    :param path: destination file; :func:`load_student` reads it back
+    """
+    atomic_torch_save(student_payload(student), path)
+
+
+def _build(policy_class: type[BasePolicy], payload: Mapping[str, Any]) -> BasePolicy:
+    with th.random.fork_rng(devices=[]):  # the weights are overwritten: keep the user's generator untouched
+        student = policy_class(**payload["data"])
+    student.load_state_dict(payload["state_dict"])
+    return student
+
+
+def student_from_payload(
+    payload: Mapping[str, Any], device: th.device | str = "auto", policy_class: type[BasePolicy] | None = None
+) -> BasePolicy:
+    """
+    Rebuild a student from :func:`student_payload`'s dict.
 
     :param payload: the saved dict
     :param device: where the student is loaded
+    :param policy_class: the class of a plain SB3 policy file (``policy.save``), which records none
     :return: the student
     """
-    meta = payload.get(FILE_FORMAT_KEY) if isinstance(payload, Mapping) else None
-    if not isinstance(meta, Mapping) or "data" not in payload or "state_dict" not in payload:
-        raise ValueError("not a student saved by sb3_distill (no student entry found)")
-    try:
-        policy_class = as_student_class(import_name(meta["policy_class"], "the student's policy class"))
-    except ImportError as error:
-        raise ImportError(
-            f"{error}; define it in an importable module (not in __main__ or a function) and import "
-            f"that module before loading"
-        ) from error
-    with th.random.fork_rng(devices=[]):  # the weights are overwritten: keep the user's generator untouched
-        student = policy_class(**payload["data"])
-    assert isinstance(student, StudentMixin)
-    student.load_state_dict(payload["state_dict"])
-    student.obs_normalization = meta.get("obs_normalization")
+    if not isinstance(payload, Mapping) or "data" not in payload or "state_dict" not in payload:
+        raise ValueError("not a student file (no 'data' and 'state_dict' entries)")
+    meta = payload.get(FILE_FORMAT_KEY)
+    if isinstance(meta, Mapping):
+        try:
+            saved_class = import_name(meta["policy_class"], "the student's policy class")
+        except ImportError as error:
+            raise ImportError(
+                f"{error}; define it in an importable module (not in __main__ or a function) and import "
+                f"that module before loading"
+            ) from error
+        if policy_class is not None and not issubclass(saved_class, policy_class):
+            raise TypeError(f"the file holds a {saved_class.__name__}, not a {policy_class.__name__}")
+        student = _build(saved_class, payload)
+        record_obs_normalization(student, meta.get("obs_normalization"))
+    elif policy_class is None:
+        raise ValueError(
+            "a plain SB3 policy file (written by policy.save), which does not record its class: pass "
+            "policy_class= (ActorCriticPolicy, say), or save with sb3_distill.save_student, which also keeps "
+            "the VecNormalize statistics"
+        )
+    else:
+        student = _build(policy_class, payload)
     return student.to(get_device(device))
 
 
-def load_student(path: PathLike, name: str | None = None, device: th.device | str = "auto") -> BasePolicy:
+def load_student(
+    path: PathLike,
+    name: str | None = None,
+    device: th.device | str = "auto",
+    policy_class: type[BasePolicy] | None = None,
+) -> BasePolicy:
     """
-    Load a student saved with ``student.save(path)`` or from a distillation checkpoint (``distill.save(path)``).
+    Load a student saved with :func:`save_student` or from a distillation checkpoint (``distill.save(path)``).
 
     :param path: the file
     :param name: which student of a checkpoint holding several (default: the only one)
     :param device: where the student is loaded (``"auto"``: CUDA if available)
+    :param policy_class: needed only for a plain SB3 policy file (``student.save(path)``), which does not
+        record its class; for a student file, the class it must be (checked)
     :return: the student, an SB3 policy
     """
     saved = torch_load(path, device=get_device(device))
     if not isinstance(saved, Mapping):
-        raise ValueError(f"{str(path)!r} is not a student saved by sb3_distill")
+        raise ValueError(f"{str(path)!r} is not a student file")
     if "students" in saved and FILE_FORMAT_KEY in saved:
         students = saved["students"]
         if name is None:
@@ -76,6 +136,6 @@ def load_student(path: PathLike, name: str | None = None, device: th.device | st
             raise KeyError(f"{str(path)!r} has no student {name!r}; it holds {sorted(students)}")
         saved = students[name]
     try:
-        return student_from_payload(saved, device=device)
+        return student_from_payload(saved, device=device, policy_class=policy_class)
     except ValueError as error:
         raise ValueError(f"{str(path)!r}: {error}") from error

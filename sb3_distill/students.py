@@ -1,10 +1,11 @@
 """Building and checking students (their files: :mod:`sb3_distill.student_files`).
 
-A student is always an SB3 ``BasePolicy``: ``predict``, ``evaluate_policy`` and ``save`` work as on
-any SB3 policy. Whatever the user passes (an alias such as ``"MlpPolicy"``, a policy class, a ready
-policy instance or a plain ``torch.nn.Module``) becomes an instance of a policy class extended with
-:class:`StudentMixin`, whose ``save`` is atomic and records what :func:`load_student` needs to
-rebuild the student without its teacher.
+A student is always a plain SB3 ``BasePolicy``: ``predict``, ``evaluate_policy`` and ``save`` work as on
+any SB3 policy. An alias such as ``"MlpPolicy"`` or a policy class is built for the teacher's spaces; a
+ready policy instance is used as it is (the user's own object, its class untouched); a plain
+``torch.nn.Module`` is wrapped in :class:`ModuleStudent`. What the package adds to a student (the
+``VecNormalize`` statistics its inputs were normalised with) is a record beside it, written to its file by
+:func:`~sb3_distill.student_files.save_student`.
 """
 
 from __future__ import annotations
@@ -32,7 +33,6 @@ from sb3_distill.ladder import (
     student_family,
 )
 from sb3_distill.outputs import inherited_student_kwargs, is_supported_policy
-from sb3_distill.serialization import PathLike, atomic_torch_save
 from sb3_distill.spaces import space_mismatch
 
 __all__ = [
@@ -50,10 +50,6 @@ __all__ = [
     "student_family",
 ]
 
-#: Marker stored in every student file and checkpoint written by this package.
-FILE_FORMAT_KEY = "sb3_distill"
-FILE_FORMAT_VERSION = 1
-
 #: The name of the student when a single one is given.
 SINGLE_STUDENT = "student"
 
@@ -62,10 +58,6 @@ StudentSpec = str | type[BasePolicy] | BasePolicy | nn.Module
 
 #: Prefixes of the short names that ``student_kwargs`` may use, as RL-Zoo's YAML files do (``nn.ReLU``).
 _NAME_PREFIXES = {"nn": "torch.nn", "th": "torch"}
-
-
-def _class_path(cls: type) -> str:
-    return f"{cls.__module__}:{cls.__qualname__}"
 
 
 def import_name(name: str, what: str = "name") -> Any:
@@ -112,72 +104,7 @@ def resolve_student_kwargs(student_kwargs: Mapping[str, Any] | None) -> dict[str
     return kwargs
 
 
-class StudentMixin:
-    """
-    Gives any SB3 policy class an atomic ``save`` that records how to rebuild it.
-
-    A student file is an SB3 policy file (``{"state_dict", "data"}``, loadable with
-    ``PolicyClass.load``) with one more entry: the policy class, the package version and, if the
-    teacher normalised observations with ``VecNormalize``, the statistics the student was trained under.
-    """
-
-    #: The SB3 policy class this student class extends (set on the generated subclasses).
-    base_policy_class: type[BasePolicy]
-    #: ``VecNormalize`` observation statistics the student's inputs were normalised with, or ``None``.
-    obs_normalization: dict[str, Any] | None = None
-
-    def to_payload(self) -> dict[str, Any]:
-        """:return: everything needed to rebuild this student, as one picklable dict."""
-        policy: Any = self
-        return {
-            "state_dict": policy.state_dict(),
-            "data": policy._get_constructor_parameters(),
-            FILE_FORMAT_KEY: {
-                "version": FILE_FORMAT_VERSION,
-                "policy_class": _class_path(self.base_policy_class),
-                "obs_normalization": self.obs_normalization,
-            },
-        }
-
-    def save(self, path: PathLike) -> None:
-        """
-        Save the student atomically (temporary file in the same folder, then rename).
-
-        :param path: destination file; :func:`load_student` reads it back
-        """
-        atomic_torch_save(self.to_payload(), path)
-
-
-_STUDENT_CLASSES: dict[type, type] = {}
-
-
-def as_student_class(policy_class: type[BasePolicy]) -> type[BasePolicy]:
-    """
-    The student version of an SB3 policy class: the same class, with :class:`StudentMixin`'s ``save``.
-
-    The generated class keeps the original's module and name, so pickles of it (an SB3 model that
-    wraps the student, say) load as the original class without this package.
-
-    :param policy_class: an SB3 policy class
-    :return: a subclass of ``policy_class`` (cached, one per class)
-    """
-    if issubclass(policy_class, StudentMixin):
-        return policy_class
-    if policy_class not in _STUDENT_CLASSES:
-        generated = type(
-            policy_class.__name__,
-            (StudentMixin, policy_class),
-            {
-                "__module__": policy_class.__module__,
-                "__qualname__": policy_class.__qualname__,
-                "base_policy_class": policy_class,
-            },
-        )
-        _STUDENT_CLASSES[policy_class] = generated
-    return _STUDENT_CLASSES[policy_class]
-
-
-class ModuleStudent(StudentMixin, BasePolicy):
+class ModuleStudent(BasePolicy):
     """
     An SB3 policy around a plain ``torch.nn.Module`` that maps preprocessed observations to one score per action.
 
@@ -236,9 +163,6 @@ class ModuleStudent(StudentMixin, BasePolicy):
         data = super()._get_constructor_parameters()
         data.update(module=self.module, optimizer_class=self.optimizer_class, optimizer_kwargs=self.optimizer_kwargs)
         return data
-
-
-ModuleStudent.base_policy_class = ModuleStudent  # already a student class: it is its own base
 
 
 def _describe(space: spaces.Space) -> str:
@@ -357,16 +281,13 @@ def make_student(
                 raise TypeError(f"student class {student.__name__} is not an SB3 BasePolicy subclass")
             kwargs = {**inherited_student_kwargs(teacher_policy, student), **kwargs}
             try:
-                policy = as_student_class(student)(
-                    observation_space, action_space, lr_schedule=lambda _: learning_rate, **kwargs
-                )
+                policy = student(observation_space, action_space, lr_schedule=lambda _: learning_rate, **kwargs)
             except TypeError as error:
                 raise TypeError(
                     f"cannot build student {student.__name__} with student_kwargs {kwargs}: {error}"
                 ) from error
         elif isinstance(student, BasePolicy):
-            student.__class__ = as_student_class(type(student))
-            policy = student
+            policy = student  # the user's own object, used as it is
         elif isinstance(student, nn.Module):
             policy = ModuleStudent(observation_space, action_space, student, lr_schedule=lambda _: learning_rate)
         else:

@@ -10,7 +10,7 @@ from stable_baselines3 import DQN, PPO
 from stable_baselines3.common.env_util import make_atari_env
 from stable_baselines3.common.vec_env import VecFrameStack
 
-from sb3_distill import load_student
+from sb3_distill import load_student, save_student
 from sb3_distill.architectures import SmallCNN
 from tests.conftest import RecordingDistillCallback, kl_to_teacher
 
@@ -56,7 +56,7 @@ def test_small_cnn_student_distils_from_frame_stacked_pong(algo, tmp_path):
     # Near the real-time paper's headline: about 1.7-1.9% of the Nature-CNN's acting parameters.
     assert 0.015 < last["compression"] < 0.022
 
-    student.save(tmp_path / "pong_student.zip")
+    save_student(student, tmp_path / "pong_student.zip")
     same = load_student(tmp_path / "pong_student.zip")
     obs = pong(2, seed=1).reset()  # raw env observations, channel-last: predict transposes them as SB3 does
     assert obs.shape == (2, 84, 84, 4)

@@ -8,7 +8,7 @@ import torch as th
 from stable_baselines3 import A2C, PPO, SAC, TD3
 from stable_baselines3.common.env_util import make_vec_env
 
-from sb3_distill import distill, load_student, to_ppo
+from sb3_distill import distill, load_student, save_student, to_ppo
 from sb3_distill.evaluation import compare, format_comparison
 from sb3_distill.outputs import policy_outputs
 from tests.conftest import RecordingDistillCallback
@@ -70,7 +70,7 @@ def test_realtime_distillation_of_continuous_teachers(algo, tmp_path):
         initial = distill.initial_students["student"]
         ratios.append(action_error(teacher, distill.student, obs) / action_error(teacher, initial, obs))
     assert np.median(ratios) < MAX_ERROR_RATIO[algo], ratios
-    distill.student.save(tmp_path / "student.zip")
+    save_student(distill.student, tmp_path / "student.zip")
     same = load_student(tmp_path / "student.zip")
     assert np.allclose(same.predict(obs, deterministic=True)[0], distill.student.predict(obs, deterministic=True)[0])
 

@@ -11,7 +11,7 @@ from stable_baselines3 import PPO, SAC
 from stable_baselines3.common.env_util import make_atari_env, make_vec_env
 from stable_baselines3.common.vec_env import VecFrameStack, VecNormalize
 
-from sb3_distill import RealTimeDistillCallback, export, wrap_env
+from sb3_distill import RealTimeDistillCallback, export, save_student, wrap_env
 from sb3_distill.architectures import SmallCNN
 from sb3_distill.cli import main
 from tests.conftest import make_teacher
@@ -49,7 +49,7 @@ def test_mlp_student_under_vec_normalize(fmt, tmp_path):
     teacher = make_teacher("ppo", seed=0)
     teacher.set_env(venv)
     student = distilled(teacher, 4096, student="MlpPolicy", student_kwargs={"net_arch": [8]})
-    student.save(tmp_path / "student.zip")
+    save_student(student, tmp_path / "student.zip")
     # From the file, as `sb3-distill export` does: raw observations in, the recorded statistics inside.
     path = export(tmp_path / "student.zip", tmp_path / f"student.{fmt}", format=fmt, with_scores=True)
     raw = collect(make_vec_env("CartPole-v1", n_envs=4, seed=3), 400).astype(np.float32)

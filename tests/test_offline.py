@@ -12,7 +12,7 @@ from stable_baselines3 import DQN, PPO
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.evaluation import evaluate_policy
 
-from sb3_distill import distill, load_teacher, to_dqn, to_ppo
+from sb3_distill import distill, load_teacher, save_student, to_dqn, to_ppo
 from sb3_distill.cli import main
 from sb3_distill.offline import teacher_share
 from sb3_distill.outputs import PolicyOutputs
@@ -200,7 +200,7 @@ def test_bad_input_is_refused_before_any_step(ppo_zip, tmp_path, kwargs, error, 
 
 def test_compare_prints_writes_json_and_plots(ppo_zip, tmp_path, capsys):
     student = distill(ppo_zip, "MlpPolicy", cartpole(), 10_000, collect="student", student_kwargs={"net_arch": [8]})
-    student.save(tmp_path / "student.zip")
+    save_student(student, tmp_path / "student.zip")
     args = ["compare", "--teacher", str(ppo_zip), "--student", str(tmp_path / "student.zip"), "--env", "CartPole-v1"]
     args += ["-n", "5", "--json", str(tmp_path / "cmp.json"), "--plot", str(tmp_path / "cmp.png")]
     assert main(args) == 0

@@ -17,9 +17,10 @@ from stable_baselines3.common.evaluation import evaluate_policy
 from stable_baselines3.common.logger import configure
 from stable_baselines3.common.policies import ActorCriticPolicy
 from stable_baselines3.common.vec_env import VecNormalize
+from stable_baselines3.dqn.policies import DQNPolicy
 from torch import nn
 
-from sb3_distill import ModuleStudent, RealTimeDistillCallback, load_student, wrap_env
+from sb3_distill import ModuleStudent, RealTimeDistillCallback, load_student, save_student, wrap_env
 from tests.conftest import (
     RecordingDistillCallback,
     greedy_agreement,
@@ -78,7 +79,7 @@ def test_student_reloads_identically_and_logs_to_the_teachers_logger(algo, tmp_p
     compression = teacher.logger.name_to_value["distill/compression"]
     assert 0.005 < compression < 0.02
 
-    student.save(tmp_path / "student.zip")
+    save_student(student, tmp_path / "student.zip")
     same = load_student(tmp_path / "student.zip")
     assert type(same) is type(student)
     obs = random_observations()
@@ -197,7 +198,7 @@ def test_module_student_is_an_sb3_policy(tmp_path):
     assert greedy_agreement(teacher, student) >= 0.8
     # No value head on a plain module: only the policy is distilled.
     assert "distill/value_loss" not in teacher.logger.name_to_value
-    student.save(tmp_path / "module.zip")
+    save_student(student, tmp_path / "module.zip")
     same = load_student(tmp_path / "module.zip")
     obs = random_observations()
     assert np.array_equal(student.predict(obs, deterministic=True)[0], same.predict(obs, deterministic=True)[0])
@@ -207,7 +208,7 @@ def test_student_as_policy_class_and_as_instance():
     teacher = make_teacher("ppo", seed=0)
     by_class = RealTimeDistillCallback(student=ActorCriticPolicy, student_kwargs={"net_arch": [4]}, seed=0)
     teacher.learn(512, callback=by_class)
-    assert isinstance(by_class.student, ActorCriticPolicy)
+    assert type(by_class.student) is ActorCriticPolicy  # a plain SB3 policy, no generated subclass
     assert by_class.n_distillations >= 1
 
     instance = ActorCriticPolicy(teacher.observation_space, teacher.action_space, lambda _: 1e-3, net_arch=[4])
@@ -215,6 +216,7 @@ def test_student_as_policy_class_and_as_instance():
     by_instance = RealTimeDistillCallback(student=instance, seed=0)
     teacher.learn(512, callback=by_instance)
     assert by_instance.student is instance
+    assert type(instance) is ActorCriticPolicy  # the user's object keeps its class
     after = th.cat([p.detach().flatten() for p in instance.parameters()])
     assert not th.equal(before, after)
 
@@ -273,7 +275,7 @@ def test_vec_normalize_observations_are_recorded_and_restored(tmp_path):
     teacher = PPO("MlpPolicy", venv, n_steps=32, batch_size=256, seed=0)
     distill = RealTimeDistillCallback(student="MlpPolicy", student_kwargs={"net_arch": [8]}, seed=0)
     teacher.learn(1024, callback=distill)
-    distill.student.save(tmp_path / "student.zip")
+    save_student(distill.student, tmp_path / "student.zip")
     student = load_student(tmp_path / "student.zip")
     stats = student.obs_normalization
     assert stats is not None
@@ -449,11 +451,35 @@ def test_student_is_available_only_after_training_starts():
         distill.save("never.zip")
 
 
+def test_student_files_plain_and_recorded(tmp_path):
+    """``save_student`` records the class; SB3's own ``policy.save`` does not, so loading it needs ``policy_class``."""
+    teacher = make_teacher("ppo", seed=0)
+    distill = RealTimeDistillCallback(student="MlpPolicy", student_kwargs={"net_arch": [4]}, seed=0)
+    teacher.learn(512, callback=distill)
+    student = distill.student
+    obs = random_observations()
+    expected = student.predict(obs, deterministic=True)[0]
+
+    save_student(student, tmp_path / "recorded.zip")
+    recorded = load_student(tmp_path / "recorded.zip", device="cpu")
+    assert type(recorded) is ActorCriticPolicy
+    assert np.array_equal(recorded.predict(obs, deterministic=True)[0], expected)
+    with pytest.raises(TypeError, match="holds a ActorCriticPolicy, not a DQNPolicy"):
+        load_student(tmp_path / "recorded.zip", policy_class=DQNPolicy)
+
+    student.save(tmp_path / "plain.zip")  # SB3's own format, as for any policy
+    assert np.array_equal(ActorCriticPolicy.load(tmp_path / "plain.zip").predict(obs, deterministic=True)[0], expected)
+    with pytest.raises(ValueError, match=r"plain SB3 policy file .* pass policy_class="):
+        load_student(tmp_path / "plain.zip")
+    plain = load_student(tmp_path / "plain.zip", policy_class=ActorCriticPolicy, device="cpu")
+    assert np.array_equal(plain.predict(obs, deterministic=True)[0], expected)
+
+
 class TestAtomicSaves:
     def test_a_failed_save_leaves_the_previous_file_intact(self, tmp_path, monkeypatch):
         student = make_teacher_student()
         path = tmp_path / "student.zip"
-        student.save(path)
+        save_student(student, path)
         original = path.read_bytes()
         with th.no_grad():
             for param in student.parameters():
@@ -464,7 +490,7 @@ class TestAtomicSaves:
 
         monkeypatch.setattr(os, "replace", crash)
         with pytest.raises(OSError, match="disk full"):
-            student.save(path)
+            save_student(student, path)
         monkeypatch.undo()
         assert path.read_bytes() == original
         assert sorted(p.name for p in tmp_path.iterdir()) == ["student.zip"]  # no temporary file left behind
@@ -472,11 +498,11 @@ class TestAtomicSaves:
     def test_missing_directory_and_bad_files(self, tmp_path):
         student = make_teacher_student()
         with pytest.raises(FileNotFoundError, match=r"directory .*missing.* does not exist"):
-            student.save(tmp_path / "missing" / "student.zip")
+            save_student(student, tmp_path / "missing" / "student.zip")
         with pytest.raises(FileNotFoundError, match="no such file"):
             load_student(tmp_path / "absent.zip")
         th.save({"weights": th.zeros(2)}, tmp_path / "other.pt")
-        with pytest.raises(ValueError, match="not a student saved by sb3_distill"):
+        with pytest.raises(ValueError, match="not a student file"):
             load_student(tmp_path / "other.pt")
 
 
