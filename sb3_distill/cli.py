@@ -310,7 +310,8 @@ def distill_options() -> list[str]:
     """:return: the options of :class:`~sb3_distill.offline.OfflineDistillation` that ``--distill-kwargs`` sets."""
     from sb3_distill.offline import OfflineDistillation
 
-    fixed = {"self", "teacher", "student", "env", "collect", "student_kwargs", "seed", "device", "verbose", "logger"}
+    fixed = {"self", "teacher", "student", "env", "collect", "student_kwargs", "student_algo", "seed", "device"}
+    fixed |= {"verbose", "logger"}
     return [name for name in inspect.signature(OfflineDistillation.__init__).parameters if name not in fixed]
 
 
@@ -342,6 +343,7 @@ def distill_command(args: argparse.Namespace, rest: list[str]) -> int:
             args.n_timesteps,
             collect=args.collect,
             student_kwargs=parse_key_values(args.student_kwargs, "--student-kwargs") or None,
+            student_algo=args.student_algo,
             seed=args.seed,
             device=args.device,
             verbose=args.verbose,
@@ -486,6 +488,11 @@ def build_parser() -> argparse.ArgumentParser:
     distilling.add_argument("--exp-id", type=int, default=0, help="experiment id under -f (default 0: the latest)")
     distilling.add_argument("--student", default="MlpPolicy", help="student policy: an alias or a dotted class name")
     distilling.add_argument("--student-kwargs", nargs="+", metavar="KEY:VALUE", help="policy_kwargs of the student")
+    distilling.add_argument(
+        "--student-algo",
+        help="the algorithm whose aliases --student names (ppo: an actor-critic student from any teacher, "
+        "ready for to_ppo; default: the teacher's)",
+    )
     distilling.add_argument("-n", "--n-timesteps", type=int, default=20_000, help="environment steps (default 20000)")
     distilling.add_argument("--collect", choices=["teacher", "student", "mixed"], default="student")
     distilling.add_argument(

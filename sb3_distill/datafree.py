@@ -293,6 +293,8 @@ class DataFreeDistillation(DistillationRun):
         RL-Zoo run folder (a ``VecNormalize`` teacher's statistics are read from beside its zip)
     :param student: as for :func:`sb3_distill.distill` (alias, class, instance, module, or a dict of them)
     :param student_kwargs: ``policy_kwargs`` of a single student
+    :param student_algo: the algorithm whose policy aliases ``student`` names (``"ppo"``: ``"MlpPolicy"`` is an
+        actor-critic, ready for :func:`~sb3_distill.to_ppo`, even from a DQN teacher); ``None``: the teacher's
     :param obs_bounds: ``(low, high)`` to generate within, required where the observation space is unbounded.
         A teacher trained under ``VecNormalize`` (a model that still holds its env) acts on normalised
         observations: they are generated within these bounds normalised with its statistics (unbounded
@@ -325,6 +327,7 @@ class DataFreeDistillation(DistillationRun):
         teacher: BaseAlgorithm | str | os.PathLike[str],
         student: StudentSpec | Mapping[str, Any],
         student_kwargs: dict[str, Any] | None = None,
+        student_algo: str | type[BaseAlgorithm] | None = None,
         obs_bounds: tuple[Any, Any] | None = None,
         batch_size: int = 256,
         learning_rate: float | Schedule = 1e-3,
@@ -348,6 +351,7 @@ class DataFreeDistillation(DistillationRun):
     ) -> None:
         coefs = (coverage_coef, adversarial_coef, diversity_coef)
         _check_options(generator_learning_rate, coefs, reinit_every, buffer_size, eval_freq, batch_size)
+        specs = student_specs(student, student_kwargs, student_algo)
         self.model, agent = open_teacher(teacher, device=device)
         view = Teacher(self.model)
         if view.kind not in (LOGITS, Q_VALUES):
@@ -369,7 +373,6 @@ class DataFreeDistillation(DistillationRun):
             distill_value=False,
         )
         generator_seed, students_seed, distiller_seed = np.random.SeedSequence(seed).generate_state(3)
-        specs = student_specs(student, student_kwargs)
         # The students record the statistics: wrap_env applies them at inference.
         self.distiller = Distiller.for_teacher(
             self.model, specs, config, int(students_seed), int(distiller_seed), normalization=normalization

@@ -310,7 +310,7 @@ class Distiller:
         if teacher.kind != self.teacher.kind:
             raise ValueError(
                 f"these students were distilled from a teacher whose outputs are {self.teacher.kind} "
-                f"({type(self.teacher.model).__name__}); {type(teacher.model).__name__} gives {teacher.kind}: "
+                f"({self.teacher.name}); {teacher.name} gives {teacher.kind}: "
                 f"loss, temperature and value distillation do not carry over, use a new callback"
             )
         for name, student in self.students.items():

@@ -7,15 +7,38 @@ student learned is kept exactly: the model's greedy actions are the student's.
 
 from __future__ import annotations
 
+import copy
+import math
 from typing import Any
 
 import gymnasium as gym
+import numpy as np
+import torch as th
+from gymnasium import spaces
 from stable_baselines3 import DQN, PPO
 from stable_baselines3.common.policies import ActorCriticPolicy, BasePolicy
+from stable_baselines3.common.utils import explained_variance
 from stable_baselines3.common.vec_env import VecEnv
 from stable_baselines3.dqn.policies import DQNPolicy
+from torch import nn
+from torch.nn import functional as F
 
 from sb3_distill.normalization import obs_normalization, wrap_env
+from sb3_distill.ppd import ProximalPolicyDistillation
+from sb3_distill.student_files import student_from_payload, student_payload
+from sb3_distill.teachers import Teacher
+
+#: Critic-only steps before the policy moves (:class:`FineTunePPO`).
+DEFAULT_VALUE_WARMUP_STEPS = 5_000
+#: PPO's ``target_kl`` when the user gives none: each rollout's updates stop before the policy moves far.
+DEFAULT_TARGET_KL = 0.02
+#: Mean probability of the greedy action a discrete student is sharpened to before fine-tuning (:func:`sharpen`).
+DEFAULT_GREEDY_PROBABILITY = 0.9
+#: Steps per environment the student acts greedily for, to find the observations it is sharpened on.
+SHARPEN_STEPS = 256
+#: Initial weight of the KL anchor to the distilled student, and the steps over which it fades.
+DEFAULT_ANCHOR_COEF = 0.0
+DEFAULT_ANCHOR_STEPS = 0
 
 #: Constructor arguments of a policy that the algorithm passes itself.
 _SPACE_ARGUMENTS = ("observation_space", "action_space", "lr_schedule", "use_sde")
@@ -35,26 +58,236 @@ def _student_env(student: BasePolicy, env: VecEnv | gym.Env | str) -> VecEnv | g
     return wrap_env(env, student)
 
 
-def to_ppo(student: BasePolicy, env: VecEnv | gym.Env | str, **ppo_kwargs: Any) -> PPO:
+class FineTunePPO(ProximalPolicyDistillation):
     """
-    A PPO model whose policy is the student, ready to ``learn`` like any PPO model.
+    PPO that fine-tunes a distilled student without throwing away what it learned.
 
-    The value head comes with the student: distilled from an actor-critic teacher (``distill_value``,
-    on by default), freshly initialised by SB3 when the teacher had none (DQN, QR-DQN) — then the first
-    updates move the policy on a poor critic; a smaller ``learning_rate`` or a larger ``n_steps`` helps.
+    Two safeguards, each optional, on top of PPO's own loss:
+
+    1. **Value warm-up.** For the first ``value_warmup_steps`` environment steps only the critic learns
+       (the value head, and the value network's own layers): the policy, and any features it shares with
+       the critic, stay as distilled. A student distilled from a DQN teacher has a fresh value head, whose
+       advantages would otherwise move the policy at random.
+    2. **A fading KL anchor.** PPO's loss plus ``anchor_coef * w * E[max(r, 1 - clip_range) * KL(start || student)]``,
+       the Proximal Policy Distillation term (:class:`~sb3_distill.ProximalPolicyDistillation`) with the
+       student as it was before fine-tuning for teacher; ``w`` falls linearly from 1 to 0 over the
+       ``anchor_steps`` environment steps after the warm-up, after which it is plain PPO.
+
+    Steps count across ``learn`` calls. ``save`` writes a file that SB3's ``PPO.load`` reads; the anchor is
+    not saved: ``FineTunePPO.load`` anchors what remains of the fade to the loaded policy.
+
+    :param policy: the policy class (the student's)
+    :param env: the environment
+    :param value_warmup_steps: environment steps of critic-only updates
+    :param anchor_coef: weight of the KL anchor at its start (0: no anchor)
+    :param anchor_steps: environment steps over which the anchor fades to 0
+    :param ppo_kwargs: ``PPO``'s arguments
+    """
+
+    def __init__(
+        self,
+        policy: Any,
+        env: Any,
+        value_warmup_steps: int = 0,
+        anchor_coef: float = 0.0,
+        anchor_steps: int = 0,
+        **ppo_kwargs: Any,
+    ) -> None:
+        for name, value in (("value_warmup_steps", value_warmup_steps), ("anchor_steps", anchor_steps)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"{name} must be a non-negative number of environment steps, got {value!r}")
+        if not (isinstance(anchor_coef, int | float) and anchor_coef >= 0 and math.isfinite(anchor_coef)):
+            raise ValueError(f"anchor_coef must be a finite number >= 0, got {anchor_coef!r}")
+        super().__init__(policy, env, **ppo_kwargs)
+        self.value_warmup_steps = value_warmup_steps
+        self.anchor_coef = float(anchor_coef)
+        self.anchor_steps = anchor_steps
+        #: environment steps fine-tuned so far, across ``learn`` calls
+        self.finetune_steps = 0
+        self.value_optimizer: th.optim.Optimizer | None = None
+
+    def _excluded_save_params(self) -> list[str]:
+        # A plain RolloutBuffer for PPO.load; the critic's own optimiser is rebuilt if needed.
+        return [*super()._excluded_save_params(), "rollout_buffer_class", "value_optimizer"]
+
+    def anchor_weight(self) -> float:
+        """:return: the weight of the KL anchor for the next update (0 during the warm-up and after the fade)"""
+        since = self.finetune_steps - self.value_warmup_steps
+        if since < 0 or self.anchor_coef == 0 or since >= self.anchor_steps:
+            return 0.0
+        return self.anchor_coef * (1.0 - since / self.anchor_steps)
+
+    def _lambda_now(self) -> float:
+        return self.anchor_weight()
+
+    def set_anchor(self) -> None:
+        """Anchor to the policy as it is now (done when the model is made, and after ``load``)."""
+        payload = student_payload(self.policy)
+        anchor = student_from_payload({**payload, "data": copy.deepcopy(payload["data"])}, device=self.device)
+        anchor.set_training_mode(False)
+        anchor.requires_grad_(False)
+        self.teacher = Teacher(anchor)
+
+    def train(self) -> None:
+        if self.finetune_steps < self.value_warmup_steps:
+            self._train_value()
+        elif self.anchor_weight() > 0:
+            if self.teacher is None:
+                self.set_anchor()
+            super().train()
+        else:
+            PPO.train(self)
+        self.finetune_steps += self.rollout_buffer.buffer_size * self.rollout_buffer.n_envs
+        self.logger.record("finetune/anchor_weight", self.anchor_weight())
+
+    def _train_value(self) -> None:
+        """Critic-only updates on the rollout, with the critic's own Adam: the policy does not move."""
+        parameters = critic_parameters(self.policy)
+        if self.value_optimizer is None:
+            self.value_optimizer = th.optim.Adam(parameters, lr=self.lr_schedule(1.0))
+        self.policy.set_training_mode(True)
+        self._update_learning_rate(self.value_optimizer)
+        value_losses = []
+        for _ in range(self.n_epochs):
+            for rollout_data in self.rollout_buffer.get(self.batch_size):
+                values = self.policy.predict_values(rollout_data.observations).flatten()
+                value_loss = F.mse_loss(rollout_data.returns, values)
+                self.value_optimizer.zero_grad()
+                value_loss.backward()
+                th.nn.utils.clip_grad_norm_(parameters, self.max_grad_norm)
+                self.value_optimizer.step()
+                value_losses.append(value_loss.item())
+        self.policy.optimizer.zero_grad()  # gradients that reached layers shared with the policy are dropped
+        self.logger.record("train/value_loss", float(np.mean(value_losses)))
+        self.logger.record(
+            "train/explained_variance",
+            explained_variance(self.rollout_buffer.values.flatten(), self.rollout_buffer.returns.flatten()),
+        )
+
+
+def critic_parameters(policy: ActorCriticPolicy) -> list[nn.Parameter]:
+    """
+    The parameters that only the critic uses: the value head, the value network's layers and, when the
+    critic has its own, its features extractor.
+
+    :param policy: an actor-critic policy
+    :return: the parameters
+    """
+    modules: list[nn.Module] = [policy.mlp_extractor.value_net, policy.value_net]
+    if not policy.share_features_extractor:
+        modules.append(policy.vf_features_extractor)
+    return [parameter for module in modules for parameter in module.parameters()]
+
+
+def greedy_observations(policy: BasePolicy, env: VecEnv, n_steps: int) -> th.Tensor:
+    """
+    Observations met by a policy acting greedily (its distilled behaviour), in the form its network takes.
+
+    :param policy: the policy
+    :param env: the environment (reset first; the model resets it again when it starts learning)
+    :param n_steps: steps per environment
+    :return: ``(n_steps * n_envs, *obs_shape)`` observations on the policy's device
+    """
+    observations = []
+    obs = env.reset()
+    for _ in range(n_steps):
+        observations.append(obs)
+        actions, _ = policy.predict(obs, deterministic=True)  # type: ignore[arg-type]
+        obs, _, _, _ = env.step(actions)
+    return th.as_tensor(np.concatenate(observations), device=policy.device)  # type: ignore[arg-type]
+
+
+def sharpen(policy: ActorCriticPolicy, observations: th.Tensor, greedy_probability: float) -> float:
+    """
+    Scale a categorical policy's logits so that its greedy action has on average ``greedy_probability`` on
+    ``observations``: the greedy actions are unchanged, the sampled ones follow them more often.
+
+    A distilled student often has the teacher's greedy actions but much softer probabilities (a DQN
+    teacher's softened Q-values, or an unconverged KL); PPO samples from them, so fine-tuning would start
+    from behaviour far worse than the student's greedy one. Logits are only ever scaled up.
+
+    :param policy: an actor-critic policy with a ``Discrete`` action space (its ``action_net`` is linear)
+    :param observations: observations the policy meets
+    :param greedy_probability: the target mean probability of the greedy action, in (0, 1)
+    :return: the scale applied (1.0: already as sharp)
+    """
+    with th.no_grad():
+        features = policy.extract_features(observations, policy.pi_features_extractor)
+        assert isinstance(features, th.Tensor)
+        action_net = policy.action_net
+        assert isinstance(action_net, nn.Linear)
+        logits = action_net(policy.mlp_extractor.forward_actor(features))
+
+        def greedy_mass(scale: float) -> float:
+            return float(th.softmax(scale * logits, dim=-1).max(dim=-1).values.mean())
+
+        low, high = 1.0, 1.0
+        if greedy_mass(low) >= greedy_probability:
+            return 1.0
+        while greedy_mass(high) < greedy_probability and high < 1e4:
+            low, high = high, high * 2
+        for _ in range(30):
+            middle = (low + high) / 2
+            low, high = (middle, high) if greedy_mass(middle) < greedy_probability else (low, middle)
+        action_net.weight.mul_(high)
+        action_net.bias.mul_(high)
+    return high
+
+
+def to_ppo(
+    student: BasePolicy,
+    env: VecEnv | gym.Env | str,
+    greedy_probability: float | None = DEFAULT_GREEDY_PROBABILITY,
+    value_warmup_steps: int | None = None,
+    anchor_coef: float = DEFAULT_ANCHOR_COEF,
+    anchor_steps: int = DEFAULT_ANCHOR_STEPS,
+    **ppo_kwargs: Any,
+) -> FineTunePPO:
+    """
+    A PPO model whose policy is the student, ready to ``learn`` like any PPO model, safeguarded
+    (:class:`FineTunePPO`) so that fine-tuning keeps what distillation taught.
 
     :param student: an actor-critic student (``ActorCriticPolicy`` family)
     :param env: the environment, made as the teacher's was (a ``VecNormalize`` the student recorded is re-applied)
+    :param greedy_probability: discrete actions: sharpen the student (:func:`sharpen`) until its greedy action
+        has this mean probability on the states it visits, so that PPO's sampled actions start from the
+        distilled behaviour (``None``: leave the probabilities as distilled)
+    :param value_warmup_steps: environment steps of critic-only updates first (``None``: DEFAULT_VALUE_WARMUP_STEPS)
+    :param anchor_coef: initial weight of the KL anchor to the distilled student (0: none)
+    :param anchor_steps: environment steps over which the anchor fades out
     :param ppo_kwargs: any ``PPO`` argument (``learning_rate``, ``n_steps``, ``seed``, ``verbose`` ...);
         ``policy_kwargs`` cannot be given: they are the student's
-    :return: the PPO model
+    :return: the model; its ``save`` is read by ``PPO.load``
     """
     if not isinstance(student, ActorCriticPolicy):
         raise TypeError(
             f"to_ppo needs an actor-critic student (ActorCriticPolicy family), got {type(student).__name__}: "
-            f"distil into 'MlpPolicy'/'CnnPolicy' of PPO (or ActorCriticPolicy) to fine-tune with PPO"
+            f"distil with student_algo='ppo' (student 'MlpPolicy' or 'CnnPolicy' is then PPO's actor-critic, "
+            f"whatever the teacher), then fine-tune with to_ppo"
         )
-    return _with_student(PPO, student, env, ppo_kwargs)
+    if greedy_probability is not None and not 0 < greedy_probability < 1:
+        raise ValueError(f"greedy_probability must be in (0, 1) or None, got {greedy_probability!r}")
+    if value_warmup_steps is None:
+        value_warmup_steps = DEFAULT_VALUE_WARMUP_STEPS
+    model = _with_student(
+        FineTunePPO,
+        student,
+        env,
+        {
+            "value_warmup_steps": value_warmup_steps,
+            "anchor_coef": anchor_coef,
+            "anchor_steps": anchor_steps,
+            "target_kl": DEFAULT_TARGET_KL,
+            **ppo_kwargs,
+        },
+    )
+    if greedy_probability is not None and isinstance(model.action_space, spaces.Discrete):
+        observations = greedy_observations(model.policy, model.get_env(), SHARPEN_STEPS)  # type: ignore[arg-type]
+        scale = sharpen(model.policy, observations, greedy_probability)
+        if model.verbose >= 1:
+            print(f"to_ppo: the student's logits scaled by {scale:.3g} (greedy probability {greedy_probability})")
+    model.set_anchor()
+    return model
 
 
 def to_dqn(student: BasePolicy, env: VecEnv | gym.Env | str, **dqn_kwargs: Any) -> DQN:
@@ -70,7 +303,10 @@ def to_dqn(student: BasePolicy, env: VecEnv | gym.Env | str, **dqn_kwargs: Any) 
     :return: the DQN model
     """
     if not isinstance(student, DQNPolicy):
-        raise TypeError(f"to_dqn needs a Q-network student (DQNPolicy family), got {type(student).__name__}")
+        raise TypeError(
+            f"to_dqn needs a Q-network student (DQNPolicy family), got {type(student).__name__}: distil with "
+            f"student_algo='dqn' (student 'MlpPolicy' or 'CnnPolicy' is then DQN's Q-network), then to_dqn"
+        )
     dqn_kwargs = {"exploration_initial_eps": 0.05, "exploration_final_eps": 0.05, **dqn_kwargs}
     model = _with_student(DQN, student, env, dqn_kwargs)
     model.policy.q_net_target.load_state_dict(model.policy.q_net.state_dict())

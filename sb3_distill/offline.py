@@ -202,6 +202,8 @@ class OfflineDistillation(DistillationRun):
     :param collect: who acts: ``"teacher"``, ``"student"`` (with several students, environment ``i`` is
         driven by student ``i % n_students``) or ``"mixed"`` (see :func:`teacher_share`)
     :param student_kwargs: ``policy_kwargs`` of a single student
+    :param student_algo: the algorithm whose policy aliases ``student`` names (``"ppo"``: ``"MlpPolicy"`` is an
+        actor-critic, ready for :func:`~sb3_distill.to_ppo`, even from a DQN teacher); ``None``: the teacher's
     :param loss: ``"kl"``, ``"mse"`` or ``"nll"`` (``None``: ``"kl"``; ``"mse"`` for SAC and TD3 teachers)
     :param temperature: KL temperature (``None``: 0.01 for Q-value teachers, 1.0 for actor-critics)
     :param learning_rate: the students' learning rate, a float or a schedule of the remaining progress
@@ -230,6 +232,7 @@ class OfflineDistillation(DistillationRun):
         env: VecEnv | gym.Env | str | None,
         collect: str = "teacher",
         student_kwargs: dict[str, Any] | None = None,
+        student_algo: str | type[BaseAlgorithm] | None = None,
         loss: str | None = None,
         temperature: float | None = None,
         learning_rate: float | Schedule = 1e-3,
@@ -249,6 +252,7 @@ class OfflineDistillation(DistillationRun):
         verbose: int = 0,
     ) -> None:
         _check_options(collect, exploration_rate, mixed_fraction)
+        specs = student_specs(student, student_kwargs, student_algo)
         self.config = DistillConfig(
             loss=loss,
             temperature=temperature,
@@ -266,16 +270,13 @@ class OfflineDistillation(DistillationRun):
         self.verbose = verbose
         self.num_timesteps = 0
         self.n_updates = 0
-        self._setup(
-            teacher, student, student_kwargs, env, collect, buffer_size, exploration_rate, mixed_fraction, device
-        )
+        self._setup(teacher, specs, env, collect, buffer_size, exploration_rate, mixed_fraction, device)
         self.logger = logger or configure_logger(verbose, tensorboard_log, "OfflineDistillation")
 
     def _setup(
         self,
         teacher: BaseAlgorithm | str | os.PathLike[str],
-        student: StudentSpec | Mapping[str, Any],
-        student_kwargs: dict[str, Any] | None,
+        specs: dict[str, tuple[StudentSpec, dict[str, Any] | None]],
         env: VecEnv | gym.Env | str | None,
         collect: str,
         buffer_size: int,
@@ -284,7 +285,6 @@ class OfflineDistillation(DistillationRun):
         device: th.device | str,
     ) -> None:
         """Teacher, environment, students, distiller, memory and collector: everything checked before a step."""
-        specs = student_specs(student, student_kwargs)
         self.model, agent = open_teacher(teacher, device=device)
         students_seed, distiller_seed, collect_seed, env_seed = np.random.SeedSequence(self.seed).generate_state(4)
         self._env_seed = None if self.seed is None else int(env_seed)

@@ -76,8 +76,9 @@ class TeacherRolloutBuffer(RolloutBuffer):
     def _get_samples(  # type: ignore[override]
         self, batch_inds: np.ndarray, env: VecNormalize | None = None
     ) -> TeacherRolloutBufferSamples:
-        assert self.teacher_scores is not None, "label() the rollout first"
         samples = super()._get_samples(batch_inds, env)
+        if self.teacher_scores is None:  # not labelled: PPO's own samples (fine-tuning with the anchor faded)
+            return samples  # type: ignore[return-value]
         index = th.as_tensor(batch_inds, device=self.teacher_scores.device)
         log_std = None if self.teacher_log_std is None else self.teacher_log_std[index]
         return TeacherRolloutBufferSamples(*samples, self.teacher_scores[index], log_std)

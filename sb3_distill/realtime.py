@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import torch as th
 from gymnasium import spaces
+from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.policies import BasePolicy
 from stable_baselines3.common.type_aliases import Schedule
@@ -59,6 +60,8 @@ class RealTimeDistillCallback(BaseCallback):
         ``torch.nn.Module`` mapping preprocessed observations to one output per action. Several
         students: a dict name -> spec, where a spec may also be a tuple ``(alias or class, policy_kwargs)``.
     :param student_kwargs: ``policy_kwargs`` for an alias or class student (``net_arch``, ...)
+    :param student_algo: the algorithm whose policy aliases ``student`` names (``"ppo"``: ``"MlpPolicy"`` is an
+        actor-critic, ready for :func:`~sb3_distill.to_ppo`, even from a DQN teacher); ``None``: the teacher's
     :param loss: ``"kl"`` (default; KL between Gaussians for continuous PPO/A2C), ``"mse"`` (the default
         for SAC and TD3, whose deterministic actions are distilled) or ``"nll"``
     :param temperature: softens the teacher's scores in the KL loss (default 0.01 for DQN's
@@ -86,6 +89,7 @@ class RealTimeDistillCallback(BaseCallback):
         self,
         student: StudentSpec | Mapping[str, Any],
         student_kwargs: dict[str, Any] | None = None,
+        student_algo: str | type[BaseAlgorithm] | None = None,
         loss: str | None = None,
         temperature: float | None = None,
         learning_rate: float | Schedule = 1e-3,
@@ -117,7 +121,7 @@ class RealTimeDistillCallback(BaseCallback):
         self.save_path = save_path
         self.name_prefix = name_prefix
         self.seed = seed
-        self._specs = student_specs(student, student_kwargs)
+        self._specs = student_specs(student, student_kwargs, student_algo)
         self._student_paths: dict[str, Path] = {}
         self._saved_at: int | None = None
         self.distiller: Distiller | None = None

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import torch as th
 from gymnasium import spaces
+from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.policies import BasePolicy
 from stable_baselines3.common.preprocessing import preprocess_obs
 from stable_baselines3.common.type_aliases import PyTorchObs, Schedule
@@ -34,6 +35,7 @@ from sb3_distill.ladder import (
 )
 from sb3_distill.outputs import inherited_student_kwargs, is_supported_policy
 from sb3_distill.spaces import space_mismatch
+from sb3_distill.teachers import SUPPORTED_ALGORITHMS
 
 __all__ = [
     "MinAtarCNN",
@@ -300,18 +302,50 @@ def make_student(
     return policy
 
 
+def algorithm_class(algo: str | type[BaseAlgorithm]) -> type[BaseAlgorithm]:
+    """
+    :param algo: an algorithm as RL-Zoo names it (``"ppo"``, ``"dqn"``, ``"qrdqn"`` ...) or its class
+    :return: the class
+    """
+    if isinstance(algo, type) and issubclass(algo, BaseAlgorithm):
+        return algo
+    by_name = {cls.__name__.lower(): cls for cls in SUPPORTED_ALGORITHMS}
+    if not isinstance(algo, str) or algo.lower() not in by_name:
+        raise ValueError(f"unknown student_algo {algo!r}: expected one of {sorted(by_name)} or an SB3 algorithm class")
+    return by_name[algo.lower()]
+
+
+def _with_algorithm_aliases(spec: StudentSpec, student_algo: str | type[BaseAlgorithm] | None) -> StudentSpec:
+    """An alias spec (``"MlpPolicy"``) as the policy class of ``student_algo``; other specs unchanged."""
+    if student_algo is None or not isinstance(spec, str) or "." in spec or ":" in spec:
+        return spec
+    algorithm = algorithm_class(student_algo)
+    if spec not in algorithm.policy_aliases:
+        raise ValueError(
+            f"unknown student policy alias {spec!r} for {algorithm.__name__}: expected one of "
+            f"{sorted(algorithm.policy_aliases)}"
+        )
+    return algorithm.policy_aliases[spec]
+
+
 def student_specs(
-    student: StudentSpec | Mapping[str, Any], student_kwargs: dict[str, Any] | None
+    student: StudentSpec | Mapping[str, Any],
+    student_kwargs: dict[str, Any] | None,
+    student_algo: str | type[BaseAlgorithm] | None = None,
 ) -> dict[str, tuple[StudentSpec, dict[str, Any] | None]]:
     """
     The students a ``student`` argument names: ``{name: (spec, student_kwargs)}``.
 
     :param student: one student spec, or a dict name -> spec or ``(spec, policy_kwargs)``
     :param student_kwargs: ``policy_kwargs`` of a single student
+    :param student_algo: the algorithm whose policy aliases name the students (``"ppo"``: ``"MlpPolicy"`` is
+        PPO's actor-critic, ready for :func:`~sb3_distill.to_ppo`, whatever the teacher); ``None``: the teacher's
     :return: the specs by name (a single student is named ``"student"``)
     """
+    if student_algo is not None:
+        algorithm_class(student_algo)  # checked even when every student is a class
     if not isinstance(student, Mapping):
-        return {SINGLE_STUDENT: (student, student_kwargs)}
+        return {SINGLE_STUDENT: (_with_algorithm_aliases(student, student_algo), student_kwargs)}
     if student_kwargs:
         raise ValueError(
             "student_kwargs applies to a single student; give each student of the dict its own (spec, kwargs)"
@@ -325,9 +359,9 @@ def student_specs(
         if isinstance(spec, tuple):
             if len(spec) != 2 or not isinstance(spec[1], dict | type(None)):
                 raise ValueError(f"student {name!r}: a tuple spec must be (alias or policy class, policy_kwargs)")
-            specs[name] = (spec[0], spec[1])
+            specs[name] = (_with_algorithm_aliases(spec[0], student_algo), spec[1])
         else:
-            specs[name] = (spec, None)
+            specs[name] = (_with_algorithm_aliases(spec, student_algo), None)
     return specs
 
 

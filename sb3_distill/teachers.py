@@ -28,7 +28,14 @@ from sb3_distill.agents import (
     read_vec_normalize,
 )
 from sb3_distill.normalization import frozen_vec_normalize, obs_normalization_of
-from sb3_distill.outputs import PolicyOutputs, count_acting_parameters, has_value_head, policy_outputs, score_kind
+from sb3_distill.outputs import (
+    PolicyOutputs,
+    count_acting_parameters,
+    has_value_head,
+    is_supported_policy,
+    policy_outputs,
+    score_kind,
+)
 from sb3_distill.spaces import canonical_space, spaces_mismatch
 
 #: Teacher algorithms, by name. Their subclasses are accepted too.
@@ -64,13 +71,20 @@ class Teacher:
     Reads distillation targets from an SB3 model, never changing it.
 
     :param model: a PPO, A2C, DQN or QR-DQN model with a ``Discrete`` action space, or a PPO, A2C, SAC or
-        TD3 model with a ``Box`` action space; ``Box`` observations
+        TD3 model with a ``Box`` action space; ``Box`` observations. Or a policy of one of these alone (the
+        frozen starting point that fine-tuning is anchored to, say); then :attr:`model` is ``None``.
     """
 
-    def __init__(self, model: BaseAlgorithm) -> None:
-        check_teacher(model)
-        self.model = model
-        self.policy: BasePolicy = model.policy
+    def __init__(self, model: BaseAlgorithm | BasePolicy) -> None:
+        if isinstance(model, BasePolicy):
+            if not is_supported_policy(model):
+                raise TypeError(f"unsupported teacher policy {type(model).__name__}")
+            self.model: BaseAlgorithm | None = None
+            self.policy: BasePolicy = model
+        else:
+            check_teacher(model)
+            self.model = model
+            self.policy = model.policy
         #: ``"logits"`` (discrete actor-critic), ``"q_values"`` (DQN, QR-DQN: the mean of its quantiles),
         #: ``"gaussian"`` (continuous actor-critic) or ``"actions"`` (SAC, TD3)
         self.kind = score_kind(self.policy)
@@ -78,6 +92,11 @@ class Teacher:
         self.has_values = has_value_head(self.policy)
         #: parameters on the teacher's acting path
         self.acting_parameters = count_acting_parameters(self.policy)
+
+    @property
+    def name(self) -> str:
+        """The teacher's algorithm (``"PPO"``), or its policy class when it is a policy alone."""
+        return type(self.policy if self.model is None else self.model).__name__
 
     @property
     def observation_space(self) -> spaces.Box:

@@ -1,0 +1,147 @@
+"""Does fine-tuning keep what distillation taught? Distil, then fine-tune with ``to_ppo``, evaluating all along.
+
+For each teacher and seed: the student (an actor-critic, ``net_arch=[16]``) is distilled student-driven
+for ``--distill-steps`` environment steps, evaluated, then fine-tuned with ``to_ppo`` under RL-Zoo's PPO
+settings for the task for ``--steps`` steps, evaluated every ``--eval-every`` steps (``--episodes``
+deterministic episodes, fixed seeds). Each ``--config`` is one set of ``to_ppo`` safeguards:
+
+- ``plain``: ``value_warmup_steps=0, anchor_coef=0`` (plain PPO from the student's weights);
+- ``warmup``: critic-only updates first; ``anchor``: the fading KL anchor; ``default``: ``to_ppo``'s defaults.
+
+Reported per run: the distilled return, every evaluation, the lowest evaluation over the distilled return
+(``min_ratio``; the target is never below 0.9) and the final return against the teacher's.
+Results: ``benchmarks/results/finetune[_<name>].json``.
+
+    python benchmarks/finetune.py --seeds 0 1 2 3 4 --jobs 2
+
+Teachers are RL-Zoo run folders (``algo/EnvId_N``) under ``--zoo`` (default: the published agents in
+``tests/data/zoo-agents``) or, for MinAtar, trained here by ``benchmarks/common.zoo_teacher``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import pathlib
+import statistics
+from concurrent.futures import ProcessPoolExecutor
+from typing import Any
+
+import numpy as np
+import torch as th
+from common import write_result
+from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.env_util import make_vec_env
+from stable_baselines3.common.evaluation import evaluate_policy
+
+from sb3_distill import distill, to_ppo
+from sb3_distill.zoo import teacher_settings
+
+ZOO = pathlib.Path(__file__).resolve().parents[1] / "tests" / "data" / "zoo-agents"
+CONFIGS: dict[str, dict[str, Any]] = {
+    "plain": {"value_warmup_steps": 0, "anchor_coef": 0.0, "greedy_probability": None, "target_kl": None},
+    "sharpen": {"value_warmup_steps": 0, "anchor_coef": 0.0},
+    "sharpen_warmup": {"value_warmup_steps": 5_000, "anchor_coef": 0.0},
+    "sw_kl02": {"value_warmup_steps": 5_000, "anchor_coef": 0.0, "target_kl": 0.02},
+    "sw_anchor1": {"value_warmup_steps": 5_000, "anchor_coef": 1.0, "anchor_steps": 200_000},
+    "sw_anchor1_kl02": {"value_warmup_steps": 5_000, "anchor_coef": 1.0, "anchor_steps": 200_000, "target_kl": 0.02},
+    "sw_anchor03_kl02": {"value_warmup_steps": 5_000, "anchor_coef": 0.3, "anchor_steps": 200_000, "target_kl": 0.02},
+    "default": {},
+}
+
+
+def evaluate(policy: Any, env_id: str, episodes: int, wrap: Any = None) -> float:
+    env = make_vec_env(env_id, n_envs=1, seed=10_000)
+    if wrap is not None:
+        env = wrap(env)
+    try:
+        return float(np.mean(evaluate_policy(policy, env, n_eval_episodes=episodes, deterministic=True)[0]))
+    finally:
+        env.close()
+
+
+class Evaluations(BaseCallback):
+    """Evaluate the model's policy every ``every`` environment steps (on the model's own observation wrappers)."""
+
+    def __init__(self, env_id: str, every: int, episodes: int) -> None:
+        super().__init__()
+        self.env_id, self.every, self.episodes = env_id, every, episodes
+        self.results: list[tuple[int, float]] = []
+        self.next_at = every
+
+    def _on_step(self) -> bool:
+        if self.num_timesteps >= self.next_at:
+            self.next_at += self.every
+            self.results.append((self.num_timesteps, evaluate(self.model.policy, self.env_id, self.episodes)))
+        return True
+
+
+def run(teacher: str, config: str, seed: int, args: argparse.Namespace) -> dict[str, Any]:
+    th.set_num_threads(1)
+    folder = (ZOO if args.zoo is None else pathlib.Path(args.zoo)) / teacher
+    env_id = teacher.split("/", 1)[1].rsplit("_", 1)[0]  # RL-Zoo's run folders: algo/EnvId_N
+    student = distill(
+        str(folder),
+        "stable_baselines3.common.policies.ActorCriticPolicy",
+        make_vec_env(env_id, n_envs=4, seed=seed),
+        args.distill_steps,
+        collect="student",
+        student_kwargs={"net_arch": [16]},
+        seed=seed,
+    )
+    distilled = evaluate(student, env_id, args.episodes)
+    n_envs, settings = teacher_settings("ppo", env_id)
+    settings.pop("policy")
+    model = to_ppo(
+        student, make_vec_env(env_id, n_envs=n_envs, seed=seed + 1), seed=seed, **settings, **CONFIGS[config]
+    )
+    callback = Evaluations(env_id, args.eval_every, args.episodes)
+    model.learn(args.steps, callback=callback)
+    returns = [value for _, value in callback.results]
+    return {
+        "teacher": teacher,
+        "config": config,
+        "seed": seed,
+        "distilled": distilled,
+        "evaluations": callback.results,
+        "min_ratio": min(returns) / distilled if distilled > 0 else None,
+        "final": returns[-1],
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--teachers", nargs="+", default=["dqn/CartPole-v1_1", "ppo/CartPole-v1_1"])
+    parser.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2, 3, 4])
+    parser.add_argument("--distill-steps", type=int, default=8_000)
+    parser.add_argument("--steps", type=int, default=50_000)
+    parser.add_argument("--eval-every", type=int, default=5_000)
+    parser.add_argument("--episodes", type=int, default=10)
+    parser.add_argument("--zoo", default=None, help="folder of RL-Zoo runs (default: the published agents)")
+    parser.add_argument("--jobs", type=int, default=1)
+    parser.add_argument("--name", default="", help="results/finetune_<name>.json")
+    args = parser.parse_args()
+    jobs = [(teacher, config, seed) for teacher in args.teachers for seed in args.seeds for config in args.configs]
+    with ProcessPoolExecutor(args.jobs) as pool:
+        runs = list(pool.map(run, *zip(*jobs, strict=True), [args] * len(jobs)))
+    summary = {}
+    for teacher in args.teachers:
+        for config in args.configs:
+            mine = [r for r in runs if r["teacher"] == teacher and r["config"] == config]
+            ratios = [r["min_ratio"] for r in mine if r["min_ratio"] is not None]
+            summary[f"{teacher} {config}"] = {
+                "distilled": [r["distilled"] for r in mine],
+                "min_ratio": ratios,
+                "worst_min_ratio": min(ratios),
+                "final": [r["final"] for r in mine],
+                "median_final": statistics.median(r["final"] for r in mine),
+            }
+            print(teacher, config, summary[f"{teacher} {config}"])
+    settings = {key: value for key, value in vars(args).items() if key not in ("jobs", "name")}
+    write_result(
+        "finetune" + (f"_{args.name}" if args.name else ""), {"settings": settings, "summary": summary, "runs": runs}
+    )
+
+
+if __name__ == "__main__":
+    main()

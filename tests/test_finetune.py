@@ -1,0 +1,119 @@
+"""Fine-tuning a distilled student: ``student_algo``, and ``to_ppo``'s safeguards (sharpening, warm-up, anchor)."""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+import torch as th
+from stable_baselines3.common.env_util import make_vec_env
+from stable_baselines3.common.evaluation import evaluate_policy
+from stable_baselines3.common.policies import ActorCriticPolicy
+from stable_baselines3.dqn.policies import DQNPolicy
+
+from sb3_distill import RealTimeDistillCallback, distill, to_dqn, to_ppo
+from sb3_distill.finetune import critic_parameters, sharpen
+from sb3_distill.zoo import teacher_settings
+from tests.conftest import make_teacher
+
+
+def cartpole(n_envs: int = 4, seed: int = 0):
+    return make_vec_env("CartPole-v1", n_envs=n_envs, seed=seed)
+
+
+def cartpole_states(n: int = 256) -> np.ndarray:
+    return np.random.default_rng(0).normal(scale=0.5, size=(n, 4)).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def student(published_dqn) -> ActorCriticPolicy:
+    """An actor-critic student of RL-Zoo's published DQN agent: its value head is fresh (a DQN has no critic)."""
+    policy = distill(
+        published_dqn,
+        "MlpPolicy",
+        cartpole(),
+        2_000,
+        collect="student",
+        student_algo="ppo",
+        student_kwargs={"net_arch": [16]},
+        seed=0,
+    )
+    assert isinstance(policy, ActorCriticPolicy)
+    return policy
+
+
+def ppo_settings() -> tuple[int, dict]:
+    n_envs, settings = teacher_settings("ppo", "CartPole-v1")  # RL-Zoo's tuned CartPole settings
+    settings.pop("policy")
+    return n_envs, settings
+
+
+def test_student_algo_names_the_students_family(published_dqn):
+    # Without it, a DQN teacher's alias gives a Q-network; with it, PPO's actor-critic, offline and in real time.
+    assert isinstance(distill(published_dqn, "MlpPolicy", cartpole(), 200), DQNPolicy)
+    student = distill(published_dqn, "MlpPolicy", cartpole(), 200, student_algo="ppo")
+    assert type(student) is ActorCriticPolicy
+    callback = RealTimeDistillCallback(student="MlpPolicy", student_algo="ppo", student_kwargs={"net_arch": [8]})
+    make_teacher("dqn", seed=0, learning_starts=100).learn(600, callback=callback)
+    assert type(callback.student) is ActorCriticPolicy
+    with pytest.raises(ValueError, match="unknown student_algo 'ppo2'"):
+        distill(published_dqn, "MlpPolicy", cartpole(), 200, student_algo="ppo2")
+    with pytest.raises(ValueError, match="unknown student policy alias 'LstmPolicy' for PPO"):
+        RealTimeDistillCallback(student="LstmPolicy", student_algo="ppo")
+    # A Q-network student cannot be fine-tuned with PPO: the error says what to pass.
+    with pytest.raises(TypeError, match="student_algo='ppo'"):
+        to_ppo(distill(published_dqn, "MlpPolicy", cartpole(), 200), "CartPole-v1")
+
+
+def test_sharpen_keeps_the_greedy_actions(student):
+    policy = copy.deepcopy(student)
+    obs = th.as_tensor(cartpole_states())
+    greedy = policy.predict(obs.numpy(), deterministic=True)[0]
+    scale = sharpen(policy, obs, 0.97)
+    assert scale > 1.0
+    assert np.array_equal(policy.predict(obs.numpy(), deterministic=True)[0], greedy)
+    with th.no_grad():
+        probs = policy.get_distribution(obs).distribution.probs
+    assert probs.max(dim=-1).values.mean().item() == pytest.approx(0.97, abs=1e-3)
+    # Logits are never softened.
+    before = [p.clone() for p in policy.parameters()]
+    assert sharpen(policy, obs, 0.5) == 1.0
+    assert all(th.equal(a, b) for a, b in zip(before, policy.parameters(), strict=True))
+
+
+def test_value_warmup_moves_only_the_critic(student):
+    model = to_ppo(student, cartpole(n_envs=8), value_warmup_steps=512, anchor_coef=0.0, n_steps=32, seed=0)
+    critic = {id(p) for p in critic_parameters(model.policy)}
+    actor = [p for p in model.policy.parameters() if id(p) not in critic]
+    actor_before = [p.detach().clone() for p in actor]
+    critic_before = [p.detach().clone() for p in critic_parameters(model.policy)]
+    model.learn(512)
+    assert model.finetune_steps == 512
+    assert all(th.equal(a, b) for a, b in zip(actor_before, actor, strict=True))
+    assert not all(th.equal(a, b) for a, b in zip(critic_before, critic_parameters(model.policy), strict=True))
+    model.learn(256, reset_num_timesteps=False)  # the warm-up is over: the policy learns too
+    assert not all(th.equal(a, b) for a, b in zip(actor_before, actor, strict=True))
+
+
+def test_the_anchor_fades_after_the_warmup(student, tmp_path):
+    model = to_ppo(student, cartpole(n_envs=8), value_warmup_steps=256, anchor_coef=2.0, anchor_steps=1_000, seed=0)
+    for steps, weight in ((0, 0.0), (256, 2.0), (756, 1.0), (1_256, 0.0)):
+        model.finetune_steps = steps
+        assert model.anchor_weight() == pytest.approx(weight)
+    model.finetune_steps = 256
+    model.learn(512)
+    assert model.logger.name_to_value["distill/lambda"] > 0  # PPO's loss carried the KL to the start
+    for bad in ({"anchor_coef": -1.0}, {"value_warmup_steps": 1.5}, {"anchor_steps": -5}, {"greedy_probability": 1.0}):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            to_ppo(student, cartpole(), **bad)
+
+
+def test_to_dqn_refuses_an_actor_critic_with_what_to_pass(student):
+    with pytest.raises(TypeError, match="student_algo='dqn'"):
+        to_dqn(student, "CartPole-v1")
+
+
+def mean_return(policy, seed: int, episodes: int = 10) -> float:
+    env = make_vec_env("CartPole-v1", seed=10_000 + seed)
+    return float(evaluate_policy(policy, env, n_eval_episodes=episodes, deterministic=True)[0])
