@@ -33,9 +33,21 @@ from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.evaluation import evaluate_policy
 
+import sb3_distill.envs  # noqa: F401  (registers MinAtar)
 from sb3_distill import distill, to_ppo
+from sb3_distill.agents import SavedAgent
+from sb3_distill.architectures import MinAtarCNN
 from sb3_distill.zoo import teacher_settings
 
+#: The student per task (the hyperparameter files' MinAtar student: a 5% CNN).
+STUDENTS: dict[str, dict[str, Any]] = {
+    "CartPole-v1": {"net_arch": [16]},
+    "MinAtar/Breakout-v1": {
+        "features_extractor_class": MinAtarCNN,
+        "features_extractor_kwargs": {"channels": 8, "features_dim": 16},
+        "net_arch": [],
+    },
+}
 ZOO = pathlib.Path(__file__).resolve().parents[1] / "tests" / "data" / "zoo-agents"
 CONFIGS: dict[str, dict[str, Any]] = {
     "plain": {"value_warmup_steps": 0, "anchor_coef": 0.0, "greedy_probability": None, "target_kl": None},
@@ -78,14 +90,16 @@ class Evaluations(BaseCallback):
 def run(teacher: str, config: str, seed: int, args: argparse.Namespace) -> dict[str, Any]:
     th.set_num_threads(1)
     folder = (ZOO if args.zoo is None else pathlib.Path(args.zoo)) / teacher
-    env_id = teacher.split("/", 1)[1].rsplit("_", 1)[0]  # RL-Zoo's run folders: algo/EnvId_N
+    env_id = SavedAgent.find(folder).env_id
+    assert env_id is not None, f"{folder}: no environment id recorded"
     student = distill(
         str(folder),
-        "stable_baselines3.common.policies.ActorCriticPolicy",
+        "MlpPolicy",
         make_vec_env(env_id, n_envs=4, seed=seed),
         args.distill_steps,
         collect="student",
-        student_kwargs={"net_arch": [16]},
+        student_algo="ppo",
+        student_kwargs=STUDENTS[env_id],
         seed=seed,
     )
     distilled = evaluate(student, env_id, args.episodes)
@@ -138,6 +152,7 @@ def main() -> None:
             }
             print(teacher, config, summary[f"{teacher} {config}"])
     settings = {key: value for key, value in vars(args).items() if key not in ("jobs", "name")}
+    settings["config_options"] = {config: CONFIGS[config] for config in args.configs}
     write_result(
         "finetune" + (f"_{args.name}" if args.name else ""), {"settings": settings, "summary": summary, "runs": runs}
     )

@@ -166,7 +166,13 @@ def test_other_teachers(algo):
     teacher = make_teacher(algo, seed=0, **overrides)
     teacher.learn(2_000)
     logger = Recorder()
-    student = distill_datafree(teacher, "MlpPolicy", 100, obs_bounds=BOUNDS, seed=0, logger=logger, log_interval=50)
+    if algo == "dqn":  # supported, with the measured caveat said where it starts
+        with pytest.warns(UserWarning, match="Q-value teacher .* not reliable"):
+            student = distill_datafree(
+                teacher, "MlpPolicy", 100, obs_bounds=BOUNDS, seed=0, logger=logger, log_interval=50
+            )
+    else:
+        student = distill_datafree(teacher, "MlpPolicy", 100, obs_bounds=BOUNDS, seed=0, logger=logger, log_interval=50)
     assert student.observation_space == teacher.observation_space
     assert np.isfinite(logger.dumps[-1]["distill/loss"])
 
