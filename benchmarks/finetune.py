@@ -12,7 +12,11 @@ Reported per run: the distilled return, every evaluation, the lowest evaluation 
 (``min_ratio``; the target is never below 0.9) and the final return against the teacher's.
 Results: ``benchmarks/results/finetune[_<name>].json``.
 
-    python benchmarks/finetune.py --seeds 0 1 2 3 4 --jobs 2
+    python benchmarks/finetune.py --configs plain default --steps 50000 --jobs 2 --name cartpole
+    python -m rl_zoo3.train --algo ppo --env MinAtar/Breakout-v1 --gym-packages sb3_distill.envs \
+        -conf hyperparams/ppo.yml -f /tmp/zoo-minatar --seed 0 -n 1000000 --eval-freq -1
+    python benchmarks/finetune.py --zoo /tmp/zoo-minatar --teachers ppo/MinAtar-Breakout-v1_1 --configs plain \
+        default --distill-steps 50000 --steps 100000 --eval-every 10000 --jobs 2 --name minatar_breakout_ppo
 
 Teachers are RL-Zoo run folders (``algo/EnvId_N``) under ``--zoo`` (default: the published agents in
 ``tests/data/zoo-agents``) or, for MinAtar, trained here by ``benchmarks/common.zoo_teacher``.
@@ -37,6 +41,7 @@ import sb3_distill.envs  # noqa: F401  (registers MinAtar)
 from sb3_distill import distill, to_ppo
 from sb3_distill.agents import SavedAgent
 from sb3_distill.architectures import MinAtarCNN
+from sb3_distill.teachers import open_teacher
 from sb3_distill.zoo import teacher_settings
 
 #: The student per task (the hyperparameter files' MinAtar student: a 5% CNN).
@@ -61,10 +66,8 @@ CONFIGS: dict[str, dict[str, Any]] = {
 }
 
 
-def evaluate(policy: Any, env_id: str, episodes: int, wrap: Any = None) -> float:
+def evaluate(policy: Any, env_id: str, episodes: int) -> float:
     env = make_vec_env(env_id, n_envs=1, seed=10_000)
-    if wrap is not None:
-        env = wrap(env)
     try:
         return float(np.mean(evaluate_policy(policy, env, n_eval_episodes=episodes, deterministic=True)[0]))
     finally:
@@ -105,6 +108,7 @@ def run(teacher: str, config: str, seed: int, args: argparse.Namespace) -> dict[
     distilled = evaluate(student, env_id, args.episodes)
     n_envs, settings = teacher_settings("ppo", env_id)
     settings.pop("policy")
+    settings.pop("policy_kwargs", None)  # the teacher's architecture: the student keeps its own
     model = to_ppo(
         student, make_vec_env(env_id, n_envs=n_envs, seed=seed + 1), seed=seed, **settings, **CONFIGS[config]
     )
@@ -138,8 +142,14 @@ def main() -> None:
     jobs = [(teacher, config, seed) for teacher in args.teachers for seed in args.seeds for config in args.configs]
     with ProcessPoolExecutor(args.jobs) as pool:
         runs = list(pool.map(run, *zip(*jobs, strict=True), [args] * len(jobs)))
-    summary = {}
+    summary: dict[str, Any] = {}
     for teacher in args.teachers:
+        folder = (ZOO if args.zoo is None else pathlib.Path(args.zoo)) / teacher
+        model, agent = open_teacher(str(folder), device="cpu")
+        env_id = agent.env_id if agent is not None else None
+        assert env_id is not None
+        summary[f"{teacher} teacher"] = evaluate(model, env_id, args.episodes)
+        print(teacher, "teacher", summary[f"{teacher} teacher"])
         for config in args.configs:
             mine = [r for r in runs if r["teacher"] == teacher and r["config"] == config]
             ratios = [r["min_ratio"] for r in mine if r["min_ratio"] is not None]

@@ -61,7 +61,7 @@ def overhead_section() -> list[str]:
 
 def datafree_section() -> list[str]:
     lines: list[str] = []
-    names = sorted(path.stem for path in RESULTS.glob("datafree*.json"))
+    names = sorted(path.stem for path in RESULTS.glob("datafree*.json") if path.stem != "datafree_q_values")
     for name in names:
         record = _load(name)
         if record is None:
@@ -80,6 +80,51 @@ def datafree_section() -> list[str]:
                 agreement = result.get("median_agreement", {}).get(mode)
                 ratio = result["median_ratio"].get(mode)
                 lines.append(f"| {env_id} | {mode} | {_fmt(ratio)} | {_fmt(normalized)} | {_fmt(agreement)} |")
+        lines.append("")
+    return lines
+
+
+def datafree_q_values_section() -> list[str]:
+    record = _load("datafree_q_values")
+    if record is None:
+        return []
+    lines = [
+        "## Simulator-free with a Q-value teacher (`datafree_q_values.json`)",
+        "",
+        f"{_provenance(record)}; teacher `{record['settings']['teacher']}`, {record['settings']['iterations']} "
+        "iterations; `uniform` replaces the generator by uniform samples from the same box.",
+        "",
+        "| mode | seed | student return | median abs. observation in the memory |",
+        "|---|---|---|---|",
+    ]
+    for run in record["runs"]:
+        where = ", ".join(f"{value:.2f}" for value in run["memory_median_abs_obs"])
+        lines.append(f"| {run['mode']} | {run['seed']} | {run['return']:.1f} | {where} |")
+    return [*lines, ""]
+
+
+def finetune_section() -> list[str]:
+    lines: list[str] = []
+    for path in sorted(RESULTS.glob("finetune*.json")):
+        record = _load(path.stem)
+        assert record is not None
+        settings = record["settings"]
+        lines += [
+            f"## Fine-tuning a distilled student with `to_ppo` (`{path.name}`)",
+            "",
+            f"{_provenance(record)}; seeds {settings['seeds']}; distilled for {settings['distill_steps']} steps, "
+            f"fine-tuned for {settings['steps']}, evaluated every {settings['eval_every']}.",
+            "",
+            "| teacher, config | distilled returns | lowest / distilled (worst seed) | final returns |",
+            "|---|---|---|---|",
+        ]
+        for case, result in record["summary"].items():
+            if not isinstance(result, dict):
+                lines.append(f"| {case} | {result:.1f} | | |")
+                continue
+            distilled = " / ".join(f"{value:.0f}" for value in result["distilled"])
+            final = " / ".join(f"{value:.0f}" for value in result["final"])
+            lines.append(f"| {case} | {distilled} | {_fmt(result['worst_min_ratio'], '.2f')} | {final} |")
         lines.append("")
     return lines
 
@@ -118,7 +163,8 @@ def write(path: pathlib.Path) -> None:
     lines += students_section("students_vs_teacher", "Students against their teachers (full size)")
     lines += students_section("students_vs_teacher_quick", "Students against their teachers (`--quick`)")
     lines += students_section("atari", "Atari (GPU)")
-    lines += overhead_section() + realtime_section() + datafree_section()
+    lines += overhead_section() + realtime_section() + datafree_section() + datafree_q_values_section()
+    lines += finetune_section()
     path.parent.mkdir(parents=True, exist_ok=True)
     text = "\n".join(lines) + "\n"
     if not path.is_file() or path.read_text() != text:

@@ -3,7 +3,7 @@
 from sb3_distill.datafree import DataFreeDistillation, distill_datafree
 from sb3_distill.distiller import DistillConfig, Distiller
 from sb3_distill.export import export
-from sb3_distill.finetune import to_dqn, to_ppo
+from sb3_distill.finetune import FineTunePPO, to_dqn, to_ppo
 from sb3_distill.normalization import wrap_env
 from sb3_distill.offline import OfflineDistillation, distill
 from sb3_distill.outputs import count_acting_parameters
@@ -18,6 +18,7 @@ __all__ = [
     "DataFreeDistillation",
     "DistillConfig",
     "Distiller",
+    "FineTunePPO",
     "ModuleStudent",
     "OfflineDistillation",
     "ProximalPolicyDistillation",
