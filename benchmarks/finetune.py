@@ -38,9 +38,10 @@ from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.evaluation import evaluate_policy
 
 import sb3_distill.envs  # noqa: F401  (registers MinAtar)
-from sb3_distill import distill, to_ppo
+from sb3_distill import distill, to_dqn, to_ppo
 from sb3_distill.agents import SavedAgent
 from sb3_distill.architectures import MinAtarCNN
+from sb3_distill.finetune import greedy_observations
 from sb3_distill.teachers import open_teacher
 from sb3_distill.zoo import teacher_settings
 
@@ -63,6 +64,9 @@ CONFIGS: dict[str, dict[str, Any]] = {
     "sw_anchor1_kl02": {"value_warmup_steps": 5_000, "anchor_coef": 1.0, "anchor_steps": 200_000, "target_kl": 0.02},
     "sw_anchor03_kl02": {"value_warmup_steps": 5_000, "anchor_coef": 0.3, "anchor_steps": 200_000, "target_kl": 0.02},
     "default": {},
+    "default_anchor1": {"anchor_coef": 1.0, "anchor_steps": 50_000},
+    # to_dqn on a Q-network student (student_algo="dqn"), RL-Zoo's DQN settings for the task
+    "dqn_default": {},
 }
 
 
@@ -95,23 +99,32 @@ def run(teacher: str, config: str, seed: int, args: argparse.Namespace) -> dict[
     folder = (ZOO if args.zoo is None else pathlib.Path(args.zoo)) / teacher
     env_id = SavedAgent.find(folder).env_id
     assert env_id is not None, f"{folder}: no environment id recorded"
+    algo = "dqn" if config.startswith("dqn") else "ppo"
     student = distill(
         str(folder),
         "MlpPolicy",
         make_vec_env(env_id, n_envs=4, seed=seed),
         args.distill_steps,
         collect="student",
-        student_algo="ppo",
+        student_algo=algo,
         student_kwargs=STUDENTS[env_id],
         seed=seed,
     )
     distilled = evaluate(student, env_id, args.episodes)
-    n_envs, settings = teacher_settings("ppo", env_id)
+    greedy_probability = None
+    if algo == "ppo":  # how sure the distilled student is of its greedy actions, on the states it visits
+        observations = greedy_observations(student, make_vec_env(env_id, n_envs=4, seed=seed + 2), 256)
+        with th.no_grad():
+            probs = student.get_distribution(observations).distribution.probs  # type: ignore[union-attr]
+        greedy_probability = float(probs.max(dim=-1).values.mean())
+    n_envs, settings = teacher_settings(algo, env_id)
     settings.pop("policy")
     settings.pop("policy_kwargs", None)  # the teacher's architecture: the student keeps its own
-    model = to_ppo(
-        student, make_vec_env(env_id, n_envs=n_envs, seed=seed + 1), seed=seed, **settings, **CONFIGS[config]
-    )
+    env = make_vec_env(env_id, n_envs=n_envs, seed=seed + 1)
+    if algo == "dqn":
+        model = to_dqn(student, env, seed=seed, **settings, **CONFIGS[config])
+    else:
+        model = to_ppo(student, env, seed=seed, **settings, **CONFIGS[config])
     callback = Evaluations(env_id, args.eval_every, args.episodes)
     model.learn(args.steps, callback=callback)
     returns = [value for _, value in callback.results]
@@ -120,6 +133,7 @@ def run(teacher: str, config: str, seed: int, args: argparse.Namespace) -> dict[
         "config": config,
         "seed": seed,
         "distilled": distilled,
+        "greedy_probability": greedy_probability,
         "evaluations": callback.results,
         "min_ratio": min(returns) / distilled if distilled > 0 else None,
         "final": returns[-1],
