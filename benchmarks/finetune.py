@@ -67,6 +67,7 @@ CONFIGS: dict[str, dict[str, Any]] = {
     "default_anchor1": {"anchor_coef": 1.0, "anchor_steps": 50_000},
     # to_dqn on a Q-network student (student_algo="dqn"), RL-Zoo's DQN settings for the task
     "dqn_default": {},
+    "dqn_mse": {"distill_loss": "mse"},  # the student regresses the teacher's Q-values instead of their softmax
 }
 
 
@@ -100,6 +101,8 @@ def run(teacher: str, config: str, seed: int, args: argparse.Namespace) -> dict[
     env_id = SavedAgent.find(folder).env_id
     assert env_id is not None, f"{folder}: no environment id recorded"
     algo = "dqn" if config.startswith("dqn") else "ppo"
+    options = dict(CONFIGS[config])
+    loss = options.pop("distill_loss", None)
     student = distill(
         str(folder),
         "MlpPolicy",
@@ -108,6 +111,7 @@ def run(teacher: str, config: str, seed: int, args: argparse.Namespace) -> dict[
         collect="student",
         student_algo=algo,
         student_kwargs=STUDENTS[env_id],
+        loss=loss,
         seed=seed,
     )
     distilled = evaluate(student, env_id, args.episodes)
@@ -122,9 +126,9 @@ def run(teacher: str, config: str, seed: int, args: argparse.Namespace) -> dict[
     settings.pop("policy_kwargs", None)  # the teacher's architecture: the student keeps its own
     env = make_vec_env(env_id, n_envs=n_envs, seed=seed + 1)
     if algo == "dqn":
-        model = to_dqn(student, env, seed=seed, **settings, **CONFIGS[config])
+        model = to_dqn(student, env, seed=seed, **settings, **options)
     else:
-        model = to_ppo(student, env, seed=seed, **settings, **CONFIGS[config])
+        model = to_ppo(student, env, seed=seed, **settings, **options)
     callback = Evaluations(env_id, args.eval_every, args.episodes)
     model.learn(args.steps, callback=callback)
     returns = [value for _, value in callback.results]
