@@ -12,7 +12,7 @@ from stable_baselines3.common.evaluation import evaluate_policy
 from stable_baselines3.common.policies import ActorCriticPolicy
 from stable_baselines3.dqn.policies import DQNPolicy
 
-from sb3_distill import RealTimeDistillCallback, distill, to_dqn, to_ppo
+from sb3_distill import FineTunePPO, RealTimeDistillCallback, distill, to_dqn, to_ppo
 from sb3_distill.finetune import critic_parameters, sharpen
 from sb3_distill.zoo import teacher_settings
 from tests.conftest import make_teacher
@@ -97,13 +97,23 @@ def test_value_warmup_moves_only_the_critic(student):
 
 
 def test_the_anchor_fades_after_the_warmup(student, tmp_path):
-    model = to_ppo(student, cartpole(n_envs=8), value_warmup_steps=256, anchor_coef=2.0, anchor_steps=1_000, seed=0)
+    model = to_ppo(
+        student, cartpole(n_envs=8), value_warmup_steps=256, anchor_coef=2.0, anchor_steps=1_000, n_steps=32, seed=0
+    )
     for steps, weight in ((0, 0.0), (256, 2.0), (756, 1.0), (1_256, 0.0)):
         model.finetune_steps = steps
         assert model.anchor_weight() == pytest.approx(weight)
     model.finetune_steps = 256
     model.learn(512)
     assert model.logger.name_to_value["distill/lambda"] > 0  # PPO's loss carried the KL to the start
+    # Saved and loaded, it goes on where it was; the anchor (not saved) is the loaded policy.
+    model.save(tmp_path / "finetune.zip")
+    loaded = FineTunePPO.load(tmp_path / "finetune.zip", env=cartpole(n_envs=8))
+    assert loaded.finetune_steps == model.finetune_steps == 768
+    assert loaded.teacher is None
+    loaded.learn(256)
+    assert loaded.teacher is not None
+    assert loaded.finetune_steps == 1_024
     for bad in ({"anchor_coef": -1.0}, {"value_warmup_steps": 1.5}, {"anchor_steps": -5}, {"greedy_probability": 1.0}):
         with pytest.raises(ValueError, match=next(iter(bad))):
             to_ppo(student, cartpole(), **bad)
