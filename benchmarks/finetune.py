@@ -63,8 +63,10 @@ CONFIGS: dict[str, dict[str, Any]] = {
     "sw_anchor1": {"value_warmup_steps": 5_000, "anchor_coef": 1.0, "anchor_steps": 200_000},
     "sw_anchor1_kl02": {"value_warmup_steps": 5_000, "anchor_coef": 1.0, "anchor_steps": 200_000, "target_kl": 0.02},
     "sw_anchor03_kl02": {"value_warmup_steps": 5_000, "anchor_coef": 0.3, "anchor_steps": 200_000, "target_kl": 0.02},
-    "default": {},
-    "default_anchor1": {"anchor_coef": 1.0, "anchor_steps": 50_000},
+    "default": {},  # to_ppo's defaults now: the three safeguards and the anchor (1.0, fading over 50k steps)
+    "no_anchor": {"anchor_coef": 0.0},
+    "anchor1_50k": {"anchor_coef": 1.0, "anchor_steps": 50_000},
+    "anchor1_25k": {"anchor_coef": 1.0, "anchor_steps": 25_000},
     # to_dqn on a Q-network student (student_algo="dqn"), RL-Zoo's DQN settings for the task
     "dqn_default": {},
     "dqn_mse": {"distill_loss": "mse"},  # the student regresses the teacher's Q-values instead of their softmax

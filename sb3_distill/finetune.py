@@ -44,8 +44,8 @@ DEFAULT_GREEDY_PROBABILITY = 0.9
 #: Steps per environment the student acts greedily for, to find the observations it is sharpened on.
 SHARPEN_STEPS = 256
 #: Initial weight of the KL anchor to the distilled student, and the steps over which it fades.
-DEFAULT_ANCHOR_COEF = 0.0
-DEFAULT_ANCHOR_STEPS = 0
+DEFAULT_ANCHOR_COEF = 1.0
+DEFAULT_ANCHOR_STEPS = 50_000
 
 #: Constructor arguments of a policy that the algorithm passes itself.
 _SPACE_ARGUMENTS = ("observation_space", "action_space", "lr_schedule", "use_sde")
@@ -95,9 +95,9 @@ class FineTunePPO(ProximalPolicyDistillation):
         self,
         policy: Any,
         env: Any,
-        value_warmup_steps: int = 0,
-        anchor_coef: float = 0.0,
-        anchor_steps: int = 0,
+        value_warmup_steps: int = DEFAULT_VALUE_WARMUP_STEPS,
+        anchor_coef: float = DEFAULT_ANCHOR_COEF,
+        anchor_steps: int = DEFAULT_ANCHOR_STEPS,
         **ppo_kwargs: Any,
     ) -> None:
         for name, value in (("value_warmup_steps", value_warmup_steps), ("anchor_steps", anchor_steps)):
