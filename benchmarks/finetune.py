@@ -38,22 +38,25 @@ from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.evaluation import evaluate_policy
 
 import sb3_distill.envs  # noqa: F401  (registers MinAtar)
-from sb3_distill import distill, to_dqn, to_ppo
+from sb3_distill import distill, to_dqn, to_ppo, wrap_env
 from sb3_distill.agents import SavedAgent
 from sb3_distill.architectures import MinAtarCNN
 from sb3_distill.finetune import greedy_observations
-from sb3_distill.teachers import open_teacher
+from sb3_distill.teachers import open_teacher, teacher_env
 from sb3_distill.zoo import teacher_settings
 
 #: The student per task (the hyperparameter files' MinAtar student: a 5% CNN).
 STUDENTS: dict[str, dict[str, Any]] = {
     "CartPole-v1": {"net_arch": [16]},
+    "MountainCar-v0": {"net_arch": [16]},
     "MinAtar/Breakout-v1": {
         "features_extractor_class": MinAtarCNN,
         "features_extractor_kwargs": {"channels": 8, "features_dim": 16},
         "net_arch": [],
     },
 }
+#: A random policy's return where returns are negative (MountainCar: every episode times out at 200 steps).
+RANDOM = {"MountainCar-v0": -200.0}
 ZOO = pathlib.Path(__file__).resolve().parents[1] / "tests" / "data" / "zoo-agents"
 CONFIGS: dict[str, dict[str, Any]] = {
     "plain": {"value_warmup_steps": 0, "anchor_coef": 0.0, "greedy_probability": None, "target_kl": None},
@@ -73,8 +76,11 @@ CONFIGS: dict[str, dict[str, Any]] = {
 }
 
 
-def evaluate(policy: Any, env_id: str, episodes: int) -> float:
+def evaluate(policy: Any, env_id: str, episodes: int, student: Any = None) -> float:
+    """Greedy mean return; with ``student``, under the ``VecNormalize`` statistics it recorded (if any)."""
     env = make_vec_env(env_id, n_envs=1, seed=10_000)
+    if student is not None:
+        env = wrap_env(env, student)
     try:
         return float(np.mean(evaluate_policy(policy, env, n_eval_episodes=episodes, deterministic=True)[0]))
     finally:
@@ -84,16 +90,17 @@ def evaluate(policy: Any, env_id: str, episodes: int) -> float:
 class Evaluations(BaseCallback):
     """Evaluate the model's policy every ``every`` environment steps (on the model's own observation wrappers)."""
 
-    def __init__(self, env_id: str, every: int, episodes: int) -> None:
+    def __init__(self, env_id: str, every: int, episodes: int, student: Any) -> None:
         super().__init__()
-        self.env_id, self.every, self.episodes = env_id, every, episodes
+        self.env_id, self.every, self.episodes, self.student = env_id, every, episodes, student
         self.results: list[tuple[int, float]] = []
         self.next_at = every
 
     def _on_step(self) -> bool:
         if self.num_timesteps >= self.next_at:
             self.next_at += self.every
-            self.results.append((self.num_timesteps, evaluate(self.model.policy, self.env_id, self.episodes)))
+            returns = evaluate(self.model.policy, self.env_id, self.episodes, self.student)
+            self.results.append((self.num_timesteps, returns))
         return True
 
 
@@ -116,10 +123,12 @@ def run(teacher: str, config: str, seed: int, args: argparse.Namespace) -> dict[
         loss=loss,
         seed=seed,
     )
-    distilled = evaluate(student, env_id, args.episodes)
+    distilled = evaluate(student, env_id, args.episodes, student)
     greedy_probability = None
     if algo == "ppo":  # how sure the distilled student is of its greedy actions, on the states it visits
-        observations = greedy_observations(student, make_vec_env(env_id, n_envs=4, seed=seed + 2), 256)
+        observations = greedy_observations(
+            student, wrap_env(make_vec_env(env_id, n_envs=4, seed=seed + 2), student), 256
+        )
         with th.no_grad():
             probs = student.get_distribution(observations).distribution.probs  # type: ignore[union-attr]
         greedy_probability = float(probs.max(dim=-1).values.mean())
@@ -131,7 +140,7 @@ def run(teacher: str, config: str, seed: int, args: argparse.Namespace) -> dict[
         model = to_dqn(student, env, seed=seed, **settings, **options)
     else:
         model = to_ppo(student, env, seed=seed, **settings, **options)
-    callback = Evaluations(env_id, args.eval_every, args.episodes)
+    callback = Evaluations(env_id, args.eval_every, args.episodes, student)
     model.learn(args.steps, callback=callback)
     returns = [value for _, value in callback.results]
     return {
@@ -141,7 +150,10 @@ def run(teacher: str, config: str, seed: int, args: argparse.Namespace) -> dict[
         "distilled": distilled,
         "greedy_probability": greedy_probability,
         "evaluations": callback.results,
-        "min_ratio": min(returns) / distilled if distilled > 0 else None,
+        # Over the distilled return; where returns are negative, both measured from a random policy's.
+        "min_ratio": (min(returns) - RANDOM.get(env_id, 0.0)) / (distilled - RANDOM.get(env_id, 0.0))
+        if distilled > RANDOM.get(env_id, 0.0)
+        else None,
         "final": returns[-1],
     }
 
@@ -168,7 +180,10 @@ def main() -> None:
         model, agent = open_teacher(str(folder), device="cpu")
         env_id = agent.env_id if agent is not None else None
         assert env_id is not None
-        summary[f"{teacher} teacher"] = evaluate(model, env_id, args.episodes)
+        statistics_env = teacher_env(model, agent, make_vec_env(env_id, n_envs=1, seed=10_000))
+        summary[f"{teacher} teacher"] = float(
+            np.mean(evaluate_policy(model, statistics_env, n_eval_episodes=args.episodes, deterministic=True)[0])
+        )
         print(teacher, "teacher", summary[f"{teacher} teacher"])
         for config in args.configs:
             mine = [r for r in runs if r["teacher"] == teacher and r["config"] == config]
@@ -176,7 +191,7 @@ def main() -> None:
             summary[f"{teacher} {config}"] = {
                 "distilled": [r["distilled"] for r in mine],
                 "min_ratio": ratios,
-                "worst_min_ratio": min(ratios),
+                "worst_min_ratio": min(ratios) if ratios else None,
                 "final": [r["final"] for r in mine],
                 "median_final": statistics.median(r["final"] for r in mine),
             }

@@ -245,21 +245,24 @@ def to_ppo(
     student: BasePolicy,
     env: VecEnv | gym.Env | str,
     greedy_probability: float | None = DEFAULT_GREEDY_PROBABILITY,
-    value_warmup_steps: int | None = None,
+    value_warmup_steps: int = DEFAULT_VALUE_WARMUP_STEPS,
     anchor_coef: float = DEFAULT_ANCHOR_COEF,
     anchor_steps: int = DEFAULT_ANCHOR_STEPS,
     **ppo_kwargs: Any,
 ) -> FineTunePPO:
     """
     A PPO model whose policy is the student, ready to ``learn`` like any PPO model, safeguarded
-    (:class:`FineTunePPO`) so that fine-tuning keeps what distillation taught.
+    (:class:`FineTunePPO`) so that fine-tuning keeps what distillation taught: sharpened logits, a critic-only
+    warm-up, ``target_kl=0.02`` unless ``ppo_kwargs`` give one, and a fading KL anchor to the student.
+    ``greedy_probability=None, value_warmup_steps=0, anchor_coef=0, target_kl=None`` is plain PPO from the
+    student's weights. Measured choices: the README's "fine-tuning" figures, ``benchmarks/finetune.py``.
 
     :param student: an actor-critic student (``ActorCriticPolicy`` family)
     :param env: the environment, made as the teacher's was (a ``VecNormalize`` the student recorded is re-applied)
     :param greedy_probability: discrete actions: sharpen the student (:func:`sharpen`) until its greedy action
         has this mean probability on the states it visits, so that PPO's sampled actions start from the
         distilled behaviour (``None``: leave the probabilities as distilled)
-    :param value_warmup_steps: environment steps of critic-only updates first (``None``: DEFAULT_VALUE_WARMUP_STEPS)
+    :param value_warmup_steps: environment steps of critic-only updates first
     :param anchor_coef: initial weight of the KL anchor to the distilled student (0: none)
     :param anchor_steps: environment steps over which the anchor fades out
     :param ppo_kwargs: any ``PPO`` argument (``learning_rate``, ``n_steps``, ``seed``, ``verbose`` ...);
@@ -274,8 +277,6 @@ def to_ppo(
         )
     if greedy_probability is not None and not 0 < greedy_probability < 1:
         raise ValueError(f"greedy_probability must be in (0, 1) or None, got {greedy_probability!r}")
-    if value_warmup_steps is None:
-        value_warmup_steps = DEFAULT_VALUE_WARMUP_STEPS
     model = _with_student(
         FineTunePPO,
         student,
