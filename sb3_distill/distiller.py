@@ -28,12 +28,14 @@ from stable_baselines3.td3.policies import TD3Policy
 from sb3_distill.losses import DEFAULT_TEMPERATURE, gaussian_kl_loss, get_loss, loss_for_kind, value_loss
 from sb3_distill.normalization import record_obs_normalization
 from sb3_distill.outputs import (
-    ACTIONS,
-    GAUSSIAN,
+    CONTINUOUS_KINDS,
+    SQUASHED_GAUSSIAN,
     PolicyOutputs,
     count_acting_parameters,
     has_value_head,
     policy_outputs,
+    score_kind,
+    scores_as_actions,
 )
 from sb3_distill.spaces import spaces_mismatch
 from sb3_distill.students import SINGLE_STUDENT, StudentSpec, make_students
@@ -220,10 +222,10 @@ class Distiller:
         self.teacher = teacher
         self.students = dict(students)
         self.config = config
-        self.loss = loss_for_kind(config.loss, teacher.kind)
+        self.loss = self._resolve_loss(config.loss, teacher, self.students)
         self.policy_loss = get_loss(self.loss)
         #: discrete actions: agreement of greedy actions; continuous: squared error of the actions
-        self.continuous = teacher.kind in (GAUSSIAN, ACTIONS)
+        self.continuous = teacher.kind in CONTINUOUS_KINDS
         self.temperature = config.temperature if config.temperature is not None else DEFAULT_TEMPERATURE[teacher.kind]
         self.distill_value = {name: self._resolve_distill_value(name, s) for name, s in self.students.items()}
         #: each student's acting parameters
@@ -297,6 +299,21 @@ class Distiller:
     def compression(self) -> dict[str, float]:
         """Each student's acting parameters / the (current) teacher's."""
         return {name: count / self.teacher.acting_parameters for name, count in self.student_parameters.items()}
+
+    @staticmethod
+    def _resolve_loss(loss: str | None, teacher: Teacher, students: Mapping[str, BasePolicy]) -> str:
+        """The loss, checked; a SAC teacher's KL (between Gaussians before the tanh) needs SAC students."""
+        if teacher.kind != SQUASHED_GAUSSIAN:
+            return loss_for_kind(loss, teacher.kind)
+        others = sorted(name for name, s in students.items() if score_kind(s) != SQUASHED_GAUSSIAN)
+        if loss is None:
+            return "mse" if others else "kl"
+        if loss == "kl" and others:
+            raise TypeError(
+                f"loss='kl' matches a SAC teacher's Gaussian before its tanh: students {others} are not SAC "
+                f"policies (without gSDE); use loss='mse' (on the actions)"
+            )
+        return loss_for_kind(loss, teacher.kind)
 
     def set_teacher(self, teacher: Teacher) -> None:
         """
@@ -386,7 +403,11 @@ class Distiller:
                 targets = self.teacher.targets(obs, with_values=any(self.distill_value.values()))
             obs, targets = self._finite_rows(obs, targets)
             n_obs = len(obs)
-            teacher_actions = targets.scores if self.continuous else targets.scores.argmax(dim=-1)
+            teacher_actions = (
+                scores_as_actions(self.teacher.policy, targets.scores)
+                if self.continuous
+                else targets.scores.argmax(dim=-1)
+            )
             learning_rate = self.config.learning_rate_at(progress_remaining)
             sums = {name: _Sums.zeros(obs.device) for name in self.students}
             for student in self.students.values():
@@ -446,6 +467,8 @@ class Distiller:
             if log_std is None:
                 raise TypeError(f"student {name!r} has no Gaussian policy to match the teacher's: use loss='mse'")
             policy_loss = gaussian_kl_loss(scores, log_std, batch.scores, batch.log_std)
+        elif self.teacher.kind == SQUASHED_GAUSSIAN:  # SAC teacher, loss="mse": on the actions, after the tanh
+            policy_loss = self.policy_loss(scores_as_actions(student, scores), th.tanh(batch.scores), self.temperature)
         else:  # kl / mse / nll on action scores, see losses.py
             policy_loss = self.policy_loss(scores, batch.scores, self.temperature)
         if not self.distill_value[name]:
@@ -495,7 +518,8 @@ class Distiller:
                 student_sums.value_loss += v_loss.detach()
             if count_agreement:
                 if self.continuous:  # summed squared error of the actions (means), per observation
-                    student_sums.agree += ((scores.detach() - batch.actions) ** 2).sum()
+                    actions = scores_as_actions(self.students[name], scores.detach())
+                    student_sums.agree += ((actions - batch.actions) ** 2).sum()
                 else:
                     student_sums.agree += (scores.detach().argmax(dim=-1) == batch.actions).sum()
                 student_sums.seen += len(batch.actions)

@@ -12,20 +12,22 @@ from collections.abc import Callable
 import torch as th
 import torch.nn.functional as F
 
-from sb3_distill.outputs import ACTIONS, GAUSSIAN, LOGITS, Q_VALUES, ScoreKind
+from sb3_distill.outputs import ACTIONS, GAUSSIAN, LOGITS, Q_VALUES, SQUASHED_GAUSSIAN, ScoreKind
 
 PolicyLoss = Callable[[th.Tensor, th.Tensor, float], th.Tensor]
 
 #: Default temperature per kind of teacher score: Q-values are sharpened with 0.01 as in
 #: Rusu et al., "Policy Distillation" (2015); logits are already a distribution's parameters.
-DEFAULT_TEMPERATURE = {Q_VALUES: 0.01, LOGITS: 1.0, GAUSSIAN: 1.0, ACTIONS: 1.0}
+DEFAULT_TEMPERATURE = {Q_VALUES: 0.01, LOGITS: 1.0, GAUSSIAN: 1.0, ACTIONS: 1.0, SQUASHED_GAUSSIAN: 1.0}
 
 #: The losses that make sense per kind of teacher output, the first being the default.
 LOSSES_FOR_KIND = {
     LOGITS: ("kl", "mse", "nll"),
     Q_VALUES: ("kl", "mse", "nll"),
     GAUSSIAN: ("kl", "mse"),  # KL between Gaussians, or MSE on their means
-    ACTIONS: ("mse",),  # SAC's and TD3's deterministic actions
+    ACTIONS: ("mse",),  # TD3's deterministic actions
+    # SAC: KL between the Gaussians before the tanh (a SAC student), or MSE on the actions
+    SQUASHED_GAUSSIAN: ("kl", "mse"),
 }
 
 

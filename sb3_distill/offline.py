@@ -38,7 +38,7 @@ from stable_baselines3.common.vec_env import VecEnv, VecNormalize, unwrap_vec_no
 from sb3_distill.callbacks import DistillationRun, DistillCallback
 from sb3_distill.distiller import DistillConfig, Distiller, check_positive
 from sb3_distill.normalization import obs_normalization_of
-from sb3_distill.outputs import GAUSSIAN
+from sb3_distill.outputs import GAUSSIAN, SQUASHED_GAUSSIAN
 from sb3_distill.sources import TargetMemory
 from sb3_distill.students import StudentSpec, student_specs
 from sb3_distill.teachers import eval_mode, open_teacher, teacher_env
@@ -301,7 +301,9 @@ class OfflineDistillation(DistillationRun):
         action_space = view.action_space
         n_scores = int(action_space.n) if isinstance(action_space, spaces.Discrete) else int(action_space.shape[0])
         with_values = any(self.distiller.distill_value.values())
-        memory = TargetMemory(buffer_size, view.observation_space, n_scores, with_values, view.kind == GAUSSIAN)
+        memory = TargetMemory(
+            buffer_size, view.observation_space, n_scores, with_values, view.kind in (GAUSSIAN, SQUASHED_GAUSSIAN)
+        )
         self.collector = EnvironmentCollector(
             self.env,
             self.model,

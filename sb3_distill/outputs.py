@@ -33,8 +33,10 @@ class ScoreKind(str, Enum):
     Q_VALUES = "q_values"
     #: a Gaussian policy's mean, with its ``log_std`` (continuous actor-critics)
     GAUSSIAN = "gaussian"
-    #: a deterministic actor's action (SAC, TD3)
+    #: a deterministic actor's action in [-1, 1] (TD3; SAC with gSDE)
     ACTIONS = "actions"
+    #: SAC's Gaussian before its tanh: the mean, with its ``log_std`` (the action is ``tanh(mean)``)
+    SQUASHED_GAUSSIAN = "squashed_gaussian"
 
     def __str__(self) -> str:
         return str(self.value)
@@ -44,6 +46,9 @@ class ScoreKind(str, Enum):
 
 
 LOGITS, Q_VALUES, GAUSSIAN, ACTIONS = ScoreKind.LOGITS, ScoreKind.Q_VALUES, ScoreKind.GAUSSIAN, ScoreKind.ACTIONS
+SQUASHED_GAUSSIAN = ScoreKind.SQUASHED_GAUSSIAN
+#: Kinds of continuous actions.
+CONTINUOUS_KINDS = (GAUSSIAN, ACTIONS, SQUASHED_GAUSSIAN)
 
 #: Policies whose action scores are Q-values (QR-DQN's are the means of its quantiles).
 Q_POLICIES = (DQNPolicy, QNetwork, QRDQNPolicy, QuantileNetwork)
@@ -73,6 +78,8 @@ def score_kind(policy: nn.Module) -> ScoreKind:
     """
     if isinstance(policy, Q_POLICIES):
         return Q_VALUES
+    if isinstance(policy, SACPolicy) and not policy.actor.use_sde:
+        return SQUASHED_GAUSSIAN
     if isinstance(policy, SACPolicy | TD3Policy):
         return ACTIONS
     if isinstance(policy, ActorCriticPolicy) and isinstance(policy.action_space, spaces.Box):
@@ -124,7 +131,10 @@ def policy_outputs(policy: BasePolicy, obs: th.Tensor, with_values: bool = True)
         latent_vf = policy.mlp_extractor.forward_critic(vf_features)
         return PolicyOutputs(logits, policy.value_net(latent_vf).flatten(), log_std)
     if isinstance(policy, SACPolicy):
-        return PolicyOutputs(policy.actor(obs, deterministic=True), None)  # tanh of the Gaussian's mean
+        if policy.actor.use_sde:  # gSDE's noise depends on the features: distil the action
+            return PolicyOutputs(policy.actor(obs, deterministic=True), None)
+        mean, log_std, _ = policy.actor.get_action_dist_params(obs)  # before the tanh: KL stays exact through it
+        return PolicyOutputs(mean, None, log_std)
     if isinstance(policy, TD3Policy):
         return PolicyOutputs(policy.actor(obs), None)
     if isinstance(policy, DQNPolicy):
@@ -138,6 +148,17 @@ def policy_outputs(policy: BasePolicy, obs: th.Tensor, with_values: bool = True)
     if callable(action_scores):
         return PolicyOutputs(action_scores(obs), None)
     raise TypeError(f"cannot read action scores from {type(policy).__name__}")
+
+
+def scores_as_actions(policy: nn.Module, scores: th.Tensor) -> th.Tensor:
+    """
+    A continuous policy's greedy actions from its scores: ``tanh`` of a SAC Gaussian's mean, the scores otherwise.
+
+    :param policy: the policy the scores come from
+    :param scores: :func:`policy_outputs`' scores
+    :return: actions (in [-1, 1] for SAC and TD3; a Gaussian's mean for PPO and A2C)
+    """
+    return th.tanh(scores) if score_kind(policy) == SQUASHED_GAUSSIAN else scores
 
 
 def acting_modules(policy: nn.Module) -> list[nn.Module]:

@@ -32,7 +32,7 @@ from stable_baselines3.common.vec_env import VecNormalize
 from torch.nn import functional as F
 
 from sb3_distill.losses import DEFAULT_TEMPERATURE, gaussian_kl_divergence, kl_divergence
-from sb3_distill.outputs import ACTIONS, policy_outputs
+from sb3_distill.outputs import ACTIONS, SQUASHED_GAUSSIAN, policy_outputs
 from sb3_distill.spaces import spaces_mismatch
 from sb3_distill.teachers import Teacher, open_teacher, teacher_normalization
 
@@ -131,7 +131,7 @@ class ProximalPolicyDistillation(PPO):
         """
         model, agent = open_teacher(teacher, device=self.device)
         view = Teacher(model)
-        if view.kind == ACTIONS:
+        if view.kind in (ACTIONS, SQUASHED_GAUSSIAN):
             raise TypeError("PPD distils action distributions: SAC and TD3 teachers have none (use distill() instead)")
         difference = spaces_mismatch(self.policy, view)
         if difference is not None:

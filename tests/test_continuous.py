@@ -110,9 +110,19 @@ def test_offline_distillation_of_continuous_teachers(algo):
         model.learn(256)
 
 
-def test_sac_teacher_refuses_the_kl_loss():
-    teacher = SAC("MlpPolicy", "Pendulum-v1", learning_starts=10, seed=0)
-    distill = RecordingDistillCallback(student="MlpPolicy", loss="kl")
+def test_the_kl_loss_needs_a_gaussian_on_both_sides():
+    """SAC: KL between the Gaussians before the tanh, for SAC students only; TD3 has no Gaussian at all."""
+    sac = SAC("MlpPolicy", "Pendulum-v1", learning_starts=10, seed=0)
+    by_default = RecordingDistillCallback(student="MlpPolicy")
+    sac.learn(200, callback=by_default)
+    assert by_default.distiller.loss == "kl"
+    actor_critic = RecordingDistillCallback(student="stable_baselines3.common.policies.ActorCriticPolicy")
+    sac.learn(200, callback=actor_critic)
+    assert actor_critic.distiller.loss == "mse"  # on the actions, after the tanh
+    forced = RecordingDistillCallback(student="stable_baselines3.common.policies.ActorCriticPolicy", loss="kl")
+    with pytest.raises(TypeError, match=r"loss='kl' matches a SAC teacher's Gaussian before its tanh"):
+        SAC("MlpPolicy", "Pendulum-v1", learning_starts=10, seed=0).learn(100, callback=forced)
+    td3 = TD3("MlpPolicy", "Pendulum-v1", learning_starts=10, seed=0)
     with pytest.raises(ValueError, match=r"loss 'kl' does not apply to a teacher whose outputs are actions"):
-        teacher.learn(100, callback=distill)
-    assert teacher.num_timesteps == 0
+        td3.learn(100, callback=RecordingDistillCallback(student="MlpPolicy", loss="kl"))
+    assert td3.num_timesteps == 0
