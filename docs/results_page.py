@@ -103,6 +103,29 @@ def datafree_q_values_section() -> list[str]:
     return [*lines, ""]
 
 
+def continuous_section() -> list[str]:
+    record = _load("continuous")
+    if record is None:
+        return []
+    summary, settings = record["summary"], record["settings"]
+    lines = [
+        "## A SAC teacher: KL before the tanh against MSE on the actions (`continuous.json`)",
+        "",
+        f"{_provenance(record)}; seeds {settings['seeds']}; student {record['student']} "
+        f"({summary['student_share']:.1%} of the teacher's actor); teacher {summary['teacher_return']:.1f}, "
+        f"random {summary['random_return']:.1f}. Median random-normalised return by budget:",
+        "",
+        "| loss | steps | median | per seed |",
+        "|---|---|---|---|",
+    ]
+    for key, value in summary.items():
+        if isinstance(value, dict):
+            loss, steps = key.split()
+            seeds = " / ".join(f"{x:.2f}" for x in value["normalized"])
+            lines.append(f"| {loss} | {steps} | {value['median']:.2f} | {seeds} |")
+    return [*lines, ""]
+
+
 def finetune_section() -> list[str]:
     lines: list[str] = []
     for path in sorted(RESULTS.glob("finetune*.json")):
@@ -164,7 +187,7 @@ def write(path: pathlib.Path) -> None:
     lines += students_section("students_vs_teacher_quick", "Students against their teachers (`--quick`)")
     lines += students_section("atari", "Atari (GPU)")
     lines += overhead_section() + realtime_section() + datafree_section() + datafree_q_values_section()
-    lines += finetune_section()
+    lines += finetune_section() + continuous_section()
     path.parent.mkdir(parents=True, exist_ok=True)
     text = "\n".join(lines) + "\n"
     if not path.is_file() or path.read_text() != text:

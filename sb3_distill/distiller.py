@@ -306,8 +306,6 @@ class Distiller:
         if teacher.kind != SQUASHED_GAUSSIAN:
             return loss_for_kind(loss, teacher.kind)
         others = sorted(name for name, s in students.items() if score_kind(s) != SQUASHED_GAUSSIAN)
-        if loss is None:
-            return "mse" if others else "kl"
         if loss == "kl" and others:
             raise TypeError(
                 f"loss='kl' matches a SAC teacher's Gaussian before its tanh: students {others} are not SAC "

@@ -115,10 +115,11 @@ def test_the_kl_loss_needs_a_gaussian_on_both_sides():
     sac = SAC("MlpPolicy", "Pendulum-v1", learning_starts=10, seed=0)
     by_default = RecordingDistillCallback(student="MlpPolicy")
     sac.learn(200, callback=by_default)
-    assert by_default.distiller.loss == "kl"
-    actor_critic = RecordingDistillCallback(student="stable_baselines3.common.policies.ActorCriticPolicy")
-    sac.learn(200, callback=actor_critic)
-    assert actor_critic.distiller.loss == "mse"  # on the actions, after the tanh
+    assert by_default.distiller.loss == "mse"  # on the actions, after the tanh (see benchmarks/continuous.py)
+    kl = RecordingDistillCallback(student="MlpPolicy", loss="kl")
+    sac.learn(200, callback=kl)
+    assert kl.distiller.loss == "kl"
+    assert np.isfinite(kl.history[-1]["students"]["student"]["loss"])
     forced = RecordingDistillCallback(student="stable_baselines3.common.policies.ActorCriticPolicy", loss="kl")
     with pytest.raises(TypeError, match=r"loss='kl' matches a SAC teacher's Gaussian before its tanh"):
         SAC("MlpPolicy", "Pendulum-v1", learning_starts=10, seed=0).learn(100, callback=forced)
