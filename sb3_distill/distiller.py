@@ -34,8 +34,8 @@ from sb3_distill.outputs import (
     count_acting_parameters,
     has_value_head,
     policy_outputs,
+    scaled_actions,
     score_kind,
-    scores_as_actions,
 )
 from sb3_distill.spaces import spaces_mismatch
 from sb3_distill.students import SINGLE_STUDENT, StudentSpec, make_students
@@ -402,7 +402,7 @@ class Distiller:
             obs, targets = self._finite_rows(obs, targets)
             n_obs = len(obs)
             teacher_actions = (
-                scores_as_actions(self.teacher.policy, targets.scores)
+                scaled_actions(self.teacher.policy, targets.scores)
                 if self.continuous
                 else targets.scores.argmax(dim=-1)
             )
@@ -465,8 +465,9 @@ class Distiller:
             if log_std is None:
                 raise TypeError(f"student {name!r} has no Gaussian policy to match the teacher's: use loss='mse'")
             policy_loss = gaussian_kl_loss(scores, log_std, batch.scores, batch.log_std)
-        elif self.teacher.kind == SQUASHED_GAUSSIAN:  # SAC teacher, loss="mse": on the actions, after the tanh
-            policy_loss = self.policy_loss(scores_as_actions(student, scores), th.tanh(batch.scores), self.temperature)
+        elif self.continuous:  # loss="mse": on the actions, both in scaled units ([-1, 1] over the action range)
+            teacher_actions = scaled_actions(self.teacher.policy, batch.scores)
+            policy_loss = self.policy_loss(scaled_actions(student, scores), teacher_actions, self.temperature)
         else:  # kl / mse / nll on action scores, see losses.py
             policy_loss = self.policy_loss(scores, batch.scores, self.temperature)
         if not self.distill_value[name]:
@@ -516,7 +517,7 @@ class Distiller:
                 student_sums.value_loss += v_loss.detach()
             if count_agreement:
                 if self.continuous:  # summed squared error of the actions (means), per observation
-                    actions = scores_as_actions(self.students[name], scores.detach())
+                    actions = scaled_actions(self.students[name], scores.detach())
                     student_sums.agree += ((actions - batch.actions) ** 2).sum()
                 else:
                     student_sums.agree += (scores.detach().argmax(dim=-1) == batch.actions).sum()

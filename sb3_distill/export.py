@@ -29,7 +29,7 @@ from stable_baselines3.td3.policies import TD3Policy
 from torch import nn
 
 from sb3_distill.normalization import obs_normalization
-from sb3_distill.outputs import is_supported_policy, policy_outputs, scores_as_actions
+from sb3_distill.outputs import is_supported_policy, policy_outputs, scaled_actions
 from sb3_distill.serialization import PathLike, atomic_target
 from sb3_distill.student_files import load_student, student_from_payload, student_payload
 
@@ -86,7 +86,7 @@ class ExportedPolicy(nn.Module):
         if self.discrete:
             actions = scores.argmax(dim=-1)
         elif self.squashed:  # tanh actions in [-1, 1], rescaled to the bounds as SB3's unscale_action does
-            scores = scores_as_actions(self.policy, scores)
+            scores = scaled_actions(self.policy, scores)
             actions = self.action_low + 0.5 * (scores + 1.0) * (self.action_high - self.action_low)
         else:
             actions = th.maximum(th.minimum(scores, self.action_high), self.action_low)

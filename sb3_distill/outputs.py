@@ -12,6 +12,7 @@ from __future__ import annotations
 from enum import Enum
 from typing import NamedTuple
 
+import numpy as np
 import torch as th
 from gymnasium import spaces
 from sb3_contrib.qrdqn.policies import QRDQNPolicy, QuantileNetwork
@@ -150,15 +151,28 @@ def policy_outputs(policy: BasePolicy, obs: th.Tensor, with_values: bool = True)
     raise TypeError(f"cannot read action scores from {type(policy).__name__}")
 
 
-def scores_as_actions(policy: nn.Module, scores: th.Tensor) -> th.Tensor:
+def scaled_actions(policy: nn.Module, scores: th.Tensor) -> th.Tensor:
     """
-    A continuous policy's greedy actions from its scores: ``tanh`` of a SAC Gaussian's mean, the scores otherwise.
+    A continuous policy's greedy actions from its scores, in SB3's scaled units (the bounds mapped to [-1, 1]).
+
+    SAC and TD3 act in these units (``tanh`` of SAC's Gaussian mean; TD3's actor output); a PPO/A2C Gaussian's
+    mean is in the environment's units and is mapped as ``policy.scale_action`` maps actions (left as it is
+    where a bound is infinite). Teachers and students of different families are compared in these units, and
+    every action error is relative to the action range.
 
     :param policy: the policy the scores come from
     :param scores: :func:`policy_outputs`' scores
-    :return: actions (in [-1, 1] for SAC and TD3; a Gaussian's mean for PPO and A2C)
+    :return: actions of the same shape
     """
-    return th.tanh(scores) if score_kind(policy) == SQUASHED_GAUSSIAN else scores
+    kind = score_kind(policy)
+    if kind == SQUASHED_GAUSSIAN:
+        return th.tanh(scores)
+    space = getattr(policy, "action_space", None)
+    if kind == GAUSSIAN and isinstance(space, spaces.Box) and np.all(np.isfinite(space.low) & np.isfinite(space.high)):
+        low = th.as_tensor(space.low, dtype=scores.dtype, device=scores.device)
+        high = th.as_tensor(space.high, dtype=scores.dtype, device=scores.device)
+        return 2.0 * (scores - low) / (high - low) - 1.0
+    return scores
 
 
 def acting_modules(policy: nn.Module) -> list[nn.Module]:
