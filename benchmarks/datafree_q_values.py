@@ -11,6 +11,7 @@ uniform samples from the box, everything else equal. Results: ``benchmarks/resul
 from __future__ import annotations
 
 import argparse
+import functools
 import pathlib
 from typing import Any
 
@@ -27,14 +28,13 @@ ZOO = pathlib.Path(__file__).resolve().parents[1] / "tests" / "data" / "zoo-agen
 BOUNDS = ([-2.4, -3.0, -0.21, -3.5], [2.4, 3.0, 0.21, 3.5])  # the README's CartPole bounds
 
 
-class UniformSource(GeneratorSource):
-    """The same memory and student updates, with uniform samples from the box instead of a generator."""
-
-    def generate(self, iteration: int) -> dict[str, float]:
-        rng = np.random.default_rng(iteration)
-        obs = rng.uniform(self.low, self.high, size=(self.batch_size, *self.low.shape)).astype(np.float32)
-        self.memory.add(obs, self.teacher.targets(th.as_tensor(obs, device=self.teacher.device), with_values=False))
-        return {"coverage_loss": 0.0, "divergence": 0.0, "diversity": 0.0}
+def uniform_generate(source: GeneratorSource, iteration: int) -> dict[str, float]:
+    """``GeneratorSource.generate`` with uniform samples from the box instead of a generator; the rest is equal."""
+    rng = np.random.default_rng(iteration)
+    obs = rng.uniform(source.low, source.high, size=(source.batch_size, *source.low.shape)).astype(np.float32)
+    teacher = source.teacher
+    source.memory.add(obs, teacher.targets(th.as_tensor(obs, device=teacher.device), with_values=False))
+    return {"coverage_loss": 0.0, "divergence": 0.0, "diversity": 0.0}
 
 
 def run(teacher: str, mode: str, seed: int, iterations: int) -> dict[str, Any]:
@@ -42,7 +42,7 @@ def run(teacher: str, mode: str, seed: int, iterations: int) -> dict[str, Any]:
         str(ZOO / teacher), "MlpPolicy", student_kwargs={"net_arch": [8]}, obs_bounds=BOUNDS, seed=seed, device="cpu"
     )
     if mode == "uniform":
-        distillation.source.__class__ = UniformSource
+        distillation.source.generate = functools.partial(uniform_generate, distillation.source)  # type: ignore[method-assign]
     distillation.learn(iterations)
     student = distillation.distiller.students["student"]
     returns, _ = evaluate_policy(student, make_vec_env("CartPole-v1", seed=100 + seed), n_eval_episodes=10)
