@@ -1,14 +1,19 @@
-"""Continuous actions: a SAC teacher distilled by KL before the tanh against MSE on the actions, by budget.
+"""Continuous actions: KL between the Gaussians against MSE on the actions, by budget.
 
-A SAC Pendulum-v1 teacher (an RL-Zoo run folder, ``--teacher``); a SAC student with ``net_arch=[40, 40]``
-(2.8% of the RL-Zoo teacher's actor); offline student-driven distillation, evaluated every ``--eval-every``
-environment steps up to ``--steps`` (10 greedy episodes, fixed seeds), for ``loss="kl"`` (the Gaussians before
-the tanh: the default for SAC students) and ``loss="mse"`` (the squashed actions: the only loss before).
+A Pendulum-v1 teacher (an RL-Zoo run folder, ``--teacher``: SAC, TD3 or PPO); a student of the teacher's
+algorithm with ``--net-arch`` (default ``[40, 40]``: 2.8% of the RL-Zoo SAC teacher's actor); offline
+student-driven distillation, evaluated every ``--eval-every`` environment steps up to ``--steps`` (10 greedy
+episodes, fixed seeds), for ``loss="kl"`` (SAC: the Gaussians before the tanh; PPO: the Gaussians) and
+``loss="mse"`` (on the actions, in SB3's scaled units). TD3 has no Gaussian: ``--losses mse``.
 Reported: the return random-normalised, ``(student - random) / (teacher - random)``, per budget and seed.
-Results: ``benchmarks/results/continuous.json``.
+Results: ``benchmarks/results/continuous[_<name>].json``.
 
     python -m rl_zoo3.train --algo sac --env Pendulum-v1 -f /tmp/zoo-sac --seed 0 --eval-freq -1
     python benchmarks/continuous.py --teacher /tmp/zoo-sac/sac/Pendulum-v1_1 --jobs 2
+    python -m rl_zoo3.train --algo ppo --env Pendulum-v1 -f /tmp/zoo-ppo --seed 0 --eval-freq -1
+    python benchmarks/continuous.py --teacher /tmp/zoo-ppo/ppo/Pendulum-v1_1 --net-arch 24 --name ppo --jobs 2
+    python -m rl_zoo3.train --algo td3 --env Pendulum-v1 -f /tmp/zoo-td3 --seed 0 --eval-freq -1
+    python benchmarks/continuous.py --teacher /tmp/zoo-td3/td3/Pendulum-v1_1 --losses mse --name td3 --jobs 2
 """
 
 from __future__ import annotations
@@ -28,7 +33,6 @@ from sb3_distill import OfflineDistillation, load_teacher
 from sb3_distill.outputs import count_acting_parameters
 
 ENV_ID = "Pendulum-v1"
-STUDENT = {"net_arch": [40, 40]}
 
 
 def mean_return(policy: Any, episodes: int) -> float:
@@ -57,7 +61,7 @@ def run(teacher: str, loss: str, seed: int, args: argparse.Namespace) -> dict[st
         "MlpPolicy",
         make_vec_env(ENV_ID, n_envs=4, seed=seed),
         collect="student",
-        student_kwargs=STUDENT,
+        student_kwargs={"net_arch": args.net_arch},
         loss=loss,
         seed=seed,
         device="cpu",
@@ -83,6 +87,8 @@ def main() -> None:
     parser.add_argument("--eval-every", type=int, default=10_000)
     parser.add_argument("--episodes", type=int, default=10)
     parser.add_argument("--jobs", type=int, default=1)
+    parser.add_argument("--net-arch", nargs="+", type=int, default=[40, 40], help="the student's net_arch")
+    parser.add_argument("--name", default=None, help="results/continuous_<name>.json")
     args = parser.parse_args()
     teacher_model = load_teacher(args.teacher, device="cpu")
     teacher_return = mean_return(teacher_model, args.episodes)
@@ -93,7 +99,11 @@ def main() -> None:
     jobs = [(loss, seed) for loss in args.losses for seed in args.seeds]
     with ProcessPoolExecutor(args.jobs) as pool:
         runs = list(pool.map(run, [args.teacher] * len(jobs), *zip(*jobs, strict=True), [args] * len(jobs)))
-    summary: dict[str, Any] = {"teacher_return": teacher_return, "random_return": random_return}
+    summary: dict[str, Any] = {
+        "teacher_algo": type(teacher_model).__name__,
+        "teacher_return": teacher_return,
+        "random_return": random_return,
+    }
     for loss in args.losses:
         for steps in range(args.eval_every, args.steps + 1, args.eval_every):
             normalized = [
@@ -107,8 +117,10 @@ def main() -> None:
             print(loss, steps, summary[f"{loss} {steps}"])
     teacher_parameters = count_acting_parameters(teacher_model.policy)
     summary["student_share"] = runs[0]["acting_parameters"] / teacher_parameters
-    settings = {key: value for key, value in vars(args).items() if key != "jobs"}
-    write_result("continuous", {"settings": settings, "student": STUDENT, "summary": summary, "runs": runs})
+    settings = {key: value for key, value in vars(args).items() if key not in ("jobs", "name")}
+    name = "continuous" if args.name is None else f"continuous_{args.name}"
+    student = {"net_arch": args.net_arch}
+    write_result(name, {"settings": settings, "student": student, "summary": summary, "runs": runs})
 
 
 if __name__ == "__main__":

@@ -1,7 +1,9 @@
 """Overhead of real-time distillation: teacher training wall time with the callback / without.
 
-Variants: ``one`` student (the case's own), a ``ladder`` of three students (1.7%, 5%, 25% of the
-teacher, :func:`sb3_distill.students.ladder`), and the same ladder with ``epochs=1`` (``ladder-1epoch``).
+Variants, all with the callback's default options unless named: ``one`` student (the case's own), a
+``ladder`` of three students (1.7%, 5%, 25% of the teacher, :func:`sb3_distill.students.ladder`), the same
+ladder run one student after another (``ladder-unpacked``: without :mod:`sb3_distill.packing`), and with
+``epochs=4`` (``ladder-4epochs``, the default before ``benchmarks/distill_settings.py``).
 Every repeat runs the
 teacher alone and each variant in this one process, in a rotating order; the figure is the median
 ratio over the repeats. Writes ``benchmarks/results/overhead[_quick].json``.
@@ -88,7 +90,16 @@ CASES: dict[str, dict[str, Any]] = {
 }
 
 
-VARIANTS = ("one", "ladder", "ladder-1epoch")
+VARIANTS = ("one", "ladder", "ladder-unpacked", "ladder-4epochs")
+
+
+class UnpackedCallback(RealTimeDistillCallback):
+    """The callback with its students run one by one (the distiller's packing switched off)."""
+
+    def _init_callback(self) -> None:
+        super()._init_callback()
+        assert self.distiller is not None
+        self.distiller.packed = None
 
 
 def train(case: dict[str, Any], timesteps: int, seed: int, variant: str | None) -> tuple[float, BaseAlgorithm, Any]:
@@ -97,12 +108,12 @@ def train(case: dict[str, Any], timesteps: int, seed: int, variant: str | None) 
     callback = None
     if variant == "one":
         callback = RealTimeDistillCallback(student="MlpPolicy", student_kwargs=case["student_kwargs"], seed=seed)
+    elif variant == "ladder-unpacked":
+        callback = UnpackedCallback(student=ladder(teacher), seed=seed)
+    elif variant == "ladder-4epochs":
+        callback = RealTimeDistillCallback(student=ladder(teacher), seed=seed, epochs=4)
     elif variant is not None:
-        callback = RealTimeDistillCallback(
-            student=ladder(teacher),
-            seed=seed,
-            epochs=1 if variant.endswith("1epoch") else 4,
-        )
+        callback = RealTimeDistillCallback(student=ladder(teacher), seed=seed)
     start = time.perf_counter()
     teacher.learn(timesteps, callback=callback)
     return time.perf_counter() - start, teacher, callback
@@ -176,7 +187,8 @@ def main() -> None:
             "variants": {
                 "one": "the case's student_kwargs",
                 "ladder": "sb3_distill.ladder(teacher): 1.7%, 5%, 25% students",
-                "ladder-1epoch": "the same, epochs=1",
+                "ladder-unpacked": "the same, students run one by one (no packing)",
+                "ladder-4epochs": "the same, epochs=4",
             },
             "cases": results,
         },

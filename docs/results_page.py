@@ -61,7 +61,7 @@ def overhead_section() -> list[str]:
 
 def datafree_section() -> list[str]:
     lines: list[str] = []
-    names = sorted(path.stem for path in RESULTS.glob("datafree*.json") if path.stem != "datafree_q_values")
+    names = sorted(path.stem for path in RESULTS.glob("datafree*.json") if not path.stem.startswith("datafree_q_"))
     for name in names:
         record = _load(name)
         if record is None:
@@ -85,45 +85,119 @@ def datafree_section() -> list[str]:
 
 
 def datafree_q_values_section() -> list[str]:
-    record = _load("datafree_q_values")
-    if record is None:
-        return []
-    lines = [
-        "## Simulator-free with a Q-value teacher (`datafree_q_values.json`)",
-        "",
-        f"{_provenance(record)}; teacher `{record['settings']['teacher']}`, {record['settings']['iterations']} "
-        "iterations; `uniform` replaces the generator by uniform samples from the same box.",
-        "",
-        "| mode | seed | student return | median abs. observation in the memory |",
-        "|---|---|---|---|",
-    ]
-    for run in record["runs"]:
-        where = ", ".join(f"{value:.2f}" for value in run["memory_median_abs_obs"])
-        lines.append(f"| {run['mode']} | {run['seed']} | {run['return']:.1f} | {where} |")
-    return [*lines, ""]
+    lines: list[str] = []
+    for path in sorted(RESULTS.glob("datafree_q_values*.json")):
+        record = _load(path.stem)
+        assert record is not None
+        settings = record["settings"]
+        teachers = settings.get("teachers") or [settings["teacher"]]
+        lines += [
+            f"## Simulator-free with a Q-value teacher (`{path.name}`)",
+            "",
+            f"{_provenance(record)}; teachers {', '.join(f'`{t}`' for t in teachers)}, {settings['iterations']} "
+            "iterations; `uniform` replaces the generator by uniform samples from the same box.",
+            "",
+        ]
+        for teacher, reference in record.get("references", {}).items():
+            lines.append(
+                f"- `{teacher}`: teacher {reference['teacher_return']:.1f}, random {reference['random_return']:.1f}"
+            )
+        lines += ["", "| teacher | mode | seed | student return | normalised | median abs. observation in the memory |"]
+        lines.append("|---|---|---|---|---|---|")
+        for run in record["runs"]:
+            where = ", ".join(f"{value:.2f}" for value in run["memory_median_abs_obs"])
+            normalized = _fmt(run.get("normalized"), ".2f")
+            teacher = run.get("teacher", teachers[0])
+            lines.append(
+                f"| {teacher} | {run['mode']} | {run['seed']} | {run['return']:.1f} | {normalized} | {where} |"
+            )
+        lines.append("")
+    return lines
 
 
 def continuous_section() -> list[str]:
-    record = _load("continuous")
-    if record is None:
-        return []
-    summary, settings = record["summary"], record["settings"]
-    lines = [
-        "## A SAC teacher: KL before the tanh against MSE on the actions (`continuous.json`)",
-        "",
-        f"{_provenance(record)}; seeds {settings['seeds']}; student {record['student']} "
-        f"({summary['student_share']:.1%} of the teacher's actor); teacher {summary['teacher_return']:.1f}, "
-        f"random {summary['random_return']:.1f}. Median random-normalised return by budget:",
-        "",
-        "| loss | steps | median | per seed |",
-        "|---|---|---|---|",
-    ]
-    for key, value in summary.items():
-        if isinstance(value, dict):
-            loss, steps = key.split()
-            seeds = " / ".join(f"{x:.2f}" for x in value["normalized"])
-            lines.append(f"| {loss} | {steps} | {value['median']:.2f} | {seeds} |")
-    return [*lines, ""]
+    lines: list[str] = []
+    for path in sorted(RESULTS.glob("continuous*.json")):
+        record = _load(path.stem)
+        assert record is not None
+        summary, settings = record["summary"], record["settings"]
+        algo = summary.get("teacher_algo", "SAC")
+        lines += [
+            f"## A {algo} Pendulum teacher: KL against MSE, by budget (`{path.name}`)",
+            "",
+            f"{_provenance(record)}; seeds {settings['seeds']}; student {record['student']} "
+            f"({summary['student_share']:.1%} of the teacher's actor); teacher {summary['teacher_return']:.1f}, "
+            f"random {summary['random_return']:.1f}. Median random-normalised return by budget:",
+            "",
+            "| loss | steps | median | per seed |",
+            "|---|---|---|---|",
+        ]
+        for key, value in summary.items():
+            if isinstance(value, dict):
+                loss, steps = key.split()
+                seeds = " / ".join(f"{x:.2f}" for x in value["normalized"])
+                lines.append(f"| {loss} | {steps} | {value['median']:.2f} | {seeds} |")
+        lines.append("")
+    return lines
+
+
+def distill_settings_section() -> list[str]:
+    lines: list[str] = []
+    for path in sorted(RESULTS.glob("distill_settings*.json")):
+        record = _load(path.stem)
+        assert record is not None
+        lines += [
+            f"## The callback's epochs and batch size: cost against quality (`{path.name}`)",
+            "",
+            f"{_provenance(record)}; seeds {record['seeds']}; every setting distils its own ladder from the same "
+            "teacher run. Cost: (teacher seconds + the setting's distillation seconds) / teacher seconds. "
+            "Quality: the students' median random-normalised return at the end (lowest seed in brackets).",
+            "",
+            "| teacher | setting (epochs, batch, lr) | cost | 1.7% | 5% | 25% |",
+            "|---|---|---|---|---|---|",
+        ]
+        for case, result in record["results"].items():
+            for name, entry in result["summary"].items():
+                rungs = []
+                for rung in ("1.7pct", "5pct", "25pct"):
+                    value = entry.get(rung, {})
+                    median, lowest = value.get("normalized_median"), value.get("normalized_lowest")
+                    rungs.append(f"{_fmt(median, '.2f')} ({_fmt(lowest, '.2f')})")
+                setting = ", ".join(str(x) for x in record["settings"][name])
+                lines.append(f"| {case} | {name} ({setting}) | {entry['cost']:.3f} | {' | '.join(rungs)} |")
+        lines.append("")
+    return lines
+
+
+def vs_imitation_section() -> list[str]:
+    lines: list[str] = []
+    for path in sorted(RESULTS.glob("vs_imitation*.json")):
+        record = _load(path.stem)
+        assert record is not None
+        settings, versions = record["settings"], record["imitation_versions"]
+        lines += [
+            f"## Against imitation (`{path.name}`)",
+            "",
+            f"{_provenance(record)}; imitation {versions['imitation']} (SB3 {versions['stable-baselines3']}, "
+            f"gymnasium {versions['gymnasium']}); seeds {settings['seeds']}; {settings['steps']} environment steps; "
+            f"{settings['episodes']} evaluation episodes. `teacher`: teacher-driven against BC; `student`: "
+            "student-driven against DAgger.",
+            "",
+            "| teacher | mode | library | returns | median normalised | median seconds | median env steps |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for teacher, result in record["summary"].items():
+            for key, value in result.items():
+                if key == "references":
+                    continue
+                mode, library = key.split()
+                returns = " / ".join(f"{x:.0f}" for x in value["returns"])
+                lines.append(
+                    f"| {teacher} | {mode} | {library} | {returns} | {value['normalized_median']:.2f} | "
+                    f"{value['seconds_median']:.1f} | {value['env_steps_median']:.0f} |"
+                )
+        lines.append("")
+    return lines
 
 
 def finetune_section() -> list[str]:
@@ -187,7 +261,7 @@ def write(path: pathlib.Path) -> None:
     lines += students_section("students_vs_teacher_quick", "Students against their teachers (`--quick`)")
     lines += students_section("atari", "Atari (GPU)")
     lines += overhead_section() + realtime_section() + datafree_section() + datafree_q_values_section()
-    lines += finetune_section() + continuous_section()
+    lines += finetune_section() + continuous_section() + distill_settings_section() + vs_imitation_section()
     path.parent.mkdir(parents=True, exist_ok=True)
     text = "\n".join(lines) + "\n"
     if not path.is_file() or path.read_text() != text:

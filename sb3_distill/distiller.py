@@ -37,6 +37,7 @@ from sb3_distill.outputs import (
     scaled_actions,
     score_kind,
 )
+from sb3_distill.packing import PackedStudents
 from sb3_distill.spaces import spaces_mismatch
 from sb3_distill.students import SINGLE_STUDENT, StudentSpec, make_students
 from sb3_distill.teachers import Teacher
@@ -154,17 +155,18 @@ class _Batch(NamedTuple):
 
 @dataclass
 class _Sums:
-    """Running sums of one student's metrics over one update (tensors: no device sync per step)."""
+    """Running sums of every student's metrics over one update, one entry per student (no device sync per step)."""
 
     loss: th.Tensor
     value_loss: th.Tensor
     agree: th.Tensor
-    updates: int = 0
-    seen: int = 0
+    updates: list[int]
+    seen: list[int]
 
     @classmethod
-    def zeros(cls, device: th.device) -> _Sums:
-        return cls(th.zeros((), device=device), th.zeros((), device=device), th.zeros((), device=device))
+    def zeros(cls, n_students: int, device: th.device) -> _Sums:
+        loss, value_loss, agree = (th.zeros(n_students, device=device) for _ in range(3))
+        return cls(loss, value_loss, agree, [0] * n_students, [0] * n_students)
 
 
 def fused_optimizer(optimizer: th.optim.Optimizer) -> th.optim.Optimizer:
@@ -234,6 +236,13 @@ class Distiller:
         self.optimizers = {name: fused_optimizer(acting_optimizer(s)) for name, s in self.students.items()}
         for student, optimizer in zip(self.students.values(), self.optimizers.values(), strict=True):
             set_acting_optimizer(student, optimizer)
+        #: the students run as one network when they are MLPs (:mod:`~sb3_distill.packing`), else ``None``
+        self.packed = None if self.continuous else PackedStudents.build(self.students, self.distill_value)
+        self._value_index = th.as_tensor(
+            [list(self.students).index(name) for name in self.packed.value_names] if self.packed else [],
+            dtype=th.long,
+            device=teacher.device,
+        )
         self.skipped_updates = dict.fromkeys(self.students, 0)
         #: observations left out because the teacher's outputs for them were not finite
         self.non_finite_targets = 0
@@ -407,27 +416,31 @@ class Distiller:
                 else targets.scores.argmax(dim=-1)
             )
             learning_rate = self.config.learning_rate_at(progress_remaining)
-            sums = {name: _Sums.zeros(obs.device) for name in self.students}
+            sums = _Sums.zeros(len(self.students), obs.device)
             for student in self.students.values():
                 if not student.training:  # SB3's predict() switches to eval mode itself; stay in train mode after
                     student.set_training_mode(True)
             for optimizer in self.optimizers.values():
                 update_learning_rate(optimizer, learning_rate)
             for epoch in range(epochs):
+                # One shuffle per epoch; the minibatches are then contiguous slices (views, no copies).
                 order = th.as_tensor(self.rng.permutation(n_obs), device=obs.device)
+                shuffled = _Batch(
+                    obs=obs[order],
+                    scores=targets.scores[order],
+                    values=None if targets.values is None else targets.values[order],
+                    log_std=None if targets.log_std is None else targets.log_std[order],
+                    actions=teacher_actions[order],
+                )
                 for begin in range(0, n_obs, self.config.batch_size):
-                    idx = order[begin : begin + self.config.batch_size]
-                    batch = _Batch(
-                        obs=obs[idx],
-                        scores=targets.scores[idx],
-                        values=None if targets.values is None else targets.values[idx],
-                        log_std=None if targets.log_std is None else targets.log_std[idx],
-                        actions=teacher_actions[idx],
-                    )
-                    self._step(batch, sums, count_agreement=epoch == epochs - 1)
+                    end = begin + self.config.batch_size
+                    batch = _Batch._make(None if part is None else part[begin:end] for part in shuffled)
+                    count_agreement = epoch == epochs - 1
+                    if self.packed is None or not self._packed_step(batch, sums, count_agreement):
+                        self._step(batch, sums, count_agreement)
         elapsed = time.perf_counter() - start_time
         self.total_time_s += elapsed
-        students = {name: self._metrics(name, sums[name]) for name in self.students}
+        students = {name: self._metrics(index, name, sums) for index, name in enumerate(self.students)}
         return {"time_s": elapsed, "learning_rate": learning_rate, "students": students}
 
     def _finite_rows(self, obs: th.Tensor, targets: PolicyOutputs) -> tuple[th.Tensor, PolicyOutputs]:
@@ -476,7 +489,48 @@ class Distiller:
         assert batch.values is not None
         return policy_loss, value_loss(values, batch.values), scores
 
-    def _step(self, batch: _Batch, sums: dict[str, _Sums], count_agreement: bool) -> None:
+    def _packed_step(self, batch: _Batch, sums: _Sums, count_agreement: bool) -> bool:
+        """
+        One gradient step of every student on one minibatch, the students run as one network.
+
+        The loss of student ``k`` is ``policy_loss[k] + vf_coef * value_loss[k]``, as in :meth:`_step`; each
+        student's parameters only reach its own loss, so the backward pass of their sum gives each its own
+        gradients.
+
+        :return: ``False`` (nothing updated) when a student's loss is not finite: :meth:`_step` then
+            handles the minibatch, skipping that student
+        """
+        assert self.packed is not None
+        scores, values = self.packed(batch.obs)  # (batch, students, actions), (batch, students with values)
+        policy_losses = self.policy_loss(scores, batch.scores.unsqueeze(1), self.temperature)
+        totals = policy_losses
+        value_losses = None
+        if len(self._value_index):
+            assert batch.values is not None
+            value_losses = value_loss(values, batch.values.unsqueeze(1))
+            totals = totals.index_add(0, self._value_index, value_losses, alpha=self.config.vf_coef)
+        if not bool(th.isfinite(totals).all()):
+            return False
+        optimizers = list(self.optimizers.values())
+        for optimizer in optimizers:
+            optimizer.zero_grad(set_to_none=True)
+        totals.sum().backward()
+        for student, optimizer in zip(self.students.values(), optimizers, strict=True):
+            if self.config.max_grad_norm is not None:
+                th.nn.utils.clip_grad_norm_(student.parameters(), self.config.max_grad_norm)
+            optimizer.step()
+        sums.loss += policy_losses.detach()
+        if value_losses is not None:
+            sums.value_loss.index_add_(0, self._value_index, value_losses.detach())
+        for index in range(len(self.students)):
+            sums.updates[index] += 1
+            if count_agreement:
+                sums.seen[index] += len(batch.actions)
+        if count_agreement:
+            sums.agree += (scores.detach().argmax(dim=-1) == batch.actions.unsqueeze(1)).sum(dim=0)
+        return True
+
+    def _step(self, batch: _Batch, sums: _Sums, count_agreement: bool) -> None:
         """
         One gradient step of every student on one minibatch.
 
@@ -505,36 +559,37 @@ class Distiller:
         for name in updated:
             self.optimizers[name].zero_grad(set_to_none=True)
         th.autograd.backward([totals[name] for name in updated])
+        names = list(self.students)
         for name in updated:
             if self.config.max_grad_norm is not None:
                 th.nn.utils.clip_grad_norm_(self.students[name].parameters(), self.config.max_grad_norm)
             self.optimizers[name].step()
             policy_loss, v_loss, scores = losses[name]
-            student_sums = sums[name]
-            student_sums.updates += 1
-            student_sums.loss += policy_loss.detach()
+            index = names.index(name)
+            sums.updates[index] += 1
+            sums.loss[index] += policy_loss.detach()
             if v_loss is not None:
-                student_sums.value_loss += v_loss.detach()
+                sums.value_loss[index] += v_loss.detach()
             if count_agreement:
                 if self.continuous:  # summed squared error of the actions (means), per observation
                     actions = scaled_actions(self.students[name], scores.detach())
-                    student_sums.agree += ((actions - batch.actions) ** 2).sum()
+                    sums.agree[index] += ((actions - batch.actions) ** 2).sum()
                 else:
-                    student_sums.agree += (scores.detach().argmax(dim=-1) == batch.actions).sum()
-                student_sums.seen += len(batch.actions)
+                    sums.agree[index] += (scores.detach().argmax(dim=-1) == batch.actions).sum()
+                sums.seen[index] += len(batch.actions)
 
-    def _metrics(self, name: str, sums: _Sums) -> dict[str, float]:
-        updates = sums.updates
+    def _metrics(self, index: int, name: str, sums: _Sums) -> dict[str, float]:
+        updates, seen = sums.updates[index], sums.seen[index]
         metrics = {
-            "loss": sums.loss.item() / updates if updates else float("nan"),
-            ("action_error" if self.continuous else "agreement"): sums.agree.item() / sums.seen
-            if sums.seen
+            "loss": sums.loss[index].item() / updates if updates else float("nan"),
+            ("action_error" if self.continuous else "agreement"): sums.agree[index].item() / seen
+            if seen
             else float("nan"),
             "compression": self.compression[name],
             "skipped_updates": float(self.skipped_updates[name]),
         }
         if self.distill_value[name]:
-            metrics["value_loss"] = sums.value_loss.item() / updates if updates else float("nan")
+            metrics["value_loss"] = sums.value_loss[index].item() / updates if updates else float("nan")
         return metrics
 
     def record(self, logger: Logger, metrics: Mapping[str, Any], n_distillations: int) -> None:

@@ -2,7 +2,9 @@
 
 Every policy loss has the signature ``loss(student_scores, teacher_scores, temperature)`` and
 returns the mean over the batch. Scores are per-action logits or Q-values of shape
-``(batch, n_actions)``.
+``(batch, n_actions)``; students packed together (:mod:`~sb3_distill.packing`) give
+``(batch, n_students, n_actions)`` against the teacher's ``(batch, 1, n_actions)``, and every loss then
+returns one value per student, ``(n_students,)``: losses reduce over the batch dimension only.
 """
 
 from __future__ import annotations
@@ -59,7 +61,7 @@ def kl_loss(student_scores: th.Tensor, teacher_scores: th.Tensor, temperature: f
     :param temperature: softening temperature applied to the teacher's scores
     :return: mean KL divergence over the batch
     """
-    return kl_divergence(student_scores, teacher_scores, temperature).mean()
+    return kl_divergence(student_scores, teacher_scores, temperature).mean(dim=0)
 
 
 def mse_loss(student_scores: th.Tensor, teacher_scores: th.Tensor, temperature: float) -> th.Tensor:
@@ -71,7 +73,7 @@ def mse_loss(student_scores: th.Tensor, teacher_scores: th.Tensor, temperature: 
     :param temperature: ignored
     :return: mean over batch and actions
     """
-    return F.mse_loss(student_scores, teacher_scores)
+    return ((student_scores - teacher_scores) ** 2).mean(dim=-1).mean(dim=0)
 
 
 def nll_loss(student_scores: th.Tensor, teacher_scores: th.Tensor, temperature: float) -> th.Tensor:
@@ -83,7 +85,9 @@ def nll_loss(student_scores: th.Tensor, teacher_scores: th.Tensor, temperature: 
     :param temperature: ignored
     :return: mean cross-entropy over the batch
     """
-    return F.cross_entropy(student_scores, teacher_scores.argmax(dim=-1))
+    log_probs = F.log_softmax(student_scores, dim=-1)
+    greedy = teacher_scores.argmax(dim=-1, keepdim=True).expand(*log_probs.shape[:-1], 1)
+    return -log_probs.gather(-1, greedy).squeeze(-1).mean(dim=0)
 
 
 def gaussian_kl_divergence(
@@ -115,11 +119,11 @@ def value_loss(student_values: th.Tensor, teacher_values: th.Tensor) -> th.Tenso
     """
     Mean squared error between the student's and the teacher's state values.
 
-    :param student_values: shape ``(batch,)``
-    :param teacher_values: shape ``(batch,)``
+    :param student_values: shape ``(batch,)`` (or ``(batch, n_students)``)
+    :param teacher_values: shape ``(batch,)`` (or ``(batch, 1)``)
     :return: mean over the batch
     """
-    return F.mse_loss(student_values, teacher_values)
+    return ((student_values - teacher_values) ** 2).mean(dim=0)
 
 
 LOSSES: dict[str, PolicyLoss] = {"kl": kl_loss, "mse": mse_loss, "nll": nll_loss}

@@ -38,7 +38,7 @@ from stable_baselines3.common.vec_env import VecEnv, VecNormalize, unwrap_vec_no
 from sb3_distill.callbacks import DistillationRun, DistillCallback
 from sb3_distill.distiller import DistillConfig, Distiller, check_positive
 from sb3_distill.normalization import obs_normalization_of
-from sb3_distill.outputs import GAUSSIAN, SQUASHED_GAUSSIAN
+from sb3_distill.outputs import GAUSSIAN, LOGITS, SQUASHED_GAUSSIAN
 from sb3_distill.sources import TargetMemory
 from sb3_distill.students import StudentSpec, student_specs
 from sb3_distill.teachers import eval_mode, open_teacher, teacher_env
@@ -59,6 +59,7 @@ class EnvironmentCollector:
     :param exploration_rate: probability of a uniformly random action
     :param mixed_fraction: with ``"mixed"``, the share of the run over which the teacher hands over
     :param rng: the collector's own generator (who acts, exploration)
+    :param deterministic_teacher: the teacher acts greedily; ``False``: it samples from its policy
     """
 
     def __init__(
@@ -71,6 +72,7 @@ class EnvironmentCollector:
         exploration_rate: float,
         mixed_fraction: float,
         rng: np.random.Generator,
+        deterministic_teacher: bool = False,
     ) -> None:
         self.venv = venv
         self.model = model
@@ -80,6 +82,7 @@ class EnvironmentCollector:
         self.exploration_rate = exploration_rate
         self.mixed_fraction = mixed_fraction
         self.rng = rng
+        self.deterministic_teacher = deterministic_teacher
         self.with_values = any(distiller.distill_value.values())
         self.drivers = list(distiller.students.values())
         self.steps = self.n_new = self.teacher_actions = 0
@@ -99,14 +102,26 @@ class EnvironmentCollector:
         self._obs = obs
 
     def _actions(self, obs: np.ndarray, scores: th.Tensor, by_student: np.ndarray) -> np.ndarray:
-        """Greedy actions of whoever acts in each environment, then epsilon-greedy exploration."""
-        action_space = self.distiller.teacher.action_space
+        """
+        The teacher's actions (unless ``deterministic_teacher``, as it acts when it trains: sampled from its
+        policy, epsilon-greedy for a Q-value teacher), the students' greedy ones where they act, then the
+        ``exploration_rate``'s uniformly random actions.
+        """
+        teacher = self.distiller.teacher
+        action_space = teacher.action_space
         n_envs = len(obs)
+        sample = not self.deterministic_teacher
         with self.distiller.private_torch_rng(), eval_mode(self.model.policy):  # predict() would leave eval mode
-            if isinstance(action_space, spaces.Discrete):
+            if isinstance(action_space, spaces.Discrete) and sample and teacher.kind == LOGITS:
+                actions = th.distributions.Categorical(logits=scores).sample().cpu().numpy()
+            elif isinstance(action_space, spaces.Discrete):
                 actions = scores.argmax(dim=-1).cpu().numpy()
-            else:
-                actions = self.model.predict(obs, deterministic=True)[0]
+                if sample:  # a Q-value teacher's own epsilon-greedy, as at the end of its training
+                    epsilon = float(getattr(self.model, "exploration_final_eps", 0.0))
+                    rows = self.rng.random(n_envs) < epsilon
+                    actions[rows] = self.rng.integers(0, action_space.n, size=int(rows.sum()))
+            else:  # sampled under the distiller's private torch generator
+                actions = self.model.predict(obs, deterministic=not sample)[0]
             for index, driver in enumerate(self.drivers):
                 driven = np.flatnonzero(by_student & (np.arange(n_envs) % len(self.drivers) == index))
                 if len(driven):
@@ -213,6 +228,10 @@ class OfflineDistillation(DistillationRun):
     :param train_freq: transitions between two updates (``None``: ``batch_size``)
     :param exploration_rate: probability of a uniformly random action, whoever acts (epsilon-greedy;
         continuous actions are drawn uniformly within the action space's bounds)
+    :param deterministic_teacher: where the teacher acts, it takes its greedy action. ``False`` (default): it
+        acts as when it trained, which shows the students more varied states than its greedy path
+        (``benchmarks/vs_imitation.py``): actor-critics sample from their policy, Q-value teachers are
+        epsilon-greedy with their own ``exploration_final_eps``, TD3 stays deterministic. Students always act greedily
     :param mixed_fraction: with ``collect="mixed"``, the share of ``n_steps`` over which the teacher hands over
     :param distill_value: also distil the teacher's values (``None``: when teacher and student are actor-critics)
     :param vf_coef: weight of the value loss
@@ -241,6 +260,7 @@ class OfflineDistillation(DistillationRun):
         buffer_size: int = 100_000,
         train_freq: int | None = None,
         exploration_rate: float = 0.0,
+        deterministic_teacher: bool = False,
         mixed_fraction: float = 0.5,
         distill_value: bool | None = None,
         vf_coef: float = 0.5,
@@ -270,6 +290,9 @@ class OfflineDistillation(DistillationRun):
         self.verbose = verbose
         self.num_timesteps = 0
         self.n_updates = 0
+        if not isinstance(deterministic_teacher, bool):
+            raise TypeError(f"deterministic_teacher must be True or False, got {deterministic_teacher!r}")
+        self.deterministic_teacher = deterministic_teacher
         self._setup(teacher, specs, env, collect, buffer_size, exploration_rate, mixed_fraction, device)
         self.logger = logger or configure_logger(verbose, tensorboard_log, "OfflineDistillation")
 
@@ -313,6 +336,7 @@ class OfflineDistillation(DistillationRun):
             exploration_rate,
             mixed_fraction,
             np.random.default_rng(int(collect_seed)),
+            self.deterministic_teacher,
         )
 
     def get_env(self) -> VecEnv:

@@ -93,7 +93,7 @@ class RealTimeDistillCallback(BaseCallback):
         loss: str | None = None,
         temperature: float | None = None,
         learning_rate: float | Schedule = 1e-3,
-        epochs: int = 4,
+        epochs: int = 2,
         batch_size: int = 128,
         distill_value: bool | None = None,
         vf_coef: float = 0.5,

@@ -1,0 +1,109 @@
+"""Students run as one network: the same update as one by one, and a clear line between what packs and what does not."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch as th
+from stable_baselines3 import DQN, PPO
+from torch import nn
+
+from sb3_distill import ladder
+from sb3_distill.architectures import MinAtarCNN
+from sb3_distill.distiller import DistillConfig, Distiller
+from sb3_distill.packing import PackedStudents
+from sb3_distill.students import make_student
+from sb3_distill.teachers import Teacher
+from tests.test_distiller import observations, synthetic_teacher
+
+
+def students_for(teacher, specs: dict) -> dict:
+    view = Teacher(teacher)
+    return {
+        name: make_student(alias, view.observation_space, view.action_space, teacher.policy_aliases, kwargs, seed=i)
+        for i, (name, (alias, kwargs)) in enumerate(specs.items())
+    }
+
+
+def packed_and_each(teacher, specs: dict, **config) -> tuple[Distiller, Distiller]:
+    students = students_for(teacher, specs)
+    packed = Distiller(Teacher(teacher), students, DistillConfig(**config), seed=0)
+    each = Distiller(Teacher(teacher), copy.deepcopy(students), DistillConfig(**config), seed=0)
+    each.packed = None
+    return packed, each
+
+
+@pytest.mark.parametrize(
+    ("algo", "loss"), [(PPO, "kl"), (PPO, "mse"), (PPO, "nll"), (DQN, "kl"), (DQN, "mse")], ids=str
+)
+def test_packed_students_learn_exactly_as_one_by_one(algo, loss):
+    teacher = synthetic_teacher(algo)
+    specs = {
+        "small": ("MlpPolicy", {"net_arch": [4]}),
+        "deep": ("MlpPolicy", {"net_arch": [8, 8]}),
+        "wide": ("MlpPolicy", {"net_arch": [32]}),
+    }
+    packed, each = packed_and_each(teacher, specs, loss=loss, epochs=3, batch_size=64)
+    assert packed.packed is not None
+    initial = copy.deepcopy(each.students)
+    obs = observations()
+    for _ in range(5):
+        packed_metrics, each_metrics = packed.update(obs), each.update(obs)
+    for name in specs:
+        for p_packed, p_each in zip(packed.students[name].parameters(), each.students[name].parameters(), strict=True):
+            assert th.allclose(p_packed, p_each, atol=1e-5), name
+        for key, value in each_metrics["students"][name].items():
+            assert packed_metrics["students"][name][key] == pytest.approx(value, rel=1e-4, abs=1e-6), (name, key)
+        trained, before = (getattr(s[name], "q_net", s[name]) for s in (packed.students, initial))  # not DQN's target
+        assert all(not th.equal(a, b) for a, b in zip(trained.parameters(), before.parameters(), strict=True)), name
+
+
+def test_students_without_value_distillation_and_with_it_pack_together():
+    teacher = synthetic_teacher(PPO)
+    students = students_for(teacher, {"a": ("MlpPolicy", {"net_arch": [4]}), "b": ("MlpPolicy", {"net_arch": [6]})})
+    packed = PackedStudents.build(students, {"a": True, "b": False})
+    assert packed is not None
+    assert packed.value_names == ["a"]
+    obs = observations(32)
+    scores, values = packed(obs)
+    assert scores.shape == (32, 2, 2)
+    assert values.shape == (32, 1)
+    for index, student in enumerate(students.values()):
+        logits = student.action_net(student.mlp_extractor.forward_actor(student.extract_features(obs)))
+        assert th.allclose(scores[:, index], logits, atol=1e-6)
+    a = students["a"]
+    assert th.allclose(values[:, 0], a.predict_values(obs).flatten(), atol=1e-6)
+
+
+def test_what_does_not_pack_runs_one_by_one():
+    teacher = synthetic_teacher(PPO)
+    mlp = {"s": ("MlpPolicy", {"net_arch": [8]})}
+    assert PackedStudents.build(students_for(teacher, mlp), {"s": True}) is not None
+    softmax = {"s": ("MlpPolicy", {"net_arch": [8], "activation_fn": nn.Softmax})}  # not element-wise
+    assert PackedStudents.build(students_for(teacher, softmax), {"s": True}) is None
+    minatar = synthetic_teacher(PPO, "MinAtar/Breakout-v1")
+    cnn = {"s": ("MlpPolicy", {"features_extractor_class": MinAtarCNN, "net_arch": []})}
+    assert PackedStudents.build(students_for(minatar, cnn), {"s": True}) is None
+    continuous = synthetic_teacher(PPO, "Pendulum-v1")
+    distiller = Distiller(Teacher(continuous), students_for(continuous, mlp), DistillConfig(), seed=0)
+    assert distiller.packed is None
+    ladder_students = students_for(teacher, dict(ladder(teacher)))
+    assert PackedStudents.build(ladder_students, dict.fromkeys(ladder_students, True)) is not None
+
+
+def test_a_student_with_a_non_finite_loss_is_skipped_and_the_others_learn_as_alone():
+    teacher = synthetic_teacher(PPO)
+    specs = {"broken": ("MlpPolicy", {"net_arch": [4]}), "fine": ("MlpPolicy", {"net_arch": [8]})}
+    packed, each = packed_and_each(teacher, specs, epochs=2, batch_size=64)
+    for distiller in (packed, each):
+        with th.no_grad():
+            distiller.students["broken"].action_net.weight.fill_(float("nan"))
+    obs = observations(256, seed=3)
+    with pytest.warns(RuntimeWarning, match="non-finite distillation loss for student 'broken'"):
+        packed.update(obs)
+    with pytest.warns(RuntimeWarning):
+        each.update(obs)
+    assert packed.skipped_updates == each.skipped_updates == {"broken": 8, "fine": 0}
+    for p_packed, p_each in zip(packed.students["fine"].parameters(), each.students["fine"].parameters(), strict=True):
+        assert th.allclose(p_packed, p_each, atol=1e-6)
