@@ -113,7 +113,7 @@ class EnvironmentCollector:
         sample = not self.deterministic_teacher
         with self.distiller.private_torch_rng(), eval_mode(self.model.policy):  # predict() would leave eval mode
             if isinstance(action_space, spaces.Discrete) and sample and teacher.kind == LOGITS:
-                actions = th.distributions.Categorical(logits=scores).sample().cpu().numpy()
+                actions = th.multinomial(th.softmax(scores, dim=-1), 1).squeeze(-1).cpu().numpy()
             elif isinstance(action_space, spaces.Discrete):
                 actions = scores.argmax(dim=-1).cpu().numpy()
                 if sample:  # a Q-value teacher's own epsilon-greedy, as at the end of its training
@@ -369,16 +369,17 @@ class OfflineDistillation(DistillationRun):
         self.collector.reset(n_steps, self._env_seed)
         self.num_timesteps = 0
         callback.on_training_start(locals(), globals())
-        while self.num_timesteps < n_steps:
-            self.collector.collect_step()
-            self.num_timesteps = self.collector.steps
-            if self.collector.n_new >= self.train_freq and len(self.collector.memory) >= self.config.batch_size:
-                self.train(n_steps)
-                if self.n_updates % log_interval == 0:
-                    self._dump()
-                callback.on_rollout_end()
-            if not callback.on_step():
-                break
+        with eval_mode(self.model.policy):  # for the whole run: labelling each step then costs no mode switch
+            while self.num_timesteps < n_steps:
+                self.collector.collect_step()
+                self.num_timesteps = self.collector.steps
+                if self.collector.n_new >= self.train_freq and len(self.collector.memory) >= self.config.batch_size:
+                    self.train(n_steps)
+                    if self.n_updates % log_interval == 0:
+                        self._dump()
+                    callback.on_rollout_end()
+                if not callback.on_step():
+                    break
         self._dump()
         callback.on_training_end()
         return self

@@ -52,13 +52,17 @@ def eval_mode(module: nn.Module) -> Iterator[None]:
     """
     Put ``module`` in eval mode for the block, then restore every submodule's own mode exactly.
 
+    Called for every environment step of offline collection: nothing is switched when nothing is in training
+    mode (``module.train`` would walk the tree and set every module, twice).
+
     :param module: the teacher's policy
     """
     modes = [(m, m.training) for m in module.modules()]
     if not any(training for _, training in modes):
         yield
         return
-    module.train(False)
+    for m, _ in modes:
+        m.training = False
     try:
         yield
     finally:
@@ -85,6 +89,7 @@ class Teacher:
             check_teacher(model)
             self.model = model
             self.policy = model.policy
+        self._device: th.device | None = None
         #: ``"logits"`` (discrete actor-critic), ``"q_values"`` (DQN, QR-DQN: the mean of its quantiles),
         #: ``"gaussian"`` (continuous actor-critic) or ``"actions"`` (SAC, TD3)
         self.kind = score_kind(self.policy)
@@ -114,8 +119,10 @@ class Teacher:
 
     @property
     def device(self) -> th.device:
-        """Where the teacher's policy lives."""
-        return self.policy.device
+        """Where the teacher's policy lives (read once: SB3 finds it by walking the parameters)."""
+        if self._device is None:
+            self._device = self.policy.device
+        return self._device
 
     def targets(self, obs: th.Tensor, with_values: bool = True) -> PolicyOutputs:
         """
