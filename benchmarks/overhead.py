@@ -24,13 +24,24 @@ import gymnasium as gym
 import torch as th
 from stable_baselines3 import DQN, PPO
 from stable_baselines3.common.base_class import BaseAlgorithm
-from stable_baselines3.common.env_util import make_vec_env
+from stable_baselines3.common.env_util import make_atari_env, make_vec_env
+from stable_baselines3.common.vec_env import VecFrameStack
 
 sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parent))
 from common import write_result
 
 from sb3_distill import RealTimeDistillCallback, ladder
+from sb3_distill.ladder import atari_cnn_student
 from sb3_distill.zoo import teacher_settings
+
+
+def atari_env(env_id: str, n_envs: int, seed: int) -> VecFrameStack:
+    """RL-Zoo's Atari environment: ``AtariWrapper``, 4 stacked frames."""
+    import ale_py
+
+    gym.register_envs(ale_py)
+    return VecFrameStack(make_atari_env(env_id, n_envs=n_envs, seed=seed), n_stack=4)
+
 
 # Teachers: RL-Zoo's tuned CartPole settings (and SB3's defaults for PPO, whose larger updates make the
 # relative overhead smaller), SB3's defaults on MinAtar (flattened 10x10x4 frames).
@@ -79,6 +90,25 @@ CASES: dict[str, dict[str, Any]] = {
         "timesteps": 30_000,
         "student_kwargs": {"net_arch": [16]},
     },
+    # RL-Zoo's Atari PPO settings (hyperparams/ppo.yml) with the 1.7% student; about 400 teacher steps/s on CPU.
+    "ppo/PongNoFrameskip-v4": {
+        "algo": PPO,
+        "env": "PongNoFrameskip-v4",
+        "make_env": atari_env,
+        "policy": "CnnPolicy",
+        "n_envs": 8,
+        "kwargs": {
+            "n_steps": 128,
+            "n_epochs": 4,
+            "batch_size": 256,
+            "learning_rate": 2.5e-4,
+            "clip_range": 0.1,
+            "vf_coef": 0.5,
+            "ent_coef": 0.01,
+        },
+        "timesteps": 16_384,
+        "student_kwargs": atari_cnn_student(8)[1],
+    },
     "dqn/MinAtar/Breakout-v1": {
         "algo": DQN,
         "env": "MinAtar/Breakout-v1",
@@ -90,7 +120,7 @@ CASES: dict[str, dict[str, Any]] = {
 }
 
 
-VARIANTS = ("one", "ladder", "ladder-unpacked", "ladder-4epochs")
+VARIANTS = ("one", "one-4epochs", "ladder", "ladder-unpacked", "ladder-4epochs")
 
 
 class UnpackedCallback(RealTimeDistillCallback):
@@ -103,11 +133,16 @@ class UnpackedCallback(RealTimeDistillCallback):
 
 
 def train(case: dict[str, Any], timesteps: int, seed: int, variant: str | None) -> tuple[float, BaseAlgorithm, Any]:
-    env = make_vec_env(case["env"], n_envs=case["n_envs"], seed=seed)
-    teacher = case["algo"]("MlpPolicy", env, seed=seed, **case["kwargs"])
+    make_env = case.get("make_env", make_vec_env)
+    env = make_env(case["env"], n_envs=case["n_envs"], seed=seed)
+    policy = case.get("policy", "MlpPolicy")
+    teacher = case["algo"](policy, env, seed=seed, **case["kwargs"])
     callback = None
-    if variant == "one":
-        callback = RealTimeDistillCallback(student="MlpPolicy", student_kwargs=case["student_kwargs"], seed=seed)
+    if variant in ("one", "one-4epochs"):
+        epochs = 4 if variant == "one-4epochs" else 2
+        callback = RealTimeDistillCallback(
+            student=policy, student_kwargs=case["student_kwargs"], seed=seed, epochs=epochs
+        )
     elif variant == "ladder-unpacked":
         callback = UnpackedCallback(student=ladder(teacher), seed=seed)
     elif variant == "ladder-4epochs":
@@ -126,6 +161,7 @@ def main() -> None:
     parser.add_argument("--cases", nargs="*", default=list(CASES), choices=list(CASES))
     parser.add_argument("--variants", nargs="*", default=list(VARIANTS), choices=list(VARIANTS))
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1 suits these small networks)")
+    parser.add_argument("--name", default=None, help="result file stem (default overhead[_quick])")
     args = parser.parse_args()
     th.set_num_threads(args.threads)
     repeats = args.repeats or (3 if args.quick else 7)
@@ -178,7 +214,7 @@ def main() -> None:
         print(f"{name}: median overhead ratio {results[name]['median_ratio']}", flush=True)
 
     path = write_result(
-        "overhead" if not args.quick else "overhead_quick",
+        args.name or ("overhead" if not args.quick else "overhead_quick"),
         {
             "benchmark": "overhead",
             "repeats": repeats,
@@ -186,6 +222,7 @@ def main() -> None:
             "callback": "RealTimeDistillCallback defaults",
             "variants": {
                 "one": "the case's student_kwargs",
+                "one-4epochs": "the same, epochs=4",
                 "ladder": "sb3_distill.ladder(teacher): 1.7%, 5%, 25% students",
                 "ladder-unpacked": "the same, students run one by one (no packing)",
                 "ladder-4epochs": "the same, epochs=4",

@@ -43,18 +43,19 @@ def students_section(name: str, title: str) -> list[str]:
 
 def overhead_section() -> list[str]:
     lines: list[str] = []
-    for name in ("overhead", "overhead_quick"):
+    for name in sorted(path.stem for path in RESULTS.glob("overhead*.json")):
         record = _load(name)
         if record is None:
             continue
         lines += [f"## Overhead (`{name}.json`)", "", f"{_provenance(record)}; {record['repeats']} repeats.", ""]
-        lines += ["| teacher | variant | median wall-time ratio (with / without) |", "|---|---|---|"]
+        lines += ["| teacher | variant | median wall-time ratio (with / without) | median accounted ratio |"]
+        lines.append("|---|---|---|---|")
         for case, result in record["cases"].items():
-            medians = result["median_ratio"]
+            medians, accounted = result["median_ratio"], result.get("median_accounted_ratio")
             if not isinstance(medians, dict):
-                medians = {"one": medians}
+                medians, accounted = {"one": medians}, {"one": accounted}
             for variant, value in medians.items():
-                lines.append(f"| {case} | {variant} | {_fmt(value)} |")
+                lines.append(f"| {case} | {variant} | {_fmt(value)} | {_fmt((accounted or {}).get(variant))} |")
         lines.append("")
     return lines
 
@@ -247,6 +248,28 @@ def realtime_section() -> list[str]:
     return lines
 
 
+def deployment_section() -> list[str]:
+    record = _load("deployment")
+    if record is None:
+        return []
+    lines = [
+        "## Deployment: CPU latency at batch 1 and ONNX size (`deployment.json`)",
+        "",
+        f"{_provenance(record)}; one thread; median over {record['calls']} single observations. `predict`: SB3's "
+        "`policy.predict(obs, deterministic=True)`; ONNX: the file `export` writes, run by onnxruntime.",
+        "",
+        "| teacher | network | weights | acting parameters | share | predict (µs) | ONNX (µs) | ONNX file (kB) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for case, result in record["results"].items():
+        for name, row in result["policies"].items():
+            lines.append(
+                f"| {case} | {name} | {result['weights']} | {row['acting_parameters']:,} | {row['share']:.1%} | "
+                f"{row['predict_us']:.0f} | {row['onnx_us']:.1f} | {row['onnx_bytes'] / 1000:.1f} |"
+            )
+    return [*lines, ""]
+
+
 def write(path: pathlib.Path) -> None:
     """Write the results page (Markdown) to ``path``."""
     lines = [
@@ -262,6 +285,7 @@ def write(path: pathlib.Path) -> None:
     lines += students_section("atari", "Atari (GPU)")
     lines += overhead_section() + realtime_section() + datafree_section() + datafree_q_values_section()
     lines += finetune_section() + continuous_section() + distill_settings_section() + vs_imitation_section()
+    lines += deployment_section()
     path.parent.mkdir(parents=True, exist_ok=True)
     text = "\n".join(lines) + "\n"
     if not path.is_file() or path.read_text() != text:
