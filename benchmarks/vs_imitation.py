@@ -30,6 +30,7 @@ import time
 from typing import Any
 
 import torch as th
+import yaml
 from common import RandomPolicy, write_result
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.evaluation import evaluate_policy
@@ -42,6 +43,7 @@ ZOO = HERE.parent / "tests" / "data" / "zoo-agents"
 #: teacher run folder -> the student's net_arch
 TEACHERS = {"ppo/CartPole-v1_1": [8], "dqn/CartPole-v1_1": [8], "ppo/MountainCar-v0_1": [16]}
 IMITATION = {"teacher": "bc", "student": "dagger"}
+LIBRARIES = ("sb3-distill", "imitation")
 #: imitation 1.0.1 pins stable-baselines3 2.2.1 and gymnasium 0.29.1; torch as here (the CPU build on disk)
 IMITATION_REQUIREMENTS = ["imitation==1.0.1"]
 EVAL_SEED = 10_000
@@ -60,8 +62,8 @@ def evaluation(teacher: str, policy: Any, student: Any, episodes: int) -> float:
     return float(returns)  # type: ignore[arg-type]
 
 
-def ours(teacher: str, mode: str, seed: int, steps: int, episodes: int) -> dict[str, Any]:
-    """One sb3-distill run (in a fresh process: ``--ours``)."""
+def ours(teacher: str, mode: str, seed: int, steps: int, episodes: int, options: dict[str, Any]) -> dict[str, Any]:
+    """One sb3-distill run (in a fresh process: ``--ours``), with ``options`` for ``distill``."""
     th.set_num_threads(1)
     model, agent = open_teacher(str(ZOO / teacher), device="cpu")  # loaded off the clock, as imitation's expert
     env = teacher_env(model, agent, make_vec_env(env_id(teacher), n_envs=1, seed=seed), seed=seed)
@@ -76,6 +78,7 @@ def ours(teacher: str, mode: str, seed: int, steps: int, episodes: int) -> dict[
         student_kwargs={"net_arch": TEACHERS[teacher]},
         seed=seed,
         device="cpu",
+        **options,
     )
     seconds = time.perf_counter() - began
     return {"return": evaluation(teacher, student, student, episodes), "seconds": seconds, "env_steps": steps}
@@ -96,6 +99,7 @@ def run(python: pathlib.Path, library: str, teacher: str, mode: str, seed: int, 
     common = ["--seed", str(seed), "--steps", str(args.steps)]
     if library == "sb3-distill":
         command = [sys.executable, __file__, "--ours", teacher, mode, *common, "--episodes", str(args.episodes)]
+        command += ["--options", *args.options] if args.options else []
     else:
         arch = [str(units) for units in TEACHERS[teacher]]
         command = [str(python), str(HERE / "imitation_worker.py"), "--teacher", str(ZOO / teacher)]
@@ -126,18 +130,21 @@ def main() -> None:
     parser.add_argument("--episodes", type=int, default=30)
     parser.add_argument("--imitation-venv", type=pathlib.Path, default=HERE / ".venv-imitation")
     parser.add_argument("--name", default=None, help="results/vs_imitation_<name>.json")
+    parser.add_argument("--options", nargs="+", metavar="KEY=VALUE", help="distill options for sb3-distill's runs")
+    parser.add_argument("--libraries", nargs="+", default=list(LIBRARIES), choices=LIBRARIES)
     parser.add_argument("--ours", nargs=2, metavar=("TEACHER", "MODE"), help=argparse.SUPPRESS)
     parser.add_argument("--seed", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    options = {key: yaml.safe_load(value) for key, value in (item.split("=", 1) for item in args.options or [])}
     if args.ours:  # a worker: one of our runs, in this fresh process
-        print(json.dumps(ours(*args.ours, args.seed, args.steps, args.episodes)))
+        print(json.dumps(ours(*args.ours, args.seed, args.steps, args.episodes, options)))
         return
     python = imitation_python(args.imitation_venv)
     runs = []
     for seed in args.seeds:
         for teacher in args.teachers:
             for mode in args.modes:
-                libraries = ["sb3-distill", "imitation"]
+                libraries = args.libraries
                 for library in libraries if seed % 2 == 0 else libraries[::-1]:
                     runs.append(run(python, library, teacher, mode, seed, args))
     summary: dict[str, Any] = {}
@@ -149,7 +156,7 @@ def main() -> None:
                 row["normalized"] = (row["return"] - reference["random"]) / span
         summary[teacher] = {"references": reference}
         for mode in args.modes:
-            for library in ("sb3-distill", "imitation"):
+            for library in args.libraries:
                 rows = [r for r in runs if (r["teacher"], r["mode"], r["library"]) == (teacher, mode, library)]
                 summary[teacher][f"{mode} {library}"] = {
                     "returns": [r["return"] for r in rows],
@@ -172,6 +179,7 @@ def main() -> None:
     settings = {
         key: value for key, value in vars(args).items() if key in ("teachers", "modes", "seeds", "steps", "episodes")
     }
+    settings["options"] = options
     write_result(
         "vs_imitation" if args.name is None else f"vs_imitation_{args.name}",
         {

@@ -78,13 +78,15 @@ def test_students_without_value_distillation_and_with_it_pack_together():
 
 def test_what_does_not_pack_runs_one_by_one():
     teacher = synthetic_teacher(PPO)
-    mlp = {"s": ("MlpPolicy", {"net_arch": [8]})}
-    assert PackedStudents.build(students_for(teacher, mlp), {"s": True}) is not None
-    softmax = {"s": ("MlpPolicy", {"net_arch": [8], "activation_fn": nn.Softmax})}  # not element-wise
-    assert PackedStudents.build(students_for(teacher, softmax), {"s": True}) is None
+    mlp = {"s": ("MlpPolicy", {"net_arch": [8]}), "t": ("MlpPolicy", {"net_arch": [4]})}
+    assert PackedStudents.build(students_for(teacher, mlp), dict.fromkeys(mlp, True)) is not None
+    one = {"s": mlp["s"]}  # a single student gains nothing from packing
+    assert PackedStudents.build(students_for(teacher, one), {"s": True}) is None
+    softmax = {**mlp, "u": ("MlpPolicy", {"net_arch": [8], "activation_fn": nn.Softmax})}  # not element-wise
+    assert PackedStudents.build(students_for(teacher, softmax), dict.fromkeys(softmax, True)) is None
     minatar = synthetic_teacher(PPO, "MinAtar/Breakout-v1")
-    cnn = {"s": ("MlpPolicy", {"features_extractor_class": MinAtarCNN, "net_arch": []})}
-    assert PackedStudents.build(students_for(minatar, cnn), {"s": True}) is None
+    cnn = {name: ("MlpPolicy", {"features_extractor_class": MinAtarCNN, "net_arch": []}) for name in "st"}
+    assert PackedStudents.build(students_for(minatar, cnn), dict.fromkeys(cnn, True)) is None
     continuous = synthetic_teacher(PPO, "Pendulum-v1")
     distiller = Distiller(Teacher(continuous), students_for(continuous, mlp), DistillConfig(), seed=0)
     assert distiller.packed is None
