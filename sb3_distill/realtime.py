@@ -197,7 +197,7 @@ class RealTimeDistillCallback(BaseCallback):
         else:  # the same callback on a new or continuing teacher: keep the students, if the teacher fits them
             self.distiller.set_teacher(Teacher(self.model))
         if self._source is None or getattr(self._source, "model", None) is not self.model:
-            self._source = source_for(self.model)  # type: ignore[arg-type]
+            self._source = source_for(self.model, self.distiller.teacher.kind)  # type: ignore[arg-type]
         self._updates_seen = n_updates(self.model)
         self._student_paths = self._resolve_student_paths()
         if self.verbose >= 1:
@@ -224,10 +224,13 @@ class RealTimeDistillCallback(BaseCallback):
 
     def _on_rollout_start(self) -> None:
         self._maybe_distill(self.distill_freq)
+        assert self._source is not None
+        self._source.on_rollout_start()
 
     def _on_training_end(self) -> None:
         if self._source is None:  # training failed before it started (RL-Zoo still calls this hook)
             return
+        self._source.on_training_end()
         self._maybe_distill(1)
         self.save_students()
 
@@ -253,9 +256,9 @@ class RealTimeDistillCallback(BaseCallback):
         distiller = self.distiller
         assert distiller is not None
         assert self._source is not None
-        obs, epochs = self._source.take(self.config.epochs, distiller.rng)
+        obs, epochs, targets = self._source.take(self.config.epochs, distiller.rng)
         obs_tensor = th.as_tensor(obs, device=distiller.teacher.device)
-        metrics = distiller.update(obs_tensor, self._progress_remaining(), epochs=epochs)
+        metrics = distiller.update(obs_tensor, self._progress_remaining(), epochs=epochs, targets=targets)
         self.n_distillations += 1
         distiller.set_obs_normalization(obs_normalization_of(self.model.get_vec_normalize_env()))
         distiller.record(self.logger, metrics, self.n_distillations)

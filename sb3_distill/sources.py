@@ -18,15 +18,17 @@ trains with.
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import torch as th
 from gymnasium import spaces
 from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
 from stable_baselines3.common.on_policy_algorithm import OnPolicyAlgorithm
+from stable_baselines3.common.policies import ActorCriticPolicy
+from torch import nn
 
-from sb3_distill.outputs import PolicyOutputs
+from sb3_distill.outputs import LOGITS, PolicyOutputs, ScoreKind
 
 
 class ObservationSource(Protocol):
@@ -37,37 +39,76 @@ class ObservationSource(Protocol):
         """Observations (or transitions) arrived since the last :meth:`take`."""
         ...
 
+    def on_rollout_start(self) -> None:
+        """The teacher starts collecting."""
+
     def on_rollout_end(self) -> None:
         """The teacher has collected new data."""
+
+    def on_training_end(self) -> None:
+        """The teacher's ``learn`` ends (possibly in the middle of a rollout)."""
 
     def on_teacher_idle(self) -> None:
         """The teacher has not updated since the last distillation: data that arrived meanwhile is not counted."""
 
-    def take(self, epochs: int, rng: np.random.Generator) -> tuple[np.ndarray, int]:
+    def take(self, epochs: int, rng: np.random.Generator) -> tuple[np.ndarray, int, PolicyOutputs | None]:
         """
         :param epochs: the configured passes (on-policy) or samples per new transition (off-policy)
         :param rng: the distiller's generator
-        :return: observations as the teacher's policy takes them, and how many passes to make over them
+        :return: observations as the teacher's policy takes them, how many passes to make over them, and the
+            teacher's outputs for them when the source already has them (``None``: the teacher labels them)
         """
         ...
 
 
-def source_for(model: OnPolicyAlgorithm | OffPolicyAlgorithm) -> RolloutSource | ReplaySource:
-    """:return: the buffer source of a training teacher (rollouts on-policy, replay off-policy)"""
+def source_for(
+    model: OnPolicyAlgorithm | OffPolicyAlgorithm, kind: ScoreKind | None = None
+) -> RolloutSource | ReplaySource:
+    """
+    :param model: the training teacher
+    :param kind: the kind of its outputs (``"logits"``: an on-policy teacher's targets are recorded as it acts)
+    :return: the buffer source of a training teacher (rollouts on-policy, replay off-policy)
+    """
     if isinstance(model, OnPolicyAlgorithm):
-        return RolloutSource(model)
+        return RolloutSource(model, record_targets=kind == LOGITS and isinstance(model.policy, ActorCriticPolicy))
     return ReplaySource(model)
 
 
 class RolloutSource:
-    """On-policy teachers: the rollouts collected since the last distillation (already normalised by SB3)."""
+    """
+    On-policy teachers: the rollouts collected since the last distillation (already normalised by SB3).
 
-    def __init__(self, model: OnPolicyAlgorithm) -> None:
+    With ``record_targets``, the teacher's logits are recorded as it computes them to act (a forward hook on
+    its ``action_net`` while it collects) and its values taken from the rollout buffer, so that distillation
+    needs no second pass of the teacher over the rollout: the targets are the teacher's outputs as it acted,
+    before its update on that rollout (Sun & Fazli's setting). When anything else ran the teacher's
+    ``action_net`` during collection (an ``EvalCallback``, say), the counts differ and the teacher labels the
+    rollout again instead.
+
+    :param model: the teacher
+    :param record_targets: record a discrete actor-critic teacher's outputs while it acts
+    """
+
+    def __init__(self, model: OnPolicyAlgorithm, record_targets: bool = False) -> None:
         self.model = model
+        self.record_targets = record_targets
         self.pending: list[np.ndarray] = []
+        self.pending_targets: list[PolicyOutputs | None] = []
+        self._recorded: list[th.Tensor] = []
+        self._hook: Any = None
 
     def on_teacher_idle(self) -> None:
         pass
+
+    def on_rollout_start(self) -> None:
+        if self.record_targets and self._hook is None:
+            self._recorded = []
+            action_net = self.model.policy.action_net
+
+            def record(module: nn.Module, inputs: Any, output: th.Tensor) -> None:
+                self._recorded.append(output.detach())
+
+            self._hook = action_net.register_forward_hook(record)
 
     def on_rollout_end(self) -> None:
         buffer = self.model.rollout_buffer
@@ -75,16 +116,44 @@ class RolloutSource:
         # ``reset()`` allocates new arrays for the next rollout, so this view stays valid and unchanged.
         obs = buffer.observations[:filled]
         self.pending.append(obs.reshape(-1, *obs.shape[2:]))
+        self.pending_targets.append(self._recorded_targets(filled, buffer.n_envs))
+
+    def on_training_end(self) -> None:
+        """Stop recording: a rollout cut short by a callback never reaches :meth:`on_rollout_end`."""
+        if self._hook is not None:
+            self._hook.remove()
+            self._hook = None
+        self._recorded = []
+
+    def _recorded_targets(self, filled: int, n_envs: int) -> PolicyOutputs | None:
+        """The recorded outputs for this rollout, if there is exactly one per step and environment."""
+        if self._hook is None:
+            return None
+        self._hook.remove()
+        self._hook = None
+        recorded, self._recorded = self._recorded, []
+        if len(recorded) != filled or any(output.shape[0] != n_envs for output in recorded):
+            return None
+        scores = th.stack(recorded).reshape(filled * n_envs, -1)
+        values = th.as_tensor(self.model.rollout_buffer.values[:filled].reshape(-1), device=scores.device)
+        return PolicyOutputs(scores, values)
 
     @property
     def n_new(self) -> int:
         return sum(len(obs) for obs in self.pending)
 
-    def take(self, epochs: int, rng: np.random.Generator) -> tuple[np.ndarray, int]:
-        """:return: every pending observation, to be seen ``epochs`` times."""
+    def take(self, epochs: int, rng: np.random.Generator) -> tuple[np.ndarray, int, PolicyOutputs | None]:
+        """:return: every pending observation, to be seen ``epochs`` times, with the recorded targets if complete."""
         obs = self.pending[0] if len(self.pending) == 1 else np.concatenate(self.pending)
-        self.pending = []
-        return obs, epochs
+        parts, self.pending, self.pending_targets = self.pending_targets, [], []
+        if any(part is None for part in parts):
+            return obs, epochs, None
+        complete = [part for part in parts if part is not None]
+        if len(complete) == 1:
+            return obs, epochs, complete[0]
+        values = [part.values for part in complete]
+        merged_values = None if any(v is None for v in values) else th.cat(values)  # type: ignore[arg-type]
+        return obs, epochs, PolicyOutputs(th.cat([part.scores for part in complete]), merged_values)
 
 
 class ReplaySource:
@@ -94,7 +163,13 @@ class ReplaySource:
         self.model = model
         self.timesteps_seen = model.num_timesteps
 
+    def on_rollout_start(self) -> None:
+        pass
+
     def on_rollout_end(self) -> None:
+        pass
+
+    def on_training_end(self) -> None:
         pass
 
     @property
@@ -105,7 +180,7 @@ class ReplaySource:
         """Do not count the transitions collected so far (the teacher has not learned from them yet)."""
         self.timesteps_seen = self.model.num_timesteps
 
-    def take(self, epochs: int, rng: np.random.Generator) -> tuple[np.ndarray, int]:
+    def take(self, epochs: int, rng: np.random.Generator) -> tuple[np.ndarray, int, PolicyOutputs | None]:
         """:return: ``epochs`` observations per new transition, drawn from the buffer, to be seen once."""
         buffer = self.model.replay_buffer
         assert buffer is not None
@@ -119,8 +194,8 @@ class ReplaySource:
         if vec_normalize is not None:  # replay buffers hold raw observations
             normalized = vec_normalize.normalize_obs(obs)
             assert isinstance(normalized, np.ndarray)
-            return normalized, 1
-        return obs, 1
+            return normalized, 1, None
+        return obs, 1, None
 
 
 class TargetMemory:

@@ -12,6 +12,7 @@ import pytest
 import torch as th
 from gymnasium import spaces
 from stable_baselines3 import PPO
+from stable_baselines3.common.callbacks import BaseCallback, StopTrainingOnMaxEpisodes
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.evaluation import evaluate_policy
 from stable_baselines3.common.logger import configure
@@ -21,6 +22,8 @@ from stable_baselines3.dqn.policies import DQNPolicy
 from torch import nn
 
 from sb3_distill import ModuleStudent, RealTimeDistillCallback, load_student, save_student, wrap_env
+from sb3_distill.outputs import policy_outputs
+from sb3_distill.sources import RolloutSource
 from tests.conftest import (
     RecordingDistillCallback,
     greedy_agreement,
@@ -530,3 +533,58 @@ def test_a_callback_refuses_a_teacher_of_another_kind_before_it_steps():
     with pytest.raises(ValueError, match=r"logits.*DQN gives q_values"):
         dqn.learn(256, callback=callback)
     assert dqn.num_timesteps == 0
+
+
+class RecordRollouts(BaseCallback):
+    """Drives a RolloutSource as the distillation callback does, and keeps the teacher's outputs after each rollout."""
+
+    def __init__(self, source: RolloutSource, predict_during_rollout: bool = False) -> None:
+        super().__init__()
+        self.source, self.predict_during_rollout = source, predict_during_rollout
+        self.expected: list = []
+
+    def _on_rollout_start(self) -> None:
+        self.source.on_rollout_start()
+
+    def _on_step(self) -> bool:
+        if self.predict_during_rollout:  # what an EvalCallback does: the teacher acts outside the rollout
+            self.model.predict(self.locals["new_obs"], deterministic=True)
+        return True
+
+    def _on_rollout_end(self) -> None:
+        self.source.on_rollout_end()
+        with th.no_grad():  # the teacher as it acted: its update on this rollout comes after this hook
+            obs = th.as_tensor(self.source.pending[-1])
+            self.expected.append(policy_outputs(self.model.policy, obs))
+
+
+def test_an_on_policy_teachers_targets_are_recorded_as_it_acts():
+    teacher = make_teacher("ppo", seed=0)
+    source = RolloutSource(teacher, record_targets=True)
+    recorder = RecordRollouts(source)
+    teacher.learn(3 * teacher.n_steps * teacher.n_envs, callback=recorder)
+    assert len(source.pending) == 3
+    for recorded, expected in zip(source.pending_targets, recorder.expected, strict=True):
+        assert recorded is not None
+        assert th.allclose(recorded.scores, expected.scores, atol=1e-6)
+        assert th.allclose(recorded.values, expected.values, atol=1e-5)
+    obs, _epochs, targets = source.take(4, np.random.default_rng(0))
+    assert targets is not None
+    assert len(targets.scores) == len(obs) == 3 * teacher.n_steps * teacher.n_envs
+    assert source._hook is None  # no hook left on the teacher between rollouts
+
+
+def test_recorded_targets_are_dropped_when_something_else_runs_the_teacher():
+    teacher = make_teacher("ppo", seed=0)
+    source = RolloutSource(teacher, record_targets=True)
+    teacher.learn(teacher.n_steps * teacher.n_envs, callback=RecordRollouts(source, predict_during_rollout=True))
+    assert source.pending_targets == [None]
+    assert source.take(1, np.random.default_rng(0))[2] is None  # the teacher labels the rollout again
+
+
+def test_recording_stops_when_training_stops_inside_a_rollout():
+    teacher = make_teacher("ppo", seed=0)
+    distill = RealTimeDistillCallback(student="MlpPolicy", student_kwargs={"net_arch": [4]}, seed=0)
+    stop = StopTrainingOnMaxEpisodes(max_episodes=1)
+    teacher.learn(4 * teacher.n_steps * teacher.n_envs, callback=[distill, stop])
+    assert not teacher.policy.action_net._forward_hooks
