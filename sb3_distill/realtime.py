@@ -48,6 +48,9 @@ class RealTimeDistillCallback(BaseCallback):
     transition from the replay buffer for DQN. Distillation waits until at least ``distill_freq``
     new observations have arrived, so that short rollouts (A2C's 5 steps) are grouped. The
     teacher trains exactly as it would without the callback: same seed, same weights, bit for bit.
+    For on-policy teachers with discrete actions the targets are the logits the teacher computed to act
+    during the rollout (recorded, with the rollout buffer's values), so no second teacher pass is needed;
+    other teachers label the batch when it is distilled.
 
     Metrics go to the teacher's logger: ``distill/loss``, ``distill/agreement`` (fraction of
     greedy actions shared with the teacher, during the last epoch), ``distill/compression`` (acting
