@@ -282,9 +282,9 @@ def write(path: pathlib.Path) -> None:
     ]
     lines += students_section("students_vs_teacher", "Students against their teachers (full size)")
     lines += students_section("students_vs_teacher_quick", "Students against their teachers (`--quick`)")
-    for path in sorted(RESULTS.glob("students_vs_teacher_*.json")):
-        if path.stem != "students_vs_teacher_quick":
-            lines += students_section(path.stem, f"Students against their teachers (`{path.stem}`)")
+    for run in sorted(RESULTS.glob("students_vs_teacher_*.json")):
+        if run.stem != "students_vs_teacher_quick":
+            lines += students_section(run.stem, f"Students against their teachers (`{run.stem}`)")
     lines += students_section("atari", "Atari (GPU)")
     lines += overhead_section() + realtime_section() + datafree_section() + datafree_q_values_section()
     lines += finetune_section() + continuous_section() + distill_settings_section() + vs_imitation_section()
