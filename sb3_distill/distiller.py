@@ -238,11 +238,6 @@ class Distiller:
             set_acting_optimizer(student, optimizer)
         #: the students run as one network when they are MLPs (:mod:`~sb3_distill.packing`), else ``None``
         self.packed = None if self.continuous else PackedStudents.build(self.students, self.distill_value)
-        self._value_index = th.as_tensor(
-            [list(self.students).index(name) for name in self.packed.value_names] if self.packed else [],
-            dtype=th.long,
-            device=teacher.device,
-        )
         self.skipped_updates = dict.fromkeys(self.students, 0)
         #: observations left out because the teacher's outputs for them were not finite
         self.non_finite_targets = 0
@@ -503,25 +498,19 @@ class Distiller:
         assert self.packed is not None
         scores, values = self.packed(batch.obs)  # (batch, students, actions), (batch, students with values)
         policy_losses = self.policy_loss(scores, batch.scores.unsqueeze(1), self.temperature)
+        value_index = self.packed.value_index
         totals = policy_losses
         value_losses = None
-        if len(self._value_index):
+        if len(value_index):
             assert batch.values is not None
             value_losses = value_loss(values, batch.values.unsqueeze(1))
-            totals = totals.index_add(0, self._value_index, value_losses, alpha=self.config.vf_coef)
+            totals = totals.index_add(0, value_index, value_losses, alpha=self.config.vf_coef)
         if not bool(th.isfinite(totals).all()):
             return False
-        optimizers = list(self.optimizers.values())
-        for optimizer in optimizers:
-            optimizer.zero_grad(set_to_none=True)
-        totals.sum().backward()
-        for student, optimizer in zip(self.students.values(), optimizers, strict=True):
-            if self.config.max_grad_norm is not None:
-                th.nn.utils.clip_grad_norm_(student.parameters(), self.config.max_grad_norm)
-            optimizer.step()
+        self._backward_and_step(list(self.students), [totals.sum()])
         sums.loss += policy_losses.detach()
         if value_losses is not None:
-            sums.value_loss.index_add_(0, self._value_index, value_losses.detach())
+            sums.value_loss.index_add_(0, value_index, value_losses.detach())
         for index in range(len(self.students)):
             sums.updates[index] += 1
             if count_agreement:
@@ -529,6 +518,16 @@ class Distiller:
         if count_agreement:
             sums.agree += (scores.detach().argmax(dim=-1) == batch.actions.unsqueeze(1)).sum(dim=0)
         return True
+
+    def _backward_and_step(self, names: list[str], losses: list[th.Tensor]) -> None:
+        """One backward pass through ``losses``, then a (clipped) optimiser step of each named student."""
+        for name in names:
+            self.optimizers[name].zero_grad(set_to_none=True)
+        th.autograd.backward(losses)
+        for name in names:
+            if self.config.max_grad_norm is not None:
+                th.nn.utils.clip_grad_norm_(self.students[name].parameters(), self.config.max_grad_norm)
+            self.optimizers[name].step()
 
     def _step(self, batch: _Batch, sums: _Sums, count_agreement: bool) -> None:
         """
@@ -556,14 +555,9 @@ class Distiller:
                 self._warned_non_finite = True
         if not updated:
             return
-        for name in updated:
-            self.optimizers[name].zero_grad(set_to_none=True)
-        th.autograd.backward([totals[name] for name in updated])
+        self._backward_and_step(updated, [totals[name] for name in updated])
         names = list(self.students)
         for name in updated:
-            if self.config.max_grad_norm is not None:
-                th.nn.utils.clip_grad_norm_(self.students[name].parameters(), self.config.max_grad_norm)
-            self.optimizers[name].step()
             policy_loss, v_loss, scores = losses[name]
             index = names.index(name)
             sums.updates[index] += 1

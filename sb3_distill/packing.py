@@ -125,6 +125,10 @@ class PackedStudents:
         #: the students whose values are distilled, in the order of :meth:`__call__`'s values
         self.value_names = [name for name in self.names if len(chains[name]) == 2]
         self._first = students[self.names[0]]
+        #: the positions of :attr:`value_names` among the students (where their value losses go)
+        self.value_index = th.as_tensor(
+            [self.names.index(name) for name in self.value_names], dtype=th.long, device=self._first.device
+        )
         groups: dict[tuple[str, ...], list[tuple[str, int, _Chain]]] = {}
         for name in self.names:
             for index, chain in enumerate(chains[name]):
