@@ -59,26 +59,50 @@ STUDENTS: dict[str, dict[str, Any]] = {
 RANDOM = {"MountainCar-v0": -200.0}
 ZOO = pathlib.Path(__file__).resolve().parents[1] / "tests" / "data" / "zoo-agents"
 CONFIGS: dict[str, dict[str, Any]] = {
-    "plain": {"value_warmup_steps": 0, "anchor_coef": 0.0, "greedy_probability": None, "target_kl": None},
-    "sharpen": {"value_warmup_steps": 0, "anchor_coef": 0.0},
-    "sharpen_warmup": {"value_warmup_steps": 5_000, "anchor_coef": 0.0},
-    "sw_kl02": {"value_warmup_steps": 5_000, "anchor_coef": 0.0, "target_kl": 0.02},
-    "sw_anchor1": {"value_warmup_steps": 5_000, "anchor_coef": 1.0, "anchor_steps": 200_000},
-    "sw_anchor1_kl02": {"value_warmup_steps": 5_000, "anchor_coef": 1.0, "anchor_steps": 200_000, "target_kl": 0.02},
-    "sw_anchor03_kl02": {"value_warmup_steps": 5_000, "anchor_coef": 0.3, "anchor_steps": 200_000, "target_kl": 0.02},
-    "default": {},  # to_ppo's defaults now: the three safeguards and the anchor (1.0, fading over 50k steps)
-    "no_anchor": {"anchor_coef": 0.0},
-    "anchor1_50k": {"anchor_coef": 1.0, "anchor_steps": 50_000},
-    "anchor1_25k": {"anchor_coef": 1.0, "anchor_steps": 25_000},
+    "plain": {
+        "value_warmup_steps": 0,
+        "anchor_coef": 0.0,
+        "greedy_probability": None,
+        "target_kl": None,
+        "rollback_below": None,
+    },
+    "sharpen": {"value_warmup_steps": 0, "anchor_coef": 0.0, "rollback_below": None},
+    "sharpen_warmup": {"value_warmup_steps": 5_000, "anchor_coef": 0.0, "rollback_below": None},
+    "sw_kl02": {"value_warmup_steps": 5_000, "anchor_coef": 0.0, "target_kl": 0.02, "rollback_below": None},
+    "sw_anchor1": {"value_warmup_steps": 5_000, "anchor_coef": 1.0, "anchor_steps": 200_000, "rollback_below": None},
+    "sw_anchor1_kl02": {
+        "value_warmup_steps": 5_000,
+        "anchor_coef": 1.0,
+        "anchor_steps": 200_000,
+        "target_kl": 0.02,
+        "rollback_below": None,
+    },
+    "sw_anchor03_kl02": {
+        "value_warmup_steps": 5_000,
+        "anchor_coef": 0.3,
+        "anchor_steps": 200_000,
+        "target_kl": 0.02,
+        "rollback_below": None,
+    },
+    "default": {},  # to_ppo's defaults: sharpening, warm-up, target_kl, the anchor (1.0 over 10k), the guard (0.95)
+    "no_guard": {"rollback_below": None},  # the defaults before the rollback guard
+    "guard_no_anchor": {"anchor_coef": 0.0},
+    "guard_anchor25k": {"anchor_coef": 1.0, "anchor_steps": 25_000},
+    "guard_anchor10k": {"anchor_coef": 1.0, "anchor_steps": 10_000},
+    "guard95_no_anchor": {"anchor_coef": 0.0, "rollback_below": 0.95},
+    "guard95_anchor10k": {"anchor_coef": 1.0, "anchor_steps": 10_000, "rollback_below": 0.95},
+    "no_anchor": {"anchor_coef": 0.0, "rollback_below": None},
+    "anchor1_50k": {"anchor_coef": 1.0, "anchor_steps": 50_000, "rollback_below": None},
+    "anchor1_25k": {"anchor_coef": 1.0, "anchor_steps": 25_000, "rollback_below": None},
     # to_dqn on a Q-network student (student_algo="dqn"), RL-Zoo's DQN settings for the task
     "dqn_default": {},
     "dqn_mse": {"distill_loss": "mse"},  # the student regresses the teacher's Q-values instead of their softmax
 }
 
 
-def evaluate(policy: Any, env_id: str, episodes: int, student: Any = None) -> float:
+def evaluate(policy: Any, env_id: str, episodes: int, student: Any = None, seed: int = 10_000) -> float:
     """Greedy mean return; with ``student``, under the ``VecNormalize`` statistics it recorded (if any)."""
-    env = make_vec_env(env_id, n_envs=1, seed=10_000)
+    env = make_vec_env(env_id, n_envs=1, seed=seed)
     if student is not None:
         env = wrap_env(env, student)
     try:
@@ -124,6 +148,8 @@ def run(teacher: str, config: str, seed: int, args: argparse.Namespace) -> dict[
         seed=seed,
     )
     distilled = evaluate(student, env_id, args.episodes, student)
+    # The same student on other episodes: how far two evaluations of one policy differ (the noise floor).
+    distilled_again = evaluate(student, env_id, args.episodes, student, seed=20_000)
     greedy_probability = None
     if algo == "ppo":  # how sure the distilled student is of its greedy actions, on the states it visits
         observations = greedy_observations(
@@ -148,9 +174,12 @@ def run(teacher: str, config: str, seed: int, args: argparse.Namespace) -> dict[
         "config": config,
         "seed": seed,
         "distilled": distilled,
+        "distilled_other_episodes": distilled_again,
         "greedy_probability": greedy_probability,
         "evaluations": callback.results,
         # Over the distilled return; where returns are negative, both measured from a random policy's.
+        "start_return": getattr(model, "start_return", None),  # the guard's: mean of the first training episodes
+        "rollbacks": getattr(model, "rollbacks", None),
         "min_ratio": (min(returns) - RANDOM.get(env_id, 0.0)) / (distilled - RANDOM.get(env_id, 0.0))
         if distilled > RANDOM.get(env_id, 0.0)
         else None,
@@ -190,6 +219,9 @@ def main() -> None:
             ratios = [r["min_ratio"] for r in mine if r["min_ratio"] is not None]
             summary[f"{teacher} {config}"] = {
                 "distilled": [r["distilled"] for r in mine],
+                # the distilled student on other episodes: two evaluations of one policy differ this much
+                "distilled_other_episodes": [r.get("distilled_other_episodes") for r in mine],
+                "rollbacks": [r.get("rollbacks") for r in mine],
                 "min_ratio": ratios,
                 "worst_min_ratio": min(ratios) if ratios else None,
                 "final": [r["final"] for r in mine],

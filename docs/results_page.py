@@ -211,7 +211,8 @@ def finetune_section() -> list[str]:
             f"## Fine-tuning a distilled student with `to_ppo` (`{path.name}`)",
             "",
             f"{_provenance(record)}; seeds {settings['seeds']}; distilled for {settings['distill_steps']} steps, "
-            f"fine-tuned for {settings['steps']}, evaluated every {settings['eval_every']}.",
+            f"fine-tuned for {settings['steps']}, evaluated every {settings['eval_every']} steps over "
+            f"{settings['episodes']} episodes.",
             "",
             "| teacher, config | distilled returns | lowest / distilled (worst seed) | final returns |",
             "|---|---|---|---|",
@@ -220,8 +221,8 @@ def finetune_section() -> list[str]:
             if not isinstance(result, dict):
                 lines.append(f"| {case} | {result:.1f} | | |")
                 continue
-            distilled = " / ".join(f"{value:.0f}" for value in result["distilled"])
-            final = " / ".join(f"{value:.0f}" for value in result["final"])
+            distilled = " / ".join(f"{value:.3g}" for value in result["distilled"])
+            final = " / ".join(f"{value:.3g}" for value in result["final"])
             lines.append(f"| {case} | {distilled} | {_fmt(result['worst_min_ratio'], '.2f')} | {final} |")
         lines.append("")
     return lines

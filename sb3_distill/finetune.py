@@ -45,7 +45,11 @@ DEFAULT_GREEDY_PROBABILITY = 0.9
 SHARPEN_STEPS = 256
 #: Initial weight of the KL anchor to the distilled student, and the steps over which it fades.
 DEFAULT_ANCHOR_COEF = 1.0
-DEFAULT_ANCHOR_STEPS = 50_000
+DEFAULT_ANCHOR_STEPS = 10_000
+#: The rollback guard: the fraction of the starting return below which the policy is rolled back, and the
+#: number of training episodes each judgement (and the starting return) is measured over.
+DEFAULT_ROLLBACK_BELOW = 0.95
+DEFAULT_ROLLBACK_EPISODES = 20
 
 #: Constructor arguments of a policy that the algorithm passes itself.
 _SPACE_ARGUMENTS = ("observation_space", "action_space", "lr_schedule", "use_sde")
@@ -69,7 +73,7 @@ class FineTunePPO(ProximalPolicyDistillation):
     """
     PPO that fine-tunes a distilled student without throwing away what it learned.
 
-    Two safeguards, each optional, on top of PPO's own loss:
+    Three safeguards, each optional, on top of PPO's own loss:
 
     1. **Value warm-up.** For the first ``value_warmup_steps`` environment steps only the critic learns
        (the value head, and the value network's own layers): the policy, and any features it shares with
@@ -79,15 +83,28 @@ class FineTunePPO(ProximalPolicyDistillation):
        the Proximal Policy Distillation term (:class:`~sb3_distill.ProximalPolicyDistillation`) with the
        student as it was before fine-tuning for teacher; ``w`` falls linearly from 1 to 0 over the
        ``anchor_steps`` environment steps after the warm-up, after which it is plain PPO.
+    3. **A rollback guard.** The warm-up also measures the student's starting return: the mean of its first
+       ``rollback_episodes`` training episodes, played with the policy still as distilled (the warm-up lasts
+       until that many have ended). From then on the training episodes are judged ``rollback_episodes`` at
+       a time, counting only episodes begun since the last judgement: when their mean return falls below
+       ``rollback_below`` of the starting return (measured on ``|start|``:
+       ``start - (1 - rollback_below) * |start|``), the policy and its optimiser go back to the weights that
+       last played a window well enough, and the anchor's fade starts again; when it does not, those weights
+       are kept and the anchor moves to them, so that the policy can keep improving from verified weights.
+       Judging costs no environment steps: it reads the episodes PPO plays anyway.
 
-    Steps count across ``learn`` calls. ``save`` writes a file that SB3's ``PPO.load`` reads; the anchor is
-    not saved: ``FineTunePPO.load`` anchors what remains of the fade to the loaded policy.
+    Steps count across ``learn`` calls. ``save`` writes a file that SB3's ``PPO.load`` reads; the anchor and
+    the guard's kept weights are not saved: ``FineTunePPO.load`` anchors what remains of the fade to the
+    loaded policy and the guard keeps the loaded weights as its fallback.
 
     :param policy: the policy class (the student's)
     :param env: the environment
-    :param value_warmup_steps: environment steps of critic-only updates
+    :param value_warmup_steps: environment steps of critic-only updates (at least)
     :param anchor_coef: weight of the KL anchor at its start (0: no anchor)
     :param anchor_steps: environment steps over which the anchor fades to 0
+    :param rollback_below: the fraction of the starting return the guard keeps the policy above
+        (``None``: no guard)
+    :param rollback_episodes: training episodes per judgement, and for the starting return
     :param ppo_kwargs: ``PPO``'s arguments
     """
 
@@ -98,6 +115,8 @@ class FineTunePPO(ProximalPolicyDistillation):
         value_warmup_steps: int = DEFAULT_VALUE_WARMUP_STEPS,
         anchor_coef: float = DEFAULT_ANCHOR_COEF,
         anchor_steps: int = DEFAULT_ANCHOR_STEPS,
+        rollback_below: float | None = DEFAULT_ROLLBACK_BELOW,
+        rollback_episodes: int = DEFAULT_ROLLBACK_EPISODES,
         **ppo_kwargs: Any,
     ) -> None:
         for name, value in (("value_warmup_steps", value_warmup_steps), ("anchor_steps", anchor_steps)):
@@ -105,24 +124,44 @@ class FineTunePPO(ProximalPolicyDistillation):
                 raise ValueError(f"{name} must be a non-negative number of environment steps, got {value!r}")
         if not (isinstance(anchor_coef, int | float) and anchor_coef >= 0 and math.isfinite(anchor_coef)):
             raise ValueError(f"anchor_coef must be a finite number >= 0, got {anchor_coef!r}")
+        if rollback_below is not None and not (isinstance(rollback_below, int | float) and 0 < rollback_below <= 1):
+            raise ValueError(f"rollback_below must be in (0, 1] or None, got {rollback_below!r}")
+        if isinstance(rollback_episodes, bool) or not isinstance(rollback_episodes, int) or rollback_episodes < 1:
+            raise ValueError(f"rollback_episodes must be a positive number of episodes, got {rollback_episodes!r}")
         super().__init__(policy, env, **ppo_kwargs)
         self.value_warmup_steps = value_warmup_steps
         self.anchor_coef = float(anchor_coef)
         self.anchor_steps = anchor_steps
+        self.rollback_below = rollback_below
+        self.rollback_episodes = rollback_episodes
         #: environment steps fine-tuned so far, across ``learn`` calls
         self.finetune_steps = 0
+        #: the step the warm-up ended at (``None``: still warming up); the anchor fades from here, or from a rollback
+        self.anchor_start: int | None = None
+        #: the student's starting return (mean of its first training episodes; ``None`` until measured)
+        self.start_return: float | None = None
+        #: returns of the training episodes played since the last judgement (begun at ``window_start`` or later)
+        self.episode_returns: list[float] = []
+        #: each environment's step count at the last judgement
+        self.window_start = 0
+        #: how many times the guard has rolled the policy back
+        self.rollbacks = 0
         self.value_optimizer: th.optim.Optimizer | None = None
+        #: the guard's fallback (weights that played a judged window well) and the weights now being judged
+        self.kept_state: dict[str, Any] | None = None
+        self.judged_state: dict[str, Any] | None = None
 
     def _excluded_save_params(self) -> list[str]:
         # A plain RolloutBuffer for PPO.load; the critic's own optimiser is rebuilt if needed.
-        return [*super()._excluded_save_params(), "rollout_buffer_class", "value_optimizer"]
+        excluded = ["rollout_buffer_class", "value_optimizer", "episode_returns", "kept_state", "judged_state"]
+        return [*super()._excluded_save_params(), *excluded]
 
     def anchor_weight(self) -> float:
         """:return: the weight of the KL anchor for the next update (0 during the warm-up and after the fade)"""
-        since = self.finetune_steps - self.value_warmup_steps
-        if since < 0 or self.anchor_coef == 0 or since >= self.anchor_steps:
+        if self.anchor_start is None or self.anchor_coef == 0:
             return 0.0
-        return self.anchor_coef * (1.0 - since / self.anchor_steps)
+        since = self.finetune_steps - self.anchor_start
+        return self.anchor_coef * (1.0 - since / self.anchor_steps) if since < self.anchor_steps else 0.0
 
     def _lambda_now(self) -> float:
         return self.anchor_weight()
@@ -135,17 +174,84 @@ class FineTunePPO(ProximalPolicyDistillation):
         anchor.requires_grad_(False)
         self.teacher = Teacher(anchor)
 
+    def _update_info_buffer(self, infos: list[dict[str, Any]], dones: np.ndarray | None = None) -> None:
+        super()._update_info_buffer(infos, dones)
+        step = self.num_timesteps // self.n_envs  # each environment's step count, all stepping together
+        for info in infos:
+            if "episode" in info and step - info["episode"]["l"] >= self.window_start:
+                self.episode_returns.append(float(info["episode"]["r"]))
+
     def train(self) -> None:
-        if self.finetune_steps < self.value_warmup_steps:
+        if self.anchor_start is None and self._warmed_up():
+            self.anchor_start = self.finetune_steps
+        if self.anchor_start is None:
             self._train_value()
-        elif self.anchor_weight() > 0:
-            if self.teacher is None:
-                self.set_anchor()
-            super().train()
         else:
-            PPO.train(self)
+            if self.rollback_below is not None:
+                self._guard()
+            if self.anchor_weight() > 0:
+                if self.teacher is None:
+                    self.set_anchor()
+                super().train()
+            else:
+                PPO.train(self)
         self.finetune_steps += self.rollout_buffer.buffer_size * self.rollout_buffer.n_envs
         self.logger.record("finetune/anchor_weight", self.anchor_weight())
+
+    def _warmed_up(self) -> bool:
+        """:return: whether the warm-up is over: ``value_warmup_steps`` done and the starting return measured"""
+        if self.rollback_below is not None and self.start_return is None:
+            if len(self.episode_returns) < self.rollback_episodes:
+                return False
+            self.start_return = float(np.mean(self.episode_returns[: self.rollback_episodes]))
+            self.logger.record("finetune/start_return", self.start_return)
+            self.episode_returns.clear()
+        return self.finetune_steps >= self.value_warmup_steps
+
+    def rollback_threshold(self) -> float:
+        """:return: the mean training return below which the guard rolls back"""
+        assert self.rollback_below is not None
+        assert self.start_return is not None
+        return self.start_return - (1.0 - self.rollback_below) * abs(self.start_return)
+
+    def _guard(self) -> None:
+        """Judge the episodes played since the last judgement; keep or roll back the weights that played them."""
+        if self.kept_state is None or self.judged_state is None:  # first judgement (or after load): keep the start
+            self.kept_state = self.judged_state = self._state()
+            self._new_window()
+            return
+        if len(self.episode_returns) < self.rollback_episodes:
+            return
+        mean_return = float(np.mean(self.episode_returns))
+        self.logger.record("finetune/judged_return", mean_return)
+        if mean_return >= self.rollback_threshold():
+            # the weights the window started from played it well: keep them, and anchor to them
+            self.kept_state = self.judged_state
+            if self.teacher is None:
+                self.set_anchor()
+            assert self.teacher is not None
+            self.teacher.policy.load_state_dict(self.kept_state["policy"])
+        else:
+            self.policy.load_state_dict(self.kept_state["policy"])
+            self.policy.optimizer.load_state_dict(self.kept_state["optimizer"])
+            self.anchor_start = self.finetune_steps  # move cautiously again from the kept weights
+            self.rollbacks += 1
+            self.logger.record("finetune/rollbacks", self.rollbacks)
+            if self.verbose >= 1:
+                print(
+                    f"FineTunePPO: training return {mean_return:.3g} fell below {self.rollback_threshold():.3g} "
+                    f"(start {self.start_return:.3g}): rolled back"
+                )
+        self.judged_state = self._state()
+        self._new_window()
+
+    def _new_window(self) -> None:
+        """Judge next only the episodes that start from now on (played by the weights as they are now)."""
+        self.episode_returns.clear()
+        self.window_start = self.num_timesteps // self.n_envs
+
+    def _state(self) -> dict[str, Any]:
+        return copy.deepcopy({"policy": self.policy.state_dict(), "optimizer": self.policy.optimizer.state_dict()})
 
     def _train_value(self) -> None:
         """Critic-only updates on the rollout, with the critic's own Adam: the policy does not move."""
@@ -248,14 +354,17 @@ def to_ppo(
     value_warmup_steps: int = DEFAULT_VALUE_WARMUP_STEPS,
     anchor_coef: float = DEFAULT_ANCHOR_COEF,
     anchor_steps: int = DEFAULT_ANCHOR_STEPS,
+    rollback_below: float | None = DEFAULT_ROLLBACK_BELOW,
+    rollback_episodes: int = DEFAULT_ROLLBACK_EPISODES,
     **ppo_kwargs: Any,
 ) -> FineTunePPO:
     """
     A PPO model whose policy is the student, ready to ``learn`` like any PPO model, safeguarded
     (:class:`FineTunePPO`) so that fine-tuning keeps what distillation taught: sharpened logits, a critic-only
-    warm-up, ``target_kl=0.02`` unless ``ppo_kwargs`` give one, and a fading KL anchor to the student.
-    ``greedy_probability=None, value_warmup_steps=0, anchor_coef=0, target_kl=None`` is plain PPO from the
-    student's weights. Measured choices: the README's "fine-tuning" figures, ``benchmarks/finetune.py``.
+    warm-up, ``target_kl=0.02`` unless ``ppo_kwargs`` give one, a fading KL anchor to the student and a
+    rollback guard. ``greedy_probability=None, value_warmup_steps=0, anchor_coef=0, rollback_below=None,
+    target_kl=None`` is plain PPO from the student's weights. Measured choices: the README's "fine-tuning"
+    figures, ``benchmarks/finetune.py``.
 
     :param student: an actor-critic student (``ActorCriticPolicy`` family)
     :param env: the environment, made as the teacher's was (a ``VecNormalize`` the student recorded is re-applied)
@@ -265,6 +374,9 @@ def to_ppo(
     :param value_warmup_steps: environment steps of critic-only updates first
     :param anchor_coef: initial weight of the KL anchor to the distilled student (0: none)
     :param anchor_steps: environment steps over which the anchor fades out
+    :param rollback_below: roll the policy back when its training episodes' mean return falls below this
+        fraction of the student's starting return (``None``: no guard)
+    :param rollback_episodes: training episodes per judgement of the guard, and for the starting return
     :param ppo_kwargs: any ``PPO`` argument (``learning_rate``, ``n_steps``, ``seed``, ``verbose`` ...);
         ``policy_kwargs`` cannot be given: they are the student's
     :return: the model; its ``save`` is read by ``PPO.load``
@@ -285,6 +397,8 @@ def to_ppo(
             "value_warmup_steps": value_warmup_steps,
             "anchor_coef": anchor_coef,
             "anchor_steps": anchor_steps,
+            "rollback_below": rollback_below,
+            "rollback_episodes": rollback_episodes,
             "target_kl": DEFAULT_TARGET_KL,
             **ppo_kwargs,
         },

@@ -7,6 +7,7 @@ import copy
 import numpy as np
 import pytest
 import torch as th
+from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.evaluation import evaluate_policy
 from stable_baselines3.common.policies import ActorCriticPolicy
@@ -83,7 +84,9 @@ def test_sharpen_keeps_the_greedy_actions(student):
 
 
 def test_value_warmup_moves_only_the_critic(student):
-    model = to_ppo(student, cartpole(n_envs=8), value_warmup_steps=512, anchor_coef=0.0, n_steps=32, seed=0)
+    model = to_ppo(
+        student, cartpole(n_envs=8), value_warmup_steps=512, anchor_coef=0.0, rollback_below=None, n_steps=32, seed=0
+    )
     critic = {id(p) for p in critic_parameters(model.policy)}
     actor = [p for p in model.policy.parameters() if id(p) not in critic]
     actor_before = [p.detach().clone() for p in actor]
@@ -98,12 +101,21 @@ def test_value_warmup_moves_only_the_critic(student):
 
 def test_the_anchor_fades_after_the_warmup(student, tmp_path):
     model = to_ppo(
-        student, cartpole(n_envs=8), value_warmup_steps=256, anchor_coef=2.0, anchor_steps=1_000, n_steps=32, seed=0
+        student,
+        cartpole(n_envs=8),
+        value_warmup_steps=256,
+        anchor_coef=2.0,
+        anchor_steps=1_000,
+        rollback_below=None,
+        n_steps=32,
+        seed=0,
     )
-    for steps, weight in ((0, 0.0), (256, 2.0), (756, 1.0), (1_256, 0.0)):
+    assert model.anchor_weight() == 0.0  # warming up
+    model.anchor_start = 256  # the warm-up ended there: the anchor fades from it
+    for steps, weight in ((256, 2.0), (756, 1.0), (1_256, 0.0)):
         model.finetune_steps = steps
         assert model.anchor_weight() == pytest.approx(weight)
-    model.finetune_steps = 256
+    model.finetune_steps, model.anchor_start = 256, None
     model.learn(512)
     assert model.logger.name_to_value["distill/lambda"] > 0  # PPO's loss carried the KL to the start
     # Saved and loaded, it goes on where it was; the anchor (not saved) is the loaded policy.
@@ -114,9 +126,76 @@ def test_the_anchor_fades_after_the_warmup(student, tmp_path):
     loaded.learn(256)
     assert loaded.teacher is not None
     assert loaded.finetune_steps == 1_024
-    for bad in ({"anchor_coef": -1.0}, {"value_warmup_steps": 1.5}, {"anchor_steps": -5}, {"greedy_probability": 1.0}):
+    for bad in (
+        {"anchor_coef": -1.0},
+        {"value_warmup_steps": 1.5},
+        {"anchor_steps": -5},
+        {"greedy_probability": 1.0},
+        {"rollback_below": 1.5},
+        {"rollback_episodes": 0},
+    ):
         with pytest.raises(ValueError, match=next(iter(bad))):
             to_ppo(student, cartpole(), **bad)
+
+
+@pytest.fixture(scope="module")
+def expert_student(published_ppo) -> ActorCriticPolicy:
+    """A [16] student of RL-Zoo's published PPO agent (return 500 when measured)."""
+    return distill(
+        published_ppo, "MlpPolicy", cartpole(), 8_000, collect="student", student_kwargs={"net_arch": [16]}, seed=0
+    )
+
+
+class Sabotage(BaseCallback):
+    """Negates the policy's action logits once, as soon as the guard has started judging: a destructive update."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.done_at: int | None = None
+
+    def _on_rollout_start(self) -> None:
+        if self.done_at is None and self.model.judged_state is not None:
+            with th.no_grad():
+                self.model.policy.action_net.weight.neg_()
+                self.model.policy.action_net.bias.neg_()
+            self.done_at = self.model.num_timesteps
+
+    def _on_step(self) -> bool:
+        return True
+
+
+@pytest.mark.parametrize("guard", [0.9, None])
+def test_the_guard_rolls_back_a_destructive_update(expert_student, guard):
+    # learning_rate=0: only the sabotage moves the policy. The guard sees the next episodes collapse and
+    # restores the weights that played well; without it the sabotaged policy stays.
+    model = to_ppo(
+        expert_student,
+        cartpole(n_envs=8, seed=1),
+        learning_rate=0.0,
+        value_warmup_steps=0,
+        anchor_coef=0.0,
+        rollback_below=guard,
+        rollback_episodes=5,
+        n_steps=32,
+        seed=0,
+    )
+    before = {key: value.clone() for key, value in model.policy.state_dict().items()}
+    if guard is None:
+        model.judged_state = {}  # the sabotage needs no guard to start judging
+    sabotage = Sabotage()
+    model.learn(6_000, callback=sabotage)
+    assert sabotage.done_at is not None
+    restored = all(th.equal(before[key], value) for key, value in model.policy.state_dict().items())
+    final = mean_return(model.policy, 0)
+    if guard is None:
+        assert not restored
+        assert final < 50, final
+    else:
+        assert model.rollbacks == 1
+        assert model.start_return is not None
+        assert model.start_return >= 400, model.start_return
+        assert restored
+        assert final >= 0.9 * mean_return(expert_student, 0), final
 
 
 def test_to_dqn_refuses_an_actor_critic_with_what_to_pass(student):
@@ -148,7 +227,7 @@ def test_fine_tuning_keeps_the_distilled_return(published_ppo, seed):
     """RL-Zoo's PPO CartPole settings on a distilled student: never below 0.9 of its distilled return.
 
     Measured (``benchmarks/finetune.py``, 5 seeds, 50k steps): plain PPO from the student's weights falls to
-    0.24-0.29 of it in every seed; ``to_ppo``'s defaults stay at 1.00 in every seed and end at 500.
+    0.24-0.29 of it in every seed; ``to_ppo``'s safeguards stay at 1.00 in every seed and end at 500.
     """
     student = distill(
         published_ppo,
@@ -163,7 +242,12 @@ def test_fine_tuning_keeps_the_distilled_return(published_ppo, seed):
     assert distilled >= 400, distilled  # measured: 500 in every seed
     n_envs, settings = ppo_settings()
     model = to_ppo(student, cartpole(n_envs=n_envs, seed=seed + 1), seed=seed, **settings)
-    evaluations = EvaluateEvery(2_500, seed)
-    model.learn(10_000, callback=evaluations)
-    assert len(evaluations.returns) == 4
+    sharpened = [p.detach().clone() for p in model.policy.parameters()]
+    evaluations = EvaluateEvery(4_000, seed)
+    model.learn(20_000, callback=evaluations)
+    # The warm-up (critic only, until 20 episodes measured the starting return) ended and PPO moved the policy.
+    assert model.anchor_start is not None
+    assert model.anchor_start <= 12_000, model.anchor_start
+    assert not all(th.equal(a, b) for a, b in zip(sharpened, model.policy.parameters(), strict=True))
+    assert len(evaluations.returns) == 5
     assert min(evaluations.returns) >= 0.9 * distilled, (distilled, evaluations.returns)
