@@ -5,18 +5,23 @@ for ``--distill-steps`` environment steps, evaluated, then fine-tuned with ``to_
 settings for the task for ``--steps`` steps, evaluated every ``--eval-every`` steps (``--episodes``
 deterministic episodes, fixed seeds). Each ``--config`` is one set of ``to_ppo`` safeguards:
 
-- ``plain``: ``value_warmup_steps=0, anchor_coef=0`` (plain PPO from the student's weights);
-- ``warmup``: critic-only updates first; ``anchor``: the fading KL anchor; ``default``: ``to_ppo``'s defaults.
+- ``plain``: ``value_warmup_steps=0, anchor_coef=0, rollback_below=None`` (plain PPO from the student's weights);
+- ``default``: ``to_ppo``'s defaults; the others name what they change (see ``CONFIGS``).
 
-Reported per run: the distilled return, every evaluation, the lowest evaluation over the distilled return
-(``min_ratio``; the target is never below 0.9) and the final return against the teacher's.
-Results: ``benchmarks/results/finetune[_<name>].json``.
+Reported per run: the distilled return, the same student on other episodes (how far two evaluations of one
+policy differ), every evaluation, the lowest evaluation over the distilled return (``min_ratio``; the target
+is never below 0.9), the final return against the teacher's, and the rollback guard's starting return and
+rollbacks. Results: ``benchmarks/results/finetune[_<name>].json``. The README's figures:
 
-    python benchmarks/finetune.py --configs plain default --steps 50000 --jobs 2 --name cartpole
+    python benchmarks/finetune.py --teachers dqn/CartPole-v1_1 ppo/CartPole-v1_1 --configs default \
+        --episodes 30 --jobs 2 --name cartpole_default
     python -m rl_zoo3.train --algo ppo --env MinAtar/Breakout-v1 --gym-packages sb3_distill.envs \
-        -conf hyperparams/ppo.yml -f /tmp/zoo-minatar --seed 0 -n 1000000 --eval-freq -1
-    python benchmarks/finetune.py --zoo /tmp/zoo-minatar --teachers ppo/MinAtar-Breakout-v1_1 --configs plain \
-        default --distill-steps 50000 --steps 100000 --eval-every 10000 --jobs 2 --name minatar_breakout_ppo
+        -conf hyperparams/ppo.yml -f /tmp/zoo-minatar --seed 0 -n 2000000 --eval-freq -1
+    python -m rl_zoo3.train --algo dqn --env MinAtar/Breakout-v1 --gym-packages sb3_distill.envs \
+        -conf hyperparams/dqn.yml -f /tmp/zoo-minatar --seed 0 -n 1000000 --eval-freq -1
+    python benchmarks/finetune.py --zoo /tmp/zoo-minatar --teachers ppo/MinAtar-Breakout-v1_1 \
+        dqn/MinAtar-Breakout-v1_1 --configs default --distill-steps 50000 --steps 100000 --eval-every 10000 \
+        --episodes 100 --jobs 2 --name minatar_breakout_default
 
 Teachers are RL-Zoo run folders (``algo/EnvId_N``) under ``--zoo`` (default: the published agents in
 ``tests/data/zoo-agents``) or, for MinAtar, trained here by ``benchmarks/common.zoo_teacher``.
@@ -85,10 +90,13 @@ CONFIGS: dict[str, dict[str, Any]] = {
         "rollback_below": None,
     },
     "default": {},  # to_ppo's defaults: sharpening, warm-up, target_kl, the anchor (1.0 over 10k), the guard (0.95)
-    "no_guard": {"rollback_below": None},  # the defaults before the rollback guard
-    "guard_no_anchor": {"anchor_coef": 0.0},
-    "guard_anchor25k": {"anchor_coef": 1.0, "anchor_steps": 25_000},
-    "guard_anchor10k": {"anchor_coef": 1.0, "anchor_steps": 10_000},
+    "no_guard": {"anchor_steps": 50_000, "rollback_below": None},  # the defaults before the rollback guard
+    "guard_no_anchor": {"anchor_coef": 0.0, "rollback_below": 0.9},
+    "guard_anchor25k": {"anchor_coef": 1.0, "anchor_steps": 25_000, "rollback_below": 0.9},
+    "guard_anchor10k": {"anchor_coef": 1.0, "anchor_steps": 10_000, "rollback_below": 0.9},
+    "sharpen97": {"greedy_probability": 0.97},  # the defaults, sharper: sampled actions nearer the greedy ones
+    # an anchor that does not fade: the policy stays tied to the guard's last kept weights, which move on
+    "anchor_kept": {"anchor_coef": 1.0, "anchor_steps": 10**9, "rollback_below": 0.95},
     "guard95_no_anchor": {"anchor_coef": 0.0, "rollback_below": 0.95},
     "guard95_anchor10k": {"anchor_coef": 1.0, "anchor_steps": 10_000, "rollback_below": 0.95},
     "no_anchor": {"anchor_coef": 0.0, "rollback_below": None},
