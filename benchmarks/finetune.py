@@ -97,6 +97,7 @@ CONFIGS: dict[str, dict[str, Any]] = {
     "sharpen97": {"greedy_probability": 0.97},  # the defaults, sharper: sampled actions nearer the greedy ones
     # an anchor that does not fade: the policy stays tied to the guard's last kept weights, which move on
     "anchor_kept": {"anchor_coef": 1.0, "anchor_steps": 10**9, "rollback_below": 0.95},
+    "warmup20k": {"value_warmup_steps": 20_000},  # the defaults with a longer critic-only warm-up
     "guard95_no_anchor": {"anchor_coef": 0.0, "rollback_below": 0.95},
     "guard95_anchor10k": {"anchor_coef": 1.0, "anchor_steps": 10_000, "rollback_below": 0.95},
     "no_anchor": {"anchor_coef": 0.0, "rollback_below": None},

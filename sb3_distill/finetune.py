@@ -88,9 +88,10 @@ class FineTunePPO(ProximalPolicyDistillation):
        until that many have ended). From then on the training episodes are judged ``rollback_episodes`` at
        a time, counting only episodes begun since the last judgement: when their mean return falls below
        ``rollback_below`` of the starting return (measured on ``|start|``:
-       ``start - (1 - rollback_below) * |start|``), the policy and its optimiser go back to the weights that
-       last played a window well enough, and the anchor's fade starts again; when it does not, those weights
-       are kept and the anchor moves to them, so that the policy can keep improving from verified weights.
+       ``start - (1 - rollback_below) * |start|``), the policy and its optimiser go back to the kept weights
+       and the anchor's fade starts again; when it reaches the starting return, the weights the window began
+       with are kept and the anchor moves to them, so that the policy can keep improving from verified
+       weights; in between, neither. The kept weights are at first the student's after the warm-up.
        Judging costs no environment steps: it reads the episodes PPO plays anyway.
 
     Steps count across ``learn`` calls. ``save`` writes a file that SB3's ``PPO.load`` reads; the anchor and
@@ -224,14 +225,8 @@ class FineTunePPO(ProximalPolicyDistillation):
             return
         mean_return = float(np.mean(self.episode_returns))
         self.logger.record("finetune/judged_return", mean_return)
-        if mean_return >= self.rollback_threshold():
-            # the weights the window started from played it well: keep them, and anchor to them
-            self.kept_state = self.judged_state
-            if self.teacher is None:
-                self.set_anchor()
-            assert self.teacher is not None
-            self.teacher.policy.load_state_dict(self.kept_state["policy"])
-        else:
+        assert self.start_return is not None
+        if mean_return < self.rollback_threshold():
             self.policy.load_state_dict(self.kept_state["policy"])
             self.policy.optimizer.load_state_dict(self.kept_state["optimizer"])
             self.anchor_start = self.finetune_steps  # move cautiously again from the kept weights
@@ -242,6 +237,14 @@ class FineTunePPO(ProximalPolicyDistillation):
                     f"FineTunePPO: training return {mean_return:.3g} fell below {self.rollback_threshold():.3g} "
                     f"(start {self.start_return:.3g}): rolled back"
                 )
+        elif mean_return >= self.start_return:
+            # the weights the window started from played it at least as well as the student: keep them, anchor
+            # to them (a window between the threshold and the start neither keeps nor rolls back)
+            self.kept_state = self.judged_state
+            if self.teacher is None:
+                self.set_anchor()
+            assert self.teacher is not None
+            self.teacher.policy.load_state_dict(self.kept_state["policy"])
         self.judged_state = self._state()
         self._new_window()
 

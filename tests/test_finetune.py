@@ -165,7 +165,7 @@ class Sabotage(BaseCallback):
 
 
 @pytest.mark.parametrize("guard", [0.9, None])
-def test_the_guard_rolls_back_a_destructive_update(expert_student, guard):
+def test_the_guard_rolls_back_a_destructive_update(expert_student, guard, tmp_path):
     # learning_rate=0: only the sabotage moves the policy. The guard sees the next episodes collapse and
     # restores the weights that played well; without it the sabotaged policy stays.
     model = to_ppo(
@@ -196,6 +196,12 @@ def test_the_guard_rolls_back_a_destructive_update(expert_student, guard):
         assert model.start_return >= 400, model.start_return
         assert restored
         assert final >= 0.9 * mean_return(expert_student, 0), final
+        # Saved and loaded, the guard goes on from the loaded weights with the same starting return.
+        model.save(tmp_path / "guarded.zip")
+        loaded = FineTunePPO.load(tmp_path / "guarded.zip", env=cartpole(n_envs=8, seed=2))
+        assert (loaded.start_return, loaded.rollbacks, loaded.kept_state) == (model.start_return, 1, None)
+        loaded.learn(512, reset_num_timesteps=False)
+        assert loaded.kept_state is not None
 
 
 def test_to_dqn_refuses_an_actor_critic_with_what_to_pass(student):
