@@ -14,14 +14,18 @@ is never below 0.9), the final return against the teacher's, and the rollback gu
 rollbacks. Results: ``benchmarks/results/finetune[_<name>].json``. The README's figures:
 
     python benchmarks/finetune.py --teachers dqn/CartPole-v1_1 ppo/CartPole-v1_1 --configs default \
-        --episodes 30 --jobs 2 --name cartpole_default
+        --episodes 30 --jobs 2 --name cartpole_keep
+    python benchmarks/finetune.py --teachers ppo/MountainCar-v0_1 --configs default --distill-steps 10000 \
+        --episodes 30 --jobs 2 --name mountaincar_keep
     python -m rl_zoo3.train --algo ppo --env MinAtar/Breakout-v1 --gym-packages sb3_distill.envs \
         -conf hyperparams/ppo.yml -f /tmp/zoo-minatar --seed 0 -n 2000000 --eval-freq -1
     python -m rl_zoo3.train --algo dqn --env MinAtar/Breakout-v1 --gym-packages sb3_distill.envs \
         -conf hyperparams/dqn.yml -f /tmp/zoo-minatar --seed 0 -n 1000000 --eval-freq -1
-    python benchmarks/finetune.py --zoo /tmp/zoo-minatar --teachers ppo/MinAtar-Breakout-v1_1 \
-        dqn/MinAtar-Breakout-v1_1 --configs default --distill-steps 50000 --steps 100000 --eval-every 10000 \
-        --episodes 100 --jobs 2 --name minatar_breakout_default
+    python benchmarks/finetune.py --zoo /tmp/zoo-minatar --teachers ppo/MinAtar-Breakout-v1_1 --configs default \
+        --distill-steps 50000 --steps 100000 --eval-every 10000 --episodes 100 --jobs 2 --name minatar_breakout_ppo_keep
+    python benchmarks/finetune.py --zoo /tmp/zoo-minatar --teachers dqn/MinAtar-Breakout-v1_1 --configs default \
+        warmup20k --distill-steps 50000 --steps 100000 --eval-every 10000 --episodes 100 --jobs 2 \
+        --name minatar_breakout_dqn_keep
 
 Teachers are RL-Zoo run folders (``algo/EnvId_N``) under ``--zoo`` (default: the published agents in
 ``tests/data/zoo-agents``) or, for MinAtar, trained here by ``benchmarks/common.zoo_teacher``.
