@@ -6,6 +6,8 @@ import pathlib
 import subprocess
 import sys
 
+import pytest
+
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 
 
@@ -35,6 +37,7 @@ def test_realtime_dqn_minatar(tmp_path):
     assert (tmp_path / "student.zip").is_file()
 
 
+@pytest.mark.slow  # 35 s: the Atari path runs in CI through the CLI's PPO Pong case
 def test_realtime_ppo_atari(tmp_path):
     out = run_example(
         "realtime_ppo_atari.py",
