@@ -177,6 +177,8 @@ class FineTunePPO(ProximalPolicyDistillation):
 
     def _update_info_buffer(self, infos: list[dict[str, Any]], dones: np.ndarray | None = None) -> None:
         super()._update_info_buffer(infos, dones)
+        if self.rollback_below is None:  # no guard: nothing to judge, nothing to keep
+            return
         step = self.num_timesteps // self.n_envs  # each environment's step count, all stepping together
         for info in infos:
             if "episode" in info and step - info["episode"]["l"] >= self.window_start:
