@@ -108,6 +108,10 @@ CONFIGS: dict[str, dict[str, Any]] = {
     "anchor1_50k": {"anchor_coef": 1.0, "anchor_steps": 50_000, "rollback_below": None},
     "anchor1_25k": {"anchor_coef": 1.0, "anchor_steps": 25_000, "rollback_below": None},
     # to_dqn on a Q-network student (student_algo="dqn"), RL-Zoo's DQN settings for the task
+    # the guard judges the deterministic policy on an evaluation environment of its own (other episodes than
+    # the ones reported), rollback_episodes episodes per judgement
+    "eval_guard": {"eval_env": "own"},
+    "eval_guard50": {"eval_env": "own", "rollback_episodes": 50},
     "dqn_default": {},
     "dqn_mse": {"distill_loss": "mse"},  # the student regresses the teacher's Q-values instead of their softmax
 }
@@ -175,12 +179,20 @@ def run(teacher: str, config: str, seed: int, args: argparse.Namespace) -> dict[
     settings.pop("policy")
     settings.pop("policy_kwargs", None)  # the teacher's architecture: the student keeps its own
     env = make_vec_env(env_id, n_envs=n_envs, seed=seed + 1)
+    if options.get("eval_env") == "own":
+        options["eval_env"] = make_vec_env(env_id, n_envs=4, seed=seed + 30_000)
     if algo == "dqn":
         model = to_dqn(student, env, seed=seed, **settings, **options)
     else:
         model = to_ppo(student, env, seed=seed, **settings, **options)
     callback = Evaluations(env_id, args.eval_every, args.episodes, student)
-    model.learn(args.steps, callback=callback)
+    if args.chunks:  # evaluate what each learn() call hands over
+        for _ in range(args.steps // args.eval_every):
+            model.learn(args.eval_every, reset_num_timesteps=False)
+            returns = evaluate(model.policy, env_id, args.episodes, student)
+            callback.results.append((model.num_timesteps, returns))
+    else:
+        model.learn(args.steps, callback=callback)
     returns = [value for _, value in callback.results]
     return {
         "teacher": teacher,
@@ -211,6 +223,12 @@ def main() -> None:
     parser.add_argument("--episodes", type=int, default=10)
     parser.add_argument("--zoo", default=None, help="folder of RL-Zoo runs (default: the published agents)")
     parser.add_argument("--jobs", type=int, default=1)
+    parser.add_argument(
+        "--chunks",
+        action="store_true",
+        help="learn --eval-every steps per learn() call and evaluate what each call returns (default: evaluate "
+        "the policy during one learn() call, whatever it is at that step)",
+    )
     parser.add_argument("--name", default="", help="results/finetune_<name>.json")
     args = parser.parse_args()
     jobs = [(teacher, config, seed) for teacher in args.teachers for seed in args.seeds for config in args.configs]

@@ -17,7 +17,10 @@ import numpy as np
 import torch as th
 from gymnasium import spaces
 from stable_baselines3 import DQN, PPO
+from stable_baselines3.common.base_class import maybe_make_env
+from stable_baselines3.common.evaluation import evaluate_policy
 from stable_baselines3.common.policies import ActorCriticPolicy, BasePolicy
+from stable_baselines3.common.type_aliases import MaybeCallback
 from stable_baselines3.common.utils import explained_variance
 from stable_baselines3.common.vec_env import VecEnv
 from stable_baselines3.dqn.policies import DQNPolicy
@@ -50,6 +53,8 @@ DEFAULT_ANCHOR_STEPS = 10_000
 #: number of training episodes each judgement (and the starting return) is measured over.
 DEFAULT_ROLLBACK_BELOW = 0.95
 DEFAULT_ROLLBACK_EPISODES = 20
+#: With an evaluation environment, the environment steps between the guard's judgements.
+DEFAULT_EVAL_FREQ = 10_000
 
 #: Constructor arguments of a policy that the algorithm passes itself.
 _SPACE_ARGUMENTS = ("observation_space", "action_space", "lr_schedule", "use_sde")
@@ -92,11 +97,17 @@ class FineTunePPO(ProximalPolicyDistillation):
        and the anchor's fade starts again; when it reaches the starting return, the weights the window began
        with are kept and the anchor moves to them, so that the policy can keep improving from verified
        weights; in between, neither. The kept weights are at first the student's after the warm-up.
-       Judging costs no environment steps: it reads the episodes PPO plays anyway.
+       Judging costs no environment steps: it reads the episodes PPO plays anyway. Those episodes are
+       played by the *sampled* policy, though, and a soft student can lose greedy return while its sampled
+       return holds. Give ``eval_env`` to judge the *deterministic* policy instead, as ``EvalCallback``
+       does: ``rollback_episodes`` evaluation episodes measure the starting return, then judge the policy as
+       it is every ``eval_freq`` environment steps and when ``learn`` returns (a failing policy is rolled
+       back before ``learn`` hands it over; a passing one is kept). These episodes are not training steps.
 
     Steps count across ``learn`` calls. ``save`` writes a file that SB3's ``PPO.load`` reads; the anchor and
     the guard's kept weights are not saved: ``FineTunePPO.load`` anchors what remains of the fade to the
-    loaded policy and the guard keeps the loaded weights as its fallback.
+    loaded policy and the guard keeps the loaded weights as its fallback. A guard that judged on an
+    ``eval_env`` needs one again: ``FineTunePPO.load(path, env, eval_env=...)``.
 
     :param policy: the policy class (the student's)
     :param env: the environment
@@ -105,7 +116,10 @@ class FineTunePPO(ProximalPolicyDistillation):
     :param anchor_steps: environment steps over which the anchor fades to 0
     :param rollback_below: the fraction of the starting return the guard keeps the policy above
         (``None``: no guard)
-    :param rollback_episodes: training episodes per judgement, and for the starting return
+    :param rollback_episodes: episodes per judgement, and for the starting return
+    :param eval_env: judge the deterministic policy on this environment (its own episodes) rather than
+        the training episodes (``None``)
+    :param eval_freq: with ``eval_env``, the environment steps between judgements
     :param ppo_kwargs: ``PPO``'s arguments
     """
 
@@ -118,11 +132,22 @@ class FineTunePPO(ProximalPolicyDistillation):
         anchor_steps: int = DEFAULT_ANCHOR_STEPS,
         rollback_below: float | None = DEFAULT_ROLLBACK_BELOW,
         rollback_episodes: int = DEFAULT_ROLLBACK_EPISODES,
+        eval_env: VecEnv | gym.Env | str | None = None,
+        eval_freq: int = DEFAULT_EVAL_FREQ,
         **ppo_kwargs: Any,
     ) -> None:
         for name, value in (("value_warmup_steps", value_warmup_steps), ("anchor_steps", anchor_steps)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise ValueError(f"{name} must be a non-negative number of environment steps, got {value!r}")
+        if isinstance(eval_freq, bool) or not isinstance(eval_freq, int) or eval_freq < 1:
+            raise ValueError(f"eval_freq must be a positive number of environment steps, got {eval_freq!r}")
+        if eval_env is not None and rollback_below is None:
+            raise ValueError("eval_env is what the rollback guard judges on: it needs rollback_below (not None)")
+        #: the environment the guard judges the deterministic policy on (``None``: the training episodes)
+        self.eval_env = eval_env
+        self.eval_freq = eval_freq
+        #: whether the guard judges on ``eval_env`` (saved: a loaded model needs one again)
+        self.judges_on_eval_env = eval_env is not None
         if not (isinstance(anchor_coef, int | float) and anchor_coef >= 0 and math.isfinite(anchor_coef)):
             raise ValueError(f"anchor_coef must be a finite number >= 0, got {anchor_coef!r}")
         if rollback_below is not None and not (isinstance(rollback_below, int | float) and 0 < rollback_below <= 1):
@@ -147,6 +172,8 @@ class FineTunePPO(ProximalPolicyDistillation):
         self.window_start = 0
         #: how many times the guard has rolled the policy back
         self.rollbacks = 0
+        #: ``finetune_steps`` at the guard's last judgement
+        self.last_judgement = 0
         self.value_optimizer: th.optim.Optimizer | None = None
         #: the guard's fallback (weights that played a judged window well) and the weights now being judged
         self.kept_state: dict[str, Any] | None = None
@@ -155,7 +182,38 @@ class FineTunePPO(ProximalPolicyDistillation):
     def _excluded_save_params(self) -> list[str]:
         # A plain RolloutBuffer for PPO.load; the critic's own optimiser is rebuilt if needed.
         excluded = ["rollout_buffer_class", "value_optimizer", "episode_returns", "kept_state", "judged_state"]
-        return [*super()._excluded_save_params(), *excluded]
+        return [*super()._excluded_save_params(), *excluded, "eval_env"]
+
+    def _setup_model(self) -> None:
+        super()._setup_model()
+        if self.eval_env is not None and not isinstance(self.eval_env, VecEnv):  # also after load(eval_env=...)
+            self.eval_env = self._wrap_env(maybe_make_env(self.eval_env, self.verbose), self.verbose)
+
+    def learn(  # type: ignore[override]
+        self,
+        total_timesteps: int,
+        callback: MaybeCallback = None,
+        log_interval: int = 1,
+        tb_log_name: str = "PPO",
+        reset_num_timesteps: bool = True,
+        progress_bar: bool = False,
+    ) -> FineTunePPO:
+        if self.judges_on_eval_env and self.eval_env is None:
+            raise ValueError(
+                "this model's rollback guard judged on an eval_env: pass one again "
+                "(FineTunePPO.load(path, env, eval_env=...), or set model.eval_env)"
+            )
+        super().learn(total_timesteps, callback, log_interval, tb_log_name, reset_num_timesteps, progress_bar)
+        if self.eval_env is not None and self.kept_state is not None and self.last_judgement < self.finetune_steps:
+            self._judge(self.evaluate_deterministic(), self._state())  # hand over only a judged policy
+        return self
+
+    def evaluate_deterministic(self) -> float:
+        """:return: the deterministic policy's mean return over ``rollback_episodes`` episodes of ``eval_env``"""
+        assert self.eval_env is not None
+        assert not isinstance(self.eval_env, str | gym.Env)
+        mean_return, _ = evaluate_policy(self.policy, self.eval_env, self.rollback_episodes, deterministic=True)
+        return float(mean_return)
 
     def anchor_weight(self) -> float:
         """:return: the weight of the KL anchor for the next update (0 during the warm-up and after the fade)"""
@@ -177,7 +235,7 @@ class FineTunePPO(ProximalPolicyDistillation):
 
     def _update_info_buffer(self, infos: list[dict[str, Any]], dones: np.ndarray | None = None) -> None:
         super()._update_info_buffer(infos, dones)
-        if self.rollback_below is None:  # no guard: nothing to judge, nothing to keep
+        if self.rollback_below is None or self.eval_env is not None:  # no guard, or one that judges elsewhere
             return
         step = self.num_timesteps // self.n_envs  # each environment's step count, all stepping together
         for info in infos:
@@ -204,9 +262,12 @@ class FineTunePPO(ProximalPolicyDistillation):
     def _warmed_up(self) -> bool:
         """:return: whether the warm-up is over: ``value_warmup_steps`` done and the starting return measured"""
         if self.rollback_below is not None and self.start_return is None:
-            if len(self.episode_returns) < self.rollback_episodes:
+            if self.eval_env is not None:
+                self.start_return = self.evaluate_deterministic()
+            elif len(self.episode_returns) < self.rollback_episodes:
                 return False
-            self.start_return = float(np.mean(self.episode_returns[: self.rollback_episodes]))
+            else:
+                self.start_return = float(np.mean(self.episode_returns[: self.rollback_episodes]))
             self.logger.record("finetune/start_return", self.start_return)
             self.episode_returns.clear()
         return self.finetune_steps >= self.value_warmup_steps
@@ -218,16 +279,35 @@ class FineTunePPO(ProximalPolicyDistillation):
         return self.start_return - (1.0 - self.rollback_below) * abs(self.start_return)
 
     def _guard(self) -> None:
-        """Judge the episodes played since the last judgement; keep or roll back the weights that played them."""
+        """Judge the policy when it is due: on ``eval_env``, or by the training episodes it played."""
         if self.kept_state is None or self.judged_state is None:  # first judgement (or after load): keep the start
             self.kept_state = self.judged_state = self._state()
+            self.last_judgement = self.finetune_steps
             self._new_window()
+            return
+        if self.eval_env is not None:
+            if self.finetune_steps - self.last_judgement >= self.eval_freq:
+                self._judge(self.evaluate_deterministic(), self._state())
             return
         if len(self.episode_returns) < self.rollback_episodes:
             return
-        mean_return = float(np.mean(self.episode_returns))
-        self.logger.record("finetune/judged_return", mean_return)
+        # the weights the window began with played it (judged_state)
+        self._judge(float(np.mean(self.episode_returns)), self.judged_state)
+        self.judged_state = self._state()
+        self._new_window()
+
+    def _judge(self, mean_return: float, judged: dict[str, Any]) -> None:
+        """
+        Roll back to the kept weights when ``mean_return`` is below the threshold; keep ``judged`` (and anchor
+        to it) when it reaches the starting return; in between, neither.
+
+        :param mean_return: the judged weights' mean return
+        :param judged: the weights (and optimiser state) that played it
+        """
         assert self.start_return is not None
+        assert self.kept_state is not None
+        self.logger.record("finetune/judged_return", mean_return)
+        self.last_judgement = self.finetune_steps
         if mean_return < self.rollback_threshold():
             self.policy.load_state_dict(self.kept_state["policy"])
             self.policy.optimizer.load_state_dict(self.kept_state["optimizer"])
@@ -240,15 +320,12 @@ class FineTunePPO(ProximalPolicyDistillation):
                     f"(start {self.start_return:.3g}): rolled back"
                 )
         elif mean_return >= self.start_return:
-            # the weights the window started from played it at least as well as the student: keep them, anchor
-            # to them (a window between the threshold and the start neither keeps nor rolls back)
-            self.kept_state = self.judged_state
+            # the judged weights played at least as well as the student: keep them, anchor to them
+            self.kept_state = judged
             if self.teacher is None:
                 self.set_anchor()
             assert self.teacher is not None
-            self.teacher.policy.load_state_dict(self.kept_state["policy"])
-        self.judged_state = self._state()
-        self._new_window()
+            self.teacher.policy.load_state_dict(judged["policy"])
 
     def _new_window(self) -> None:
         """Judge next only the episodes that start from now on (played by the weights as they are now)."""
@@ -361,6 +438,8 @@ def to_ppo(
     anchor_steps: int = DEFAULT_ANCHOR_STEPS,
     rollback_below: float | None = DEFAULT_ROLLBACK_BELOW,
     rollback_episodes: int = DEFAULT_ROLLBACK_EPISODES,
+    eval_env: VecEnv | gym.Env | str | None = None,
+    eval_freq: int = DEFAULT_EVAL_FREQ,
     **ppo_kwargs: Any,
 ) -> FineTunePPO:
     """
@@ -381,7 +460,11 @@ def to_ppo(
     :param anchor_steps: environment steps over which the anchor fades out
     :param rollback_below: roll the policy back when its training episodes' mean return falls below this
         fraction of the student's starting return (``None``: no guard)
-    :param rollback_episodes: training episodes per judgement of the guard, and for the starting return
+    :param rollback_episodes: episodes per judgement of the guard, and for the starting return
+    :param eval_env: the guard judges the deterministic policy on this environment's episodes, every
+        ``eval_freq`` steps and when ``learn`` returns, rather than the training episodes (``None``); made as
+        ``env`` is (a ``VecNormalize`` the student recorded is re-applied)
+    :param eval_freq: with ``eval_env``, environment steps between the guard's judgements
     :param ppo_kwargs: any ``PPO`` argument (``learning_rate``, ``n_steps``, ``seed``, ``verbose`` ...);
         ``policy_kwargs`` cannot be given: they are the student's
     :return: the model; its ``save`` is read by ``PPO.load``
@@ -404,6 +487,8 @@ def to_ppo(
             "anchor_steps": anchor_steps,
             "rollback_below": rollback_below,
             "rollback_episodes": rollback_episodes,
+            "eval_env": None if eval_env is None else _student_env(student, eval_env),
+            "eval_freq": eval_freq,
             "target_kl": DEFAULT_TARGET_KL,
             **ppo_kwargs,
         },

@@ -204,6 +204,57 @@ def test_the_guard_rolls_back_a_destructive_update(expert_student, guard, tmp_pa
         assert loaded.kept_state is not None
 
 
+class SabotageLastUpdate(BaseCallback):
+    """Negates the policy's action logits when training ends: the update ``learn`` would hand over is destructive."""
+
+    def _on_training_end(self) -> None:
+        with th.no_grad():
+            self.model.policy.action_net.weight.neg_()
+            self.model.policy.action_net.bias.neg_()
+
+    def _on_step(self) -> bool:
+        return True
+
+
+def test_the_guard_on_an_eval_env_hands_over_only_a_judged_policy(expert_student, tmp_path):
+    # Judged on an eval_env, the guard measures the deterministic policy, and judges it again when learn()
+    # returns: a destructive last update is rolled back before the user gets the model.
+    model = to_ppo(
+        expert_student,
+        cartpole(n_envs=8, seed=1),
+        learning_rate=0.0,
+        value_warmup_steps=0,
+        anchor_coef=0.0,
+        rollback_episodes=5,
+        eval_env=cartpole(n_envs=1, seed=3),
+        eval_freq=10**9,  # no judgement but the last
+        n_steps=32,
+        seed=0,
+    )
+    before = {key: value.clone() for key, value in model.policy.state_dict().items()}
+    model.learn(1_024, callback=SabotageLastUpdate())
+    assert model.start_return is not None and model.start_return >= 400, model.start_return
+    assert model.rollbacks == 1
+    assert all(th.equal(before[key], value) for key, value in model.policy.state_dict().items())
+    assert mean_return(model.policy, 0) >= 0.9 * mean_return(expert_student, 0)
+    # Without the last judgement (no eval_env) the sabotaged policy is what learn() hands over.
+    plain = to_ppo(expert_student, cartpole(n_envs=8, seed=1), learning_rate=0.0, value_warmup_steps=0, n_steps=32)
+    plain.learn(1_024, callback=SabotageLastUpdate())
+    assert mean_return(plain.policy, 0) < 50
+    # A loaded model goes on judging on an eval_env, and says so when it has none.
+    model.save(tmp_path / "guarded.zip")
+    with pytest.raises(ValueError, match="eval_env"):
+        FineTunePPO.load(tmp_path / "guarded.zip", env=cartpole(n_envs=8, seed=2)).learn(256)
+    loaded = FineTunePPO.load(tmp_path / "guarded.zip", env=cartpole(n_envs=8, seed=2), eval_env="CartPole-v1")
+    loaded.learn(512, callback=SabotageLastUpdate(), reset_num_timesteps=False)
+    assert loaded.rollbacks == 2
+    assert mean_return(loaded.policy, 0) >= 0.9 * mean_return(expert_student, 0)
+    with pytest.raises(ValueError, match="rollback_below"):
+        to_ppo(expert_student, cartpole(), rollback_below=None, eval_env="CartPole-v1")
+    with pytest.raises(ValueError, match="eval_freq"):
+        to_ppo(expert_student, cartpole(), eval_env="CartPole-v1", eval_freq=0)
+
+
 def test_to_dqn_refuses_an_actor_critic_with_what_to_pass(student):
     with pytest.raises(TypeError, match="student_algo='dqn'"):
         to_dqn(student, "CartPole-v1")
