@@ -213,7 +213,7 @@ class FineTunePPO(ProximalPolicyDistillation):
         assert self.eval_env is not None
         assert not isinstance(self.eval_env, str | gym.Env)
         mean_return, _ = evaluate_policy(self.policy, self.eval_env, self.rollback_episodes, deterministic=True)
-        return float(mean_return)
+        return float(np.mean(mean_return))
 
     def anchor_weight(self) -> float:
         """:return: the weight of the KL anchor for the next update (0 during the warm-up and after the fade)"""

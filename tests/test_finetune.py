@@ -233,7 +233,8 @@ def test_the_guard_on_an_eval_env_hands_over_only_a_judged_policy(expert_student
     )
     before = {key: value.clone() for key, value in model.policy.state_dict().items()}
     model.learn(1_024, callback=SabotageLastUpdate())
-    assert model.start_return is not None and model.start_return >= 400, model.start_return
+    assert model.start_return is not None
+    assert model.start_return >= 400, model.start_return
     assert model.rollbacks == 1
     assert all(th.equal(before[key], value) for key, value in model.policy.state_dict().items())
     assert mean_return(model.policy, 0) >= 0.9 * mean_return(expert_student, 0)
