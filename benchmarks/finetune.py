@@ -129,19 +129,35 @@ def evaluate(policy: Any, env_id: str, episodes: int, student: Any = None, seed:
 
 
 class Evaluations(BaseCallback):
-    """Evaluate the model's policy every ``every`` environment steps (on the model's own observation wrappers)."""
+    """
+    Evaluate the model's policy every ``every`` environment steps (on the model's own observation wrappers).
 
-    def __init__(self, env_id: str, every: int, episodes: int, student: Any) -> None:
+    With ``at_judgements``, evaluate instead each policy the rollback guard has just judged on its
+    ``eval_env`` (every ``eval_freq`` steps, right after the update, before it acts).
+    """
+
+    def __init__(self, env_id: str, every: int, episodes: int, student: Any, at_judgements: bool = False) -> None:
         super().__init__()
         self.env_id, self.every, self.episodes, self.student = env_id, every, episodes, student
+        self.at_judgements = at_judgements
         self.results: list[tuple[int, float]] = []
         self.next_at = every
+        self.last_judgement = 0
+
+    def evaluate(self) -> None:
+        self.results.append(
+            (self.model.num_timesteps, evaluate(self.model.policy, self.env_id, self.episodes, self.student))
+        )
+
+    def _on_rollout_start(self) -> None:
+        if self.at_judgements and self.model.last_judgement > self.last_judgement:
+            self.last_judgement = self.model.last_judgement
+            self.evaluate()
 
     def _on_step(self) -> bool:
-        if self.num_timesteps >= self.next_at:
+        if not self.at_judgements and self.num_timesteps >= self.next_at:
             self.next_at += self.every
-            returns = evaluate(self.model.policy, self.env_id, self.episodes, self.student)
-            self.results.append((self.num_timesteps, returns))
+            self.evaluate()
         return True
 
 
@@ -179,13 +195,15 @@ def run(teacher: str, config: str, seed: int, args: argparse.Namespace) -> dict[
     settings.pop("policy")
     settings.pop("policy_kwargs", None)  # the teacher's architecture: the student keeps its own
     env = make_vec_env(env_id, n_envs=n_envs, seed=seed + 1)
-    if options.get("eval_env") == "own":
+    at_judgements = options.get("eval_env") == "own"
+    if at_judgements:
         options["eval_env"] = make_vec_env(env_id, n_envs=4, seed=seed + 30_000)
+        options["eval_freq"] = args.eval_every
     if algo == "dqn":
         model = to_dqn(student, env, seed=seed, **settings, **options)
     else:
         model = to_ppo(student, env, seed=seed, **settings, **options)
-    callback = Evaluations(env_id, args.eval_every, args.episodes, student)
+    callback = Evaluations(env_id, args.eval_every, args.episodes, student, at_judgements and not args.chunks)
     if args.chunks:  # evaluate what each learn() call hands over
         for _ in range(args.steps // args.eval_every):
             model.learn(args.eval_every, reset_num_timesteps=False)
@@ -193,6 +211,8 @@ def run(teacher: str, config: str, seed: int, args: argparse.Namespace) -> dict[
             callback.results.append((model.num_timesteps, returns))
     else:
         model.learn(args.steps, callback=callback)
+        if at_judgements:  # and what learn() hands over, judged when it returns
+            callback.evaluate()
     returns = [value for _, value in callback.results]
     return {
         "teacher": teacher,

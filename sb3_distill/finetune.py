@@ -100,9 +100,10 @@ class FineTunePPO(ProximalPolicyDistillation):
        Judging costs no environment steps: it reads the episodes PPO plays anyway. Those episodes are
        played by the *sampled* policy, though, and a soft student can lose greedy return while its sampled
        return holds. Give ``eval_env`` to judge the *deterministic* policy instead, as ``EvalCallback``
-       does: ``rollback_episodes`` evaluation episodes measure the starting return, then judge the policy as
-       it is every ``eval_freq`` environment steps and when ``learn`` returns (a failing policy is rolled
-       back before ``learn`` hands it over; a passing one is kept). These episodes are not training steps.
+       does: ``rollback_episodes`` evaluation episodes measure the starting return, then judge the policy
+       right after an update every ``eval_freq`` environment steps, and when ``learn`` returns, so that a
+       failing update is rolled back before it acts or is handed over (a passing one is kept). These
+       episodes are not training steps.
 
     Steps count across ``learn`` calls. ``save`` writes a file that SB3's ``PPO.load`` reads; the anchor and
     the guard's kept weights are not saved: ``FineTunePPO.load`` anchors what remains of the fade to the
@@ -204,9 +205,14 @@ class FineTunePPO(ProximalPolicyDistillation):
                 "(FineTunePPO.load(path, env, eval_env=...), or set model.eval_env)"
             )
         super().learn(total_timesteps, callback, log_interval, tb_log_name, reset_num_timesteps, progress_bar)
-        if self.eval_env is not None and self.kept_state is not None and self.last_judgement < self.finetune_steps:
-            self._judge(self.evaluate_deterministic(), self._state())  # hand over only a judged policy
+        self._judge_on_eval_env(1)  # hand over only a judged policy
         return self
+
+    def _judge_on_eval_env(self, every: int) -> None:
+        """With ``eval_env``, judge the policy as it is now if ``every`` steps have passed since the last judgement."""
+        if self.eval_env is None or self.kept_state is None or self.finetune_steps - self.last_judgement < every:
+            return
+        self._judge(self.evaluate_deterministic(), self._state())
 
     def evaluate_deterministic(self) -> float:
         """:return: the deterministic policy's mean return over ``rollback_episodes`` episodes of ``eval_env``"""
@@ -258,6 +264,7 @@ class FineTunePPO(ProximalPolicyDistillation):
                 PPO.train(self)
         self.finetune_steps += self.rollout_buffer.buffer_size * self.rollout_buffer.n_envs
         self.logger.record("finetune/anchor_weight", self.anchor_weight())
+        self._judge_on_eval_env(self.eval_freq)  # the updated weights, before they act
 
     def _warmed_up(self) -> bool:
         """:return: whether the warm-up is over: ``value_warmup_steps`` done and the starting return measured"""
@@ -279,17 +286,13 @@ class FineTunePPO(ProximalPolicyDistillation):
         return self.start_return - (1.0 - self.rollback_below) * abs(self.start_return)
 
     def _guard(self) -> None:
-        """Judge the policy when it is due: on ``eval_env``, or by the training episodes it played."""
+        """Judge the episodes played since the last judgement (on ``eval_env``, :meth:`train` judges)."""
         if self.kept_state is None or self.judged_state is None:  # first judgement (or after load): keep the start
             self.kept_state = self.judged_state = self._state()
             self.last_judgement = self.finetune_steps
             self._new_window()
             return
-        if self.eval_env is not None:
-            if self.finetune_steps - self.last_judgement >= self.eval_freq:
-                self._judge(self.evaluate_deterministic(), self._state())
-            return
-        if len(self.episode_returns) < self.rollback_episodes:
+        if self.eval_env is not None or len(self.episode_returns) < self.rollback_episodes:
             return
         # the weights the window began with played it (judged_state)
         self._judge(float(np.mean(self.episode_returns)), self.judged_state)

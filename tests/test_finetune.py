@@ -164,20 +164,23 @@ class Sabotage(BaseCallback):
         return True
 
 
-@pytest.mark.parametrize("guard", [0.9, None])
+@pytest.mark.parametrize("guard", [0.9, "eval_env", None])
 def test_the_guard_rolls_back_a_destructive_update(expert_student, guard, tmp_path):
-    # learning_rate=0: only the sabotage moves the policy. The guard sees the next episodes collapse and
-    # restores the weights that played well; without it the sabotaged policy stays.
+    # learning_rate=0: only the sabotage moves the policy. The guard sees the next episodes collapse (the
+    # training episodes, or its own on an eval_env every 256 steps) and restores the weights that played
+    # well; without it the sabotaged policy stays.
+    on_eval_env = {"eval_env": cartpole(n_envs=1, seed=3), "eval_freq": 256} if guard == "eval_env" else {}
     model = to_ppo(
         expert_student,
         cartpole(n_envs=8, seed=1),
         learning_rate=0.0,
         value_warmup_steps=0,
         anchor_coef=0.0,
-        rollback_below=guard,
+        rollback_below=0.9 if guard == "eval_env" else guard,
         rollback_episodes=5,
         n_steps=32,
         seed=0,
+        **on_eval_env,
     )
     before = {key: value.clone() for key, value in model.policy.state_dict().items()}
     if guard is None:
@@ -198,7 +201,9 @@ def test_the_guard_rolls_back_a_destructive_update(expert_student, guard, tmp_pa
         assert final >= 0.9 * mean_return(expert_student, 0), final
         # Saved and loaded, the guard goes on from the loaded weights with the same starting return.
         model.save(tmp_path / "guarded.zip")
-        loaded = FineTunePPO.load(tmp_path / "guarded.zip", env=cartpole(n_envs=8, seed=2))
+        loaded = FineTunePPO.load(
+            tmp_path / "guarded.zip", env=cartpole(n_envs=8, seed=2), eval_env=on_eval_env.get("eval_env")
+        )
         assert (loaded.start_return, loaded.rollbacks, loaded.kept_state) == (model.start_return, 1, None)
         loaded.learn(512, reset_num_timesteps=False)
         assert loaded.kept_state is not None
