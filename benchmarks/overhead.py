@@ -2,8 +2,10 @@
 
 Variants, all with the callback's default options unless named: ``one`` student (the case's own), a
 ``ladder`` of three students (1.7%, 5%, 25% of the teacher, :func:`sb3_distill.students.ladder`), the same
-ladder run one student after another (``ladder-unpacked``: without :mod:`sb3_distill.packing`), and with
-``epochs=4`` (``ladder-4epochs``, the default before ``benchmarks/distill_settings.py``).
+ladder run one student after another (``ladder-unpacked``: without :mod:`sb3_distill.packing`), with
+``epochs=4`` (``ladder-4epochs``, the default before ``benchmarks/distill_settings.py``), and one student
+with image batches left channels-first in memory (``one-channels-first``, as before the distiller stored
+them channels-last).
 Every repeat runs the
 teacher alone and each variant in this one process, in a rotating order; the figure is the median
 ratio over the repeats. Writes ``benchmarks/results/overhead[_quick].json``.
@@ -120,7 +122,7 @@ CASES: dict[str, dict[str, Any]] = {
 }
 
 
-VARIANTS = ("one", "one-4epochs", "ladder", "ladder-unpacked", "ladder-4epochs")
+VARIANTS = ("one", "one-4epochs", "one-channels-first", "ladder", "ladder-unpacked", "ladder-4epochs")
 
 
 class UnpackedCallback(RealTimeDistillCallback):
@@ -130,6 +132,15 @@ class UnpackedCallback(RealTimeDistillCallback):
         super()._init_callback()
         assert self.distiller is not None
         self.distiller.packed = None
+
+
+class ChannelsFirstCallback(RealTimeDistillCallback):
+    """The callback with image batches left in their channels-first memory layout (as before it changed it)."""
+
+    def _init_callback(self) -> None:
+        super()._init_callback()
+        assert self.distiller is not None
+        self.distiller.channel_first_images = False
 
 
 def train(case: dict[str, Any], timesteps: int, seed: int, variant: str | None) -> tuple[float, BaseAlgorithm, Any]:
@@ -143,6 +154,8 @@ def train(case: dict[str, Any], timesteps: int, seed: int, variant: str | None) 
         callback = RealTimeDistillCallback(
             student=policy, student_kwargs=case["student_kwargs"], seed=seed, epochs=epochs
         )
+    elif variant == "one-channels-first":
+        callback = ChannelsFirstCallback(student=policy, student_kwargs=case["student_kwargs"], seed=seed)
     elif variant == "ladder-unpacked":
         callback = UnpackedCallback(student=ladder(teacher), seed=seed)
     elif variant == "ladder-4epochs":
@@ -226,6 +239,7 @@ def main() -> None:
                 "ladder": "sb3_distill.ladder(teacher): 1.7%, 5%, 25% students",
                 "ladder-unpacked": "the same, students run one by one (no packing)",
                 "ladder-4epochs": "the same, epochs=4",
+                "one-channels-first": "one, image batches left channels-first in memory",
             },
             "cases": results,
         },

@@ -20,6 +20,7 @@ import torch as th
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.logger import Logger
 from stable_baselines3.common.policies import BasePolicy
+from stable_baselines3.common.preprocessing import is_image_space, is_image_space_channels_first
 from stable_baselines3.common.type_aliases import Schedule
 from stable_baselines3.common.utils import update_learning_rate
 from stable_baselines3.sac.policies import SACPolicy
@@ -238,6 +239,10 @@ class Distiller:
             set_acting_optimizer(student, optimizer)
         #: the students run as one network when they are MLPs (:mod:`~sb3_distill.packing`), else ``None``
         self.packed = None if self.continuous else PackedStudents.build(self.students, self.distill_value)
+        #: whether observation batches are images as SB3's CNNs take them (uint8, channels first)
+        self.channel_first_images = is_image_space(teacher.observation_space) and is_image_space_channels_first(
+            teacher.observation_space  # type: ignore[arg-type]
+        )
         self.skipped_updates = dict.fromkeys(self.students, 0)
         #: observations left out because the teacher's outputs for them were not finite
         self.non_finite_targets = 0
@@ -399,6 +404,11 @@ class Distiller:
         """
         start_time = time.perf_counter()
         epochs = self.config.epochs if epochs is None else epochs
+        if self.channel_first_images and obs.device.type == "cpu":
+            # The same values and shape, stored channels-last: CPU convolutions of small students run their
+            # backward pass 2-3x faster on it (an Atari 1.7% student's update: 17 ms instead of 40 per
+            # minibatch of 128); the shuffles and minibatch slices below keep the layout.
+            obs = obs.contiguous(memory_format=th.channels_last)
         n_obs = len(obs)
         with self.private_torch_rng():
             if targets is None:

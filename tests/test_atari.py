@@ -2,17 +2,24 @@
 
 from __future__ import annotations
 
+import copy
+
 import ale_py
 import gymnasium as gym
 import numpy as np
 import pytest
+import torch as th
 from stable_baselines3 import DQN, PPO
 from stable_baselines3.common.env_util import make_atari_env
 from stable_baselines3.common.vec_env import VecFrameStack
 
 from sb3_distill import load_student, save_student
 from sb3_distill.architectures import SmallCNN
+from sb3_distill.distiller import DistillConfig, Distiller
+from sb3_distill.students import make_student
+from sb3_distill.teachers import Teacher
 from tests.conftest import RecordingDistillCallback, kl_to_teacher
+from tests.test_distiller import distiller_for, synthetic_teacher
 
 gym.register_envs(ale_py)
 
@@ -61,3 +68,35 @@ def test_small_cnn_student_distils_from_frame_stacked_pong(algo, tmp_path):
     obs = pong(2, seed=1).reset()  # raw env observations, channel-last: predict transposes them as SB3 does
     assert obs.shape == (2, 84, 84, 4)
     np.testing.assert_array_equal(student.predict(obs, deterministic=True)[0], same.predict(obs, deterministic=True)[0])
+
+
+def test_image_batches_update_channels_last_with_the_same_result():
+    # The distiller stores uint8 frame batches channels-last on CPU (faster convolutions): the same values,
+    # so the students learn exactly what they would from the channels-first batches.
+    teacher = TEACHERS["ppo"]()
+    env = pong(2, seed=3)
+    frames = [env.reset()]
+    for _ in range(63):
+        frames.append(env.step(np.array([env.action_space.sample() for _ in range(2)]))[0])
+    obs = th.as_tensor(np.concatenate(frames).transpose(0, 3, 1, 2).copy())  # as the policy takes them
+    view = Teacher(teacher)
+    student = make_student(
+        "CnnPolicy",
+        view.observation_space,
+        view.action_space,
+        teacher.policy_aliases,
+        {"features_extractor_class": SmallCNN, "net_arch": []},
+        seed=0,
+    )
+    layouts = {}
+    for channels_last in (True, False):
+        distiller = Distiller(view, {"s": copy.deepcopy(student)}, DistillConfig(batch_size=32), seed=0)
+        assert distiller.channel_first_images  # uint8 frames, channels first
+        distiller.channel_first_images = channels_last
+        for _ in range(2):
+            distiller.update(obs)
+        layouts[channels_last] = distiller.students["s"]
+    for p_last, p_first in zip(layouts[True].parameters(), layouts[False].parameters(), strict=True):
+        assert th.allclose(p_last, p_first, atol=1e-5)
+    assert not all(th.equal(a, b) for a, b in zip(student.parameters(), layouts[True].parameters(), strict=True))
+    assert not distiller_for(synthetic_teacher()).channel_first_images  # vector observations stay as they are
