@@ -9,7 +9,7 @@ below is the experiment only; it is not part of the package.
 For each seed: RL-Zoo's published DQN CartPole agent is distilled student-driven (8k steps) into a [16]
 Q-network, which DQN (RL-Zoo's CartPole settings, ``exploration`` constant) fine-tunes for 50k steps,
 learning 5k steps per ``learn`` call and evaluating the greedy policy after each (30 episodes). Results:
-``benchmarks/results/finetune_dqn_margin.json``:
+``benchmarks/results/to_dqn_margin.json``:
 
     python benchmarks/finetune_dqn_margin.py --jobs 2
 """
@@ -145,7 +145,7 @@ def main() -> None:
         print(config, summary[config])
     settings = {"seeds": args.seeds, "configs": {name: CONFIGS[name] for name in args.configs}, "steps": 50_000}
     settings["teacher"] = "dqn/CartPole-v1_1 (RL-Zoo's published agent)"
-    write_result("finetune_dqn_margin", {"settings": settings, "summary": summary, "runs": runs})
+    write_result("to_dqn_margin", {"settings": settings, "summary": summary, "runs": runs})
 
 
 if __name__ == "__main__":

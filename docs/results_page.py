@@ -228,6 +228,29 @@ def finetune_section() -> list[str]:
     return lines
 
 
+def to_dqn_margin_section() -> list[str]:
+    record = _load("to_dqn_margin")
+    if record is None:
+        return []
+    settings = record["settings"]
+    lines = [
+        "## Fine-tuning a distilled Q-network with DQN and a large-margin loss (`to_dqn_margin.json`)",
+        "",
+        f"{_provenance(record)}; seeds {settings['seeds']}; teacher {settings['teacher']}; {settings['steps']} "
+        "DQN steps; configs as (margin weight, steps it fades over, exploration).",
+        "",
+        "| config | distilled returns | lowest / distilled per seed | final returns |",
+        "|---|---|---|---|",
+    ]
+    for config, result in record["summary"].items():
+        distilled = " / ".join(f"{value:.3g}" for value in result["distilled"])
+        lowest = " / ".join(f"{value:.2f}" for value in result["min_ratio"])
+        final = " / ".join(f"{value:.3g}" for value in result["final"])
+        lines.append(f"| {config} {tuple(settings['configs'][config])} | {distilled} | {lowest} | {final} |")
+    lines.append("")
+    return lines
+
+
 def realtime_section() -> list[str]:
     lines: list[str] = []
     for name in ("offline_vs_realtime", "offline_vs_realtime_quick"):
@@ -288,7 +311,8 @@ def write(path: pathlib.Path) -> None:
             lines += students_section(run.stem, f"Students against their teachers (`{run.stem}`)")
     lines += students_section("atari", "Atari (GPU)")
     lines += overhead_section() + realtime_section() + datafree_section() + datafree_q_values_section()
-    lines += finetune_section() + continuous_section() + distill_settings_section() + vs_imitation_section()
+    lines += finetune_section() + to_dqn_margin_section() + continuous_section() + distill_settings_section()
+    lines += vs_imitation_section()
     lines += deployment_section()
     path.parent.mkdir(parents=True, exist_ok=True)
     text = "\n".join(lines) + "\n"
