@@ -102,9 +102,7 @@ class FineTunePPO(ProximalPolicyDistillation):
        return holds. Give ``eval_env`` to judge the *deterministic* policy instead, as ``EvalCallback``
        does: ``rollback_episodes`` evaluation episodes measure the starting return, then judge the policy
        right after an update every ``eval_freq`` environment steps, and when ``learn`` returns, so that a
-       failing update is rolled back before it acts or is handed over (a passing one is kept). A
-       rollback to the student's own weights evaluates them again and averages the result into the
-       starting return, so that one lucky first measurement does not hold the bar too high. These
+       failing update is rolled back before it acts or is handed over (a passing one is kept). These
        episodes are not training steps.
 
     Steps count across ``learn`` calls. ``save`` writes a file that SB3's ``PPO.load`` reads; the anchor and
@@ -177,10 +175,6 @@ class FineTunePPO(ProximalPolicyDistillation):
         self.rollbacks = 0
         #: ``finetune_steps`` at the guard's last judgement
         self.last_judgement = 0
-        #: with ``eval_env``: the evaluations averaged into ``start_return``, and whether the kept weights are
-        #: still the student's own (then a rollback evaluates them again)
-        self.start_evaluations = 0
-        self.kept_is_start = False
         self.value_optimizer: th.optim.Optimizer | None = None
         #: the guard's fallback (weights that played a judged window well) and the weights now being judged
         self.kept_state: dict[str, Any] | None = None
@@ -189,7 +183,6 @@ class FineTunePPO(ProximalPolicyDistillation):
     def _excluded_save_params(self) -> list[str]:
         # A plain RolloutBuffer for PPO.load; the critic's own optimiser is rebuilt if needed.
         excluded = ["rollout_buffer_class", "value_optimizer", "episode_returns", "kept_state", "judged_state"]
-        excluded.append("kept_is_start")  # a loaded model keeps its loaded weights, not the student's
         return [*super()._excluded_save_params(), *excluded, "eval_env"]
 
     def _setup_model(self) -> None:
@@ -278,7 +271,6 @@ class FineTunePPO(ProximalPolicyDistillation):
         if self.rollback_below is not None and self.start_return is None:
             if self.eval_env is not None:
                 self.start_return = self.evaluate_deterministic()
-                self.start_evaluations, self.kept_is_start = 1, True
             elif len(self.episode_returns) < self.rollback_episodes:
                 return False
             else:
@@ -327,18 +319,12 @@ class FineTunePPO(ProximalPolicyDistillation):
             self.logger.record("finetune/rollbacks", self.rollbacks)
             if self.verbose >= 1:
                 print(
-                    f"FineTunePPO: judged return {mean_return:.3g} fell below {self.rollback_threshold():.3g} "
+                    f"FineTunePPO: training return {mean_return:.3g} fell below {self.rollback_threshold():.3g} "
                     f"(start {self.start_return:.3g}): rolled back"
                 )
-            if self.eval_env is not None and self.kept_is_start:  # the student's return, over more episodes
-                total = self.start_return * self.start_evaluations + self.evaluate_deterministic()
-                self.start_evaluations += 1
-                self.start_return = total / self.start_evaluations
-                self.logger.record("finetune/start_return", self.start_return)
         elif mean_return >= self.start_return:
             # the judged weights played at least as well as the student: keep them, anchor to them
             self.kept_state = judged
-            self.kept_is_start = False
             if self.teacher is None:
                 self.set_anchor()
             assert self.teacher is not None

@@ -241,7 +241,6 @@ def test_the_guard_on_an_eval_env_hands_over_only_a_judged_policy(expert_student
     assert model.start_return is not None
     assert model.start_return >= 400, model.start_return
     assert model.rollbacks == 1
-    assert model.start_evaluations == 2  # back to the student's own weights: its return measured again
     assert all(th.equal(before[key], value) for key, value in model.policy.state_dict().items())
     assert mean_return(model.policy, 0) >= 0.9 * mean_return(expert_student, 0)
     # Without the last judgement (no eval_env) the sabotaged policy is what learn() hands over.
@@ -255,7 +254,6 @@ def test_the_guard_on_an_eval_env_hands_over_only_a_judged_policy(expert_student
     loaded = FineTunePPO.load(tmp_path / "guarded.zip", env=cartpole(n_envs=8, seed=2), eval_env="CartPole-v1")
     loaded.learn(512, callback=SabotageLastUpdate(), reset_num_timesteps=False)
     assert loaded.rollbacks == 2
-    assert loaded.start_evaluations == 2  # its fallback is the loaded weights, not the student's
     assert mean_return(loaded.policy, 0) >= 0.9 * mean_return(expert_student, 0)
     with pytest.raises(ValueError, match="rollback_below"):
         to_ppo(expert_student, cartpole(), rollback_below=None, eval_env="CartPole-v1")
