@@ -38,6 +38,9 @@ The guard judging on an evaluation environment of its own (``eval_env``; each ju
 ``finetune_minatar_breakout_dqn_evalguard.json`` is an earlier run with ``--chunks`` (10k steps per
 ``learn`` call, so PPO's linear schedules restart at each call), when the guard judged the weights before
 each update rather than after it: worst 0.86, 7-10 rollbacks in four seeds.
+``finetune_minatar_breakout_dqn_evalguard_reestimate.json`` tried re-evaluating the student's own weights
+at each rollback to them and averaging that into the starting return: the lower bar let worse policies
+through (worst 0.84) and the finals did not move (6.25 / 4.45 / 4.34 / 7.0 / 4.2), so it was reverted.
 
 Teachers are RL-Zoo run folders (``algo/EnvId_N``) under ``--zoo`` (default: the published agents in
 ``tests/data/zoo-agents``) or, for MinAtar, trained here by ``benchmarks/common.zoo_teacher``.
