@@ -164,24 +164,28 @@ class Sabotage(BaseCallback):
         return True
 
 
+def frozen_model(student: ActorCriticPolicy, **options) -> FineTunePPO:
+    """``to_ppo`` with ``learning_rate=0`` and no warm-up or anchor: only a sabotage moves the policy."""
+    return to_ppo(
+        student,
+        cartpole(n_envs=8, seed=1),
+        learning_rate=0.0,
+        value_warmup_steps=0,
+        anchor_coef=0.0,
+        rollback_episodes=5,
+        n_steps=32,
+        seed=0,
+        **options,
+    )
+
+
 @pytest.mark.parametrize("guard", [0.9, "eval_env", None])
 def test_the_guard_rolls_back_a_destructive_update(expert_student, guard, tmp_path):
     # learning_rate=0: only the sabotage moves the policy. The guard sees the next episodes collapse (the
     # training episodes, or its own on an eval_env every 256 steps) and restores the weights that played
     # well; without it the sabotaged policy stays.
     on_eval_env = {"eval_env": cartpole(n_envs=1, seed=3), "eval_freq": 256} if guard == "eval_env" else {}
-    model = to_ppo(
-        expert_student,
-        cartpole(n_envs=8, seed=1),
-        learning_rate=0.0,
-        value_warmup_steps=0,
-        anchor_coef=0.0,
-        rollback_below=0.9 if guard == "eval_env" else guard,
-        rollback_episodes=5,
-        n_steps=32,
-        seed=0,
-        **on_eval_env,
-    )
+    model = frozen_model(expert_student, rollback_below=0.9 if guard == "eval_env" else guard, **on_eval_env)
     before = {key: value.clone() for key, value in model.policy.state_dict().items()}
     if guard is None:
         model.judged_state = {}  # the sabotage needs no guard to start judging
@@ -224,18 +228,7 @@ class SabotageLastUpdate(BaseCallback):
 def test_the_guard_on_an_eval_env_hands_over_only_a_judged_policy(expert_student, tmp_path):
     # Judged on an eval_env, the guard measures the deterministic policy, and judges it again when learn()
     # returns: a destructive last update is rolled back before the user gets the model.
-    model = to_ppo(
-        expert_student,
-        cartpole(n_envs=8, seed=1),
-        learning_rate=0.0,
-        value_warmup_steps=0,
-        anchor_coef=0.0,
-        rollback_episodes=5,
-        eval_env=cartpole(n_envs=1, seed=3),
-        eval_freq=10**9,  # no judgement but the last
-        n_steps=32,
-        seed=0,
-    )
+    model = frozen_model(expert_student, eval_env=cartpole(n_envs=1, seed=3), eval_freq=10**9)  # judged at the end
     before = {key: value.clone() for key, value in model.policy.state_dict().items()}
     model.learn(1_024, callback=SabotageLastUpdate())
     assert model.start_return is not None
