@@ -32,6 +32,7 @@ from typing import Any
 import torch as th
 import yaml
 from common import RandomPolicy, write_result
+from scipy.stats import wilcoxon
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.evaluation import evaluate_policy
 
@@ -121,6 +122,20 @@ def references(teacher: str, episodes: int) -> dict[str, float]:
     return {"teacher": teacher_return, "random": random_return}
 
 
+def paired(runs: list[dict[str, Any]], teacher: str, mode: str) -> dict[str, Any]:
+    """sb3-distill against imitation seed by seed: the median difference, wins and Wilcoxon's signed-rank p."""
+    by_seed = {(r["library"], r["seed"]): r["return"] for r in runs if (r["teacher"], r["mode"]) == (teacher, mode)}
+    seeds = sorted({seed for _, seed in by_seed})
+    differences = [by_seed["sb3-distill", seed] - by_seed["imitation", seed] for seed in seeds]
+    nonzero = [d for d in differences if d != 0]
+    return {
+        "median_difference": statistics.median(differences),
+        "sb3_distill_better_in": sum(d > 0 for d in differences),
+        "seeds": len(differences),
+        "wilcoxon_p": float(wilcoxon(nonzero).pvalue) if nonzero else 1.0,
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--teachers", nargs="+", default=list(TEACHERS), choices=list(TEACHERS))
@@ -165,6 +180,8 @@ def main() -> None:
                     "env_steps_median": statistics.median(r["env_steps"] for r in rows),
                 }
                 print(teacher, mode, library, summary[teacher][f"{mode} {library}"], flush=True)
+            if len(args.libraries) == 2:
+                summary[teacher][f"{mode} paired"] = paired(runs, teacher, mode)
     versions = subprocess.run(
         [
             str(python),

@@ -187,16 +187,85 @@ def vs_imitation_section() -> list[str]:
             "| teacher | mode | library | returns | median normalised | median seconds | median env steps |",
             "|---|---|---|---|---|---|---|",
         ]
+        paired_lines = []
         for teacher, result in record["summary"].items():
             for key, value in result.items():
                 if key == "references":
                     continue
                 mode, library = key.split()
+                if library == "paired":
+                    paired_lines.append(
+                        f"- {teacher}, {mode}: sb3-distill better in {value['sb3_distill_better_in']} of "
+                        f"{value['seeds']} seeds, median difference {value['median_difference']:+.1f}, "
+                        f"Wilcoxon p = {value['wilcoxon_p']:.3g}"
+                    )
+                    continue
                 returns = " / ".join(f"{x:.0f}" for x in value["returns"])
                 lines.append(
                     f"| {teacher} | {mode} | {library} | {returns} | {value['normalized_median']:.2f} | "
                     f"{value['seconds_median']:.1f} | {value['env_steps_median']:.0f} |"
                 )
+        lines += ["", *paired_lines, ""] if paired_lines else [""]
+    return lines
+
+
+def bc_ablation_section() -> list[str]:
+    record = _load("bc_ablation")
+    if record is None:
+        return []
+    settings = record["settings"]
+    lines = [
+        "## Teacher-driven distillation against BC, one factor at a time (`bc_ablation.json`)",
+        "",
+        f"{_provenance(record)}; teacher `{record['teacher']}`; {settings['seeds']} seeds, each variant trained on "
+        f"the same {settings['steps']} transitions from the same initial weights; {settings['episodes']} "
+        "evaluation episodes.",
+        "",
+        "| variant | loss | Adam eps | schedule | median return |",
+        "|---|---|---|---|---|",
+    ]
+    for name, variant in record["variants"].items():
+        lines.append(
+            f"| {name} | {variant['loss']} | {variant['adam_eps']:g} | {variant['schedule']} | "
+            f"{record['median_returns'][name]:.1f} |"
+        )
+    lines += ["", "| a | b | a better in | median a - b | Wilcoxon p |", "|---|---|---|---|---|"]
+    for pair in record["pairs"]:
+        lines.append(
+            f"| {pair['a']} | {pair['b']} | {pair['a_better_in']} / {pair['seeds']} | "
+            f"{pair['median_difference']:+.1f} | {pair['wilcoxon_p']:.2g} |"
+        )
+    return [*lines, ""]
+
+
+def atari_cpu_section() -> list[str]:
+    lines: list[str] = []
+    for path in sorted(RESULTS.glob("atari_cpu*.json")):
+        record = _load(path.stem)
+        assert record is not None
+        done = "completed" if record["completed"] else "stopped early: the checkpoints it reached"
+        lines += [
+            f"## Atari on CPU (`{path.name}`)",
+            "",
+            f"{_provenance(record)}; {record['algo'].upper()} {record['env']}, seed {record['seed']}, "
+            f"{record['teacher_steps_done']:,} of {record['teacher_steps']:,} teacher steps ({done}); "
+            f"greedy returns over {record['eval_episodes']} episodes per checkpoint, evaluations off the clock.",
+            "",
+            "| teacher steps | wall time (s) | teacher | student |",
+            "|---|---|---|---|",
+        ]
+        for point in record["curve"]:
+            lines.append(
+                f"| {point['steps']:,} | {point['seconds']:.0f} | {point['teacher']:.1f} | {point['student']:.1f} |"
+            )
+        if record["completed"]:
+            lines += [
+                "",
+                f"Final, {record['compression']:.2%} student: teacher {record['teacher_return']:.1f}, student "
+                f"{record['student_return']:.1f} (random {record['random_return']:.1f}; normalised "
+                f"{_fmt(record['normalized'], '.2f')}), agreement on the student's trajectories "
+                f"{record['agreement']:.2f}.",
+            ]
         lines.append("")
     return lines
 
@@ -309,10 +378,10 @@ def write(path: pathlib.Path) -> None:
     for run in sorted(RESULTS.glob("students_vs_teacher_*.json")):
         if run.stem != "students_vs_teacher_quick":
             lines += students_section(run.stem, f"Students against their teachers (`{run.stem}`)")
-    lines += students_section("atari", "Atari (GPU)")
+    lines += students_section("atari", "Atari (GPU)") + atari_cpu_section()
     lines += overhead_section() + realtime_section() + datafree_section() + datafree_q_values_section()
     lines += finetune_section() + to_dqn_margin_section() + continuous_section() + distill_settings_section()
-    lines += vs_imitation_section()
+    lines += vs_imitation_section() + bc_ablation_section()
     lines += deployment_section()
     path.parent.mkdir(parents=True, exist_ok=True)
     text = "\n".join(lines) + "\n"
