@@ -193,11 +193,11 @@ def vs_imitation_section() -> list[str]:
                 if key == "references":
                     continue
                 mode, library = key.split()
-                if library == "paired":
+                if library == "compared":
                     paired_lines.append(
-                        f"- {teacher}, {mode}: sb3-distill better in {value['sb3_distill_better_in']} of "
-                        f"{value['seeds']} seeds, median difference {value['median_difference']:+.1f}, "
-                        f"Wilcoxon p = {value['wilcoxon_p']:.3g}"
+                        f"- {teacher}, {mode}: medians differ by {value['median_difference']:+.1f} (sb3-distill "
+                        f"minus imitation), sb3-distill ahead at {value['sb3_distill_better_in']} of "
+                        f"{value['seeds']} seeds, Mann-Whitney p = {value['mann_whitney_p']:.2g}"
                     )
                     continue
                 returns = " / ".join(f"{x:.0f}" for x in value["returns"])
