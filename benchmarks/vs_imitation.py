@@ -6,7 +6,9 @@ environment steps, one torch thread, and are evaluated on 30 greedy episodes fro
 
 - ``teacher``: ``distill(collect="teacher")`` (4 samples per transition, batches of 128: the defaults)
   against ``imitation``'s BC on the teacher's rollouts (4 samples per transition, batches of 128);
-- ``student``: ``distill(collect="student")`` against ``imitation``'s ``SimpleDAggerTrainer`` (its defaults).
+- ``student``: ``distill(collect="student")`` against ``imitation``'s ``SimpleDAggerTrainer`` (its defaults,
+  whose beta schedule lets the expert act in a falling share of each round; ``--options collect=mixed`` gives
+  ours the same shape: the teacher's share falls from 1 to 0 over the first half).
 
 ``imitation`` pins old SB3 and gymnasium, so it runs in its own virtualenv, made here on first use
 (``--imitation-venv``; ``pip`` needs the package index). Every run is a fresh process; the two libraries
@@ -16,6 +18,7 @@ Results: ``benchmarks/results/vs_imitation.json``. Not part of ``make test``.
 
     python benchmarks/vs_imitation.py                          # 3 teachers x 2 modes x 3 seeds, 10k steps
     python benchmarks/vs_imitation.py --modes teacher --steps 50000 --name 50k
+    python benchmarks/vs_imitation.py --modes student --options collect=mixed --name mixed   # against DAgger
 """
 
 from __future__ import annotations
@@ -68,13 +71,15 @@ def ours(teacher: str, mode: str, seed: int, steps: int, episodes: int, options:
     th.set_num_threads(1)
     model, agent = open_teacher(str(ZOO / teacher), device="cpu")  # loaded off the clock, as imitation's expert
     env = teacher_env(model, agent, make_vec_env(env_id(teacher), n_envs=1, seed=seed), seed=seed)
+    options = dict(options)
+    collect = options.pop("collect", mode)  # --options collect=mixed: DAgger's counterpart with a falling beta
     began = time.perf_counter()
     student = distill(
         model,
         "MlpPolicy",
         env,
         steps,
-        collect=mode,
+        collect=collect,
         student_algo="ppo",
         student_kwargs={"net_arch": TEACHERS[teacher]},
         seed=seed,
