@@ -243,7 +243,7 @@ def atari_cpu_section() -> list[str]:
     for path in sorted(RESULTS.glob("atari_cpu*.json")):
         record = _load(path.stem)
         assert record is not None
-        done = "completed" if record["completed"] else "stopped early: the checkpoints it reached"
+        done = "completed" if record["completed"] else "not completed: the checkpoints it reached"
         lines += [
             f"## Atari on CPU (`{path.name}`)",
             "",
