@@ -145,35 +145,39 @@ def evaluate(policy: Any, env_id: str, episodes: int, student: Any = None, seed:
 
 class Evaluations(BaseCallback):
     """
-    Evaluate the model's policy every ``every`` environment steps (on the model's own observation wrappers).
-
-    With ``at_judgements``, evaluate instead each policy the rollback guard has just judged on its
-    ``eval_env`` (every ``eval_freq`` steps, right after the update, before it acts).
+    Evaluate the model's policy every ``every`` environment steps (``results``: whatever it is at that step)
+    and, with a rollback guard, each policy it has just judged (``judged``: right after the judgement,
+    before the policy acts).
     """
 
-    def __init__(self, env_id: str, every: int, episodes: int, student: Any, at_judgements: bool = False) -> None:
+    def __init__(self, env_id: str, every: int, episodes: int, student: Any) -> None:
         super().__init__()
         self.env_id, self.every, self.episodes, self.student = env_id, every, episodes, student
-        self.at_judgements = at_judgements
         self.results: list[tuple[int, float]] = []
+        self.judged: list[tuple[int, float]] = []
         self.next_at = every
         self.last_judgement = 0
 
-    def evaluate(self) -> None:
-        self.results.append(
-            (self.model.num_timesteps, evaluate(self.model.policy, self.env_id, self.episodes, self.student))
-        )
+    def evaluate(self) -> tuple[int, float]:
+        return self.model.num_timesteps, evaluate(self.model.policy, self.env_id, self.episodes, self.student)
 
     def _on_rollout_start(self) -> None:
-        if self.at_judgements and self.model.last_judgement > self.last_judgement:
-            self.last_judgement = self.model.last_judgement
-            self.evaluate()
+        judged_at = getattr(self.model, "last_judgement", 0)
+        if judged_at > self.last_judgement:
+            self.last_judgement = judged_at
+            self.judged.append(self.evaluate())
 
     def _on_step(self) -> bool:
-        if not self.at_judgements and self.num_timesteps >= self.next_at:
+        if self.num_timesteps >= self.next_at:
             self.next_at += self.every
-            self.evaluate()
+            self.results.append(self.evaluate())
         return True
+
+
+def ratio(value: float, distilled: float, env_id: str) -> float | None:
+    """``value`` over the distilled return; where returns are negative, both measured from a random policy's."""
+    low = RANDOM.get(env_id, 0.0)
+    return (value - low) / (distilled - low) if distilled > low else None
 
 
 def run(teacher: str, config: str, seed: int, args: argparse.Namespace) -> dict[str, Any]:
@@ -210,25 +214,26 @@ def run(teacher: str, config: str, seed: int, args: argparse.Namespace) -> dict[
     settings.pop("policy")
     settings.pop("policy_kwargs", None)  # the teacher's architecture: the student keeps its own
     env = make_vec_env(env_id, n_envs=n_envs, seed=seed + 1)
-    at_judgements = options.get("eval_env") == "own"
-    if at_judgements:
+    if options.get("eval_env") == "own":
         options["eval_env"] = make_vec_env(env_id, n_envs=4, seed=seed + 30_000)
         options["eval_freq"] = args.eval_every
     if algo == "dqn":
         model = to_dqn(student, env, seed=seed, **settings, **options)
     else:
         model = to_ppo(student, env, seed=seed, **settings, **options)
-    callback = Evaluations(env_id, args.eval_every, args.episodes, student, at_judgements and not args.chunks)
+    callback = Evaluations(env_id, args.eval_every, args.episodes, student)
     if args.chunks:  # evaluate what each learn() call hands over
         for _ in range(args.steps // args.eval_every):
             model.learn(args.eval_every, reset_num_timesteps=False)
-            returns = evaluate(model.policy, env_id, args.episodes, student)
-            callback.results.append((model.num_timesteps, returns))
+            callback.results.append(callback.evaluate())
     else:
         model.learn(args.steps, callback=callback)
-        if at_judgements:  # and what learn() hands over, judged when it returns
-            callback.evaluate()
-    returns = [value for _, value in callback.results]
+    guarded = getattr(model, "rollback_below", None) is not None
+    if guarded:  # what learn() hands over, judged when it returns
+        callback.judged.append(callback.evaluate())
+    # The floor is claimed for the policies the guard judged (and hands over); without a guard, for every
+    # evaluation. min_ratio_between: every --eval-every steps, whatever the policy is between judgements.
+    floor = callback.judged if guarded else callback.results
     return {
         "teacher": teacher,
         "config": config,
@@ -237,13 +242,12 @@ def run(teacher: str, config: str, seed: int, args: argparse.Namespace) -> dict[
         "distilled_other_episodes": distilled_again,
         "greedy_probability": greedy_probability,
         "evaluations": callback.results,
-        # Over the distilled return; where returns are negative, both measured from a random policy's.
-        "start_return": getattr(model, "start_return", None),  # the guard's: mean of the first training episodes
+        "judged": callback.judged,
+        "start_return": getattr(model, "start_return", None),  # the guard's: the deterministic policy's at the start
         "rollbacks": getattr(model, "rollbacks", None),
-        "min_ratio": (min(returns) - RANDOM.get(env_id, 0.0)) / (distilled - RANDOM.get(env_id, 0.0))
-        if distilled > RANDOM.get(env_id, 0.0)
-        else None,
-        "final": returns[-1],
+        "min_ratio": ratio(min(value for _, value in floor), distilled, env_id),
+        "min_ratio_between": ratio(min(value for _, value in callback.results), distilled, env_id),
+        "final": floor[-1][1],
     }
 
 
@@ -290,6 +294,9 @@ def main() -> None:
                 "rollbacks": [r.get("rollbacks") for r in mine],
                 "min_ratio": ratios,
                 "worst_min_ratio": min(ratios) if ratios else None,
+                "worst_min_ratio_between": min(
+                    (r["min_ratio_between"] for r in mine if r.get("min_ratio_between") is not None), default=None
+                ),
                 "final": [r["final"] for r in mine],
                 "median_final": statistics.median(r["final"] for r in mine),
             }

@@ -22,7 +22,7 @@ from stable_baselines3.common.evaluation import evaluate_policy
 from stable_baselines3.common.policies import ActorCriticPolicy, BasePolicy
 from stable_baselines3.common.type_aliases import MaybeCallback
 from stable_baselines3.common.utils import explained_variance
-from stable_baselines3.common.vec_env import VecEnv
+from stable_baselines3.common.vec_env import VecEnv, unwrap_vec_normalize
 from stable_baselines3.dqn.policies import DQNPolicy
 from torch import nn
 from torch.nn import functional as F
@@ -50,10 +50,10 @@ SHARPEN_STEPS = 256
 DEFAULT_ANCHOR_COEF = 1.0
 DEFAULT_ANCHOR_STEPS = 10_000
 #: The rollback guard: the fraction of the starting return below which the policy is rolled back, and the
-#: number of training episodes each judgement (and the starting return) is measured over.
+#: number of deterministic episodes each judgement (and the starting return) is measured over.
 DEFAULT_ROLLBACK_BELOW = 0.95
 DEFAULT_ROLLBACK_EPISODES = 20
-#: With an evaluation environment, the environment steps between the guard's judgements.
+#: The environment steps between the guard's judgements.
 DEFAULT_EVAL_FREQ = 10_000
 
 #: Constructor arguments of a policy that the algorithm passes itself.
@@ -88,22 +88,20 @@ class FineTunePPO(ProximalPolicyDistillation):
        the Proximal Policy Distillation term (:class:`~sb3_distill.ProximalPolicyDistillation`) with the
        student as it was before fine-tuning for teacher; ``w`` falls linearly from 1 to 0 over the
        ``anchor_steps`` environment steps after the warm-up, after which it is plain PPO.
-    3. **A rollback guard.** The warm-up also measures the student's starting return: the mean of its first
-       ``rollback_episodes`` training episodes, played with the policy still as distilled (the warm-up lasts
-       until that many have ended). From then on the training episodes are judged ``rollback_episodes`` at
-       a time, counting only episodes begun since the last judgement: when their mean return falls below
-       ``rollback_below`` of the starting return (measured on ``|start|``:
-       ``start - (1 - rollback_below) * |start|``), the policy and its optimiser go back to the kept weights
-       and the anchor's fade starts again; when it reaches the starting return, the weights the window began
-       with are kept and the anchor moves to them, so that the policy can keep improving from verified
-       weights; in between, neither. The kept weights are at first the student's after the warm-up.
-       Judging costs no environment steps: it reads the episodes PPO plays anyway. Those episodes are
-       played by the *sampled* policy, though, and a soft student can lose greedy return while its sampled
-       return holds. Give ``eval_env`` to judge the *deterministic* policy instead, as ``EvalCallback``
-       does: ``rollback_episodes`` evaluation episodes measure the starting return, then judge the policy
-       right after an update every ``eval_freq`` environment steps, and when ``learn`` returns, so that a
-       failing update is rolled back before it acts or is handed over (a passing one is kept). These
-       episodes are not training steps.
+    3. **A rollback guard.** The deterministic policy is judged, as ``EvalCallback`` evaluates it, on
+       ``rollback_episodes`` episodes: once before the first update (the student's starting return), then
+       right after an update every ``eval_freq`` environment steps, and when ``learn`` returns. When the
+       mean return falls below ``rollback_below`` of the starting return (measured on ``|start|``:
+       ``start - (1 - rollback_below) * |start|``), the policy and its optimiser go back to the kept
+       weights and the anchor's fade starts again; when it reaches the starting return, the judged weights
+       are kept and the anchor moves to them, so that the policy can keep improving from verified weights;
+       in between, neither. The kept weights are at first the student's after the warm-up. A failing
+       update is thus rolled back before it acts again or is handed over. The judging episodes are played
+       on ``eval_env`` when given (made as ``env`` is), otherwise on the training environment itself:
+       its episodes in progress are then cut (the environment is reset after judging, and a
+       ``VecNormalize`` in it is frozen while judging). Either way they are not training steps: they cost
+       up to ``rollback_episodes`` episodes per ``eval_freq`` steps (``rollback_below=None``: no guard, no
+       cost).
 
     Steps count across ``learn`` calls. ``save`` writes a file that SB3's ``PPO.load`` reads; the anchor and
     the guard's kept weights are not saved: ``FineTunePPO.load`` anchors what remains of the fade to the
@@ -118,9 +116,8 @@ class FineTunePPO(ProximalPolicyDistillation):
     :param rollback_below: the fraction of the starting return the guard keeps the policy above
         (``None``: no guard)
     :param rollback_episodes: episodes per judgement, and for the starting return
-    :param eval_env: judge the deterministic policy on this environment (its own episodes) rather than
-        the training episodes (``None``)
-    :param eval_freq: with ``eval_env``, the environment steps between judgements
+    :param eval_env: the environment the guard judges on (``None``: the training environment)
+    :param eval_freq: environment steps between the guard's judgements
     :param ppo_kwargs: ``PPO``'s arguments
     """
 
@@ -144,7 +141,7 @@ class FineTunePPO(ProximalPolicyDistillation):
             raise ValueError(f"eval_freq must be a positive number of environment steps, got {eval_freq!r}")
         if eval_env is not None and rollback_below is None:
             raise ValueError("eval_env is what the rollback guard judges on: it needs rollback_below (not None)")
-        #: the environment the guard judges the deterministic policy on (``None``: the training episodes)
+        #: the environment the guard judges the deterministic policy on (``None``: the training environment)
         self.eval_env = eval_env
         self.eval_freq = eval_freq
         #: whether the guard judges on ``eval_env`` (saved: a loaded model needs one again)
@@ -165,24 +162,19 @@ class FineTunePPO(ProximalPolicyDistillation):
         self.finetune_steps = 0
         #: the step the warm-up ended at (``None``: still warming up); the anchor fades from here, or from a rollback
         self.anchor_start: int | None = None
-        #: the student's starting return (mean of its first training episodes; ``None`` until measured)
+        #: the student's starting return (its deterministic policy's, before any update; ``None`` until measured)
         self.start_return: float | None = None
-        #: returns of the training episodes played since the last judgement (begun at ``window_start`` or later)
-        self.episode_returns: list[float] = []
-        #: each environment's step count at the last judgement
-        self.window_start = 0
         #: how many times the guard has rolled the policy back
         self.rollbacks = 0
         #: ``finetune_steps`` at the guard's last judgement
         self.last_judgement = 0
         self.value_optimizer: th.optim.Optimizer | None = None
-        #: the guard's fallback (weights that played a judged window well) and the weights now being judged
+        #: the guard's fallback: the weights (and optimiser state) last judged at or above the starting return
         self.kept_state: dict[str, Any] | None = None
-        self.judged_state: dict[str, Any] | None = None
 
     def _excluded_save_params(self) -> list[str]:
         # A plain RolloutBuffer for PPO.load; the critic's own optimiser is rebuilt if needed.
-        excluded = ["rollout_buffer_class", "value_optimizer", "episode_returns", "kept_state", "judged_state"]
+        excluded = ["rollout_buffer_class", "value_optimizer", "kept_state"]
         return [*super()._excluded_save_params(), *excluded, "eval_env"]
 
     def _setup_model(self) -> None:
@@ -205,21 +197,42 @@ class FineTunePPO(ProximalPolicyDistillation):
                 "(FineTunePPO.load(path, env, eval_env=...), or set model.eval_env)"
             )
         super().learn(total_timesteps, callback, log_interval, tb_log_name, reset_num_timesteps, progress_bar)
-        self._judge_on_eval_env(1)  # hand over only a judged policy
+        self._judge_now(1)  # hand over only a judged policy
         return self
 
-    def _judge_on_eval_env(self, every: int) -> None:
-        """With ``eval_env``, judge the policy as it is now if ``every`` steps have passed since the last judgement."""
-        if self.eval_env is None or self.kept_state is None or self.finetune_steps - self.last_judgement < every:
+    def _judge_now(self, every: int) -> None:
+        """Judge the policy as it is now if ``every`` steps have passed since the last judgement."""
+        if self.rollback_below is None or self.kept_state is None or self.finetune_steps - self.last_judgement < every:
             return
         self._judge(self.evaluate_deterministic(), self._state())
 
     def evaluate_deterministic(self) -> float:
-        """:return: the deterministic policy's mean return over ``rollback_episodes`` episodes of ``eval_env``"""
-        assert self.eval_env is not None
-        assert not isinstance(self.eval_env, str | gym.Env)
-        mean_return, _ = evaluate_policy(self.policy, self.eval_env, self.rollback_episodes, deterministic=True)
-        return float(np.mean(mean_return))
+        """
+        The deterministic policy's mean return over ``rollback_episodes`` episodes, on ``eval_env`` or, without
+        one, on the training environment (its episodes in progress are cut: it is reset afterwards, and a
+        ``VecNormalize`` in it does not update its statistics meanwhile).
+
+        :return: the mean return
+        """
+        env = self.env if self.eval_env is None else self.eval_env
+        assert isinstance(env, VecEnv)
+        normalize = unwrap_vec_normalize(env)
+        training = normalize is not None and normalize.training
+        if normalize is not None:
+            normalize.training = False
+        try:
+            returns, _ = evaluate_policy(
+                self.policy, env, self.rollback_episodes, deterministic=True, return_episode_rewards=True
+            )
+            if self.eval_env is None:  # training resumes on new episodes
+                self._last_obs = env.reset()  # type: ignore[assignment]
+                self._last_episode_starts = np.ones((env.num_envs,), dtype=bool)
+                if normalize is not None:
+                    self._last_original_obs = normalize.get_original_obs()
+        finally:
+            if normalize is not None:
+                normalize.training = training
+        return float(np.mean(returns))
 
     def anchor_weight(self) -> float:
         """:return: the weight of the KL anchor for the next update (0 during the warm-up and after the fade)"""
@@ -239,23 +252,18 @@ class FineTunePPO(ProximalPolicyDistillation):
         anchor.requires_grad_(False)
         self.teacher = Teacher(anchor)
 
-    def _update_info_buffer(self, infos: list[dict[str, Any]], dones: np.ndarray | None = None) -> None:
-        super()._update_info_buffer(infos, dones)
-        if self.rollback_below is None or self.eval_env is not None:  # no guard, or one that judges elsewhere
-            return
-        step = self.num_timesteps // self.n_envs  # each environment's step count, all stepping together
-        for info in infos:
-            if "episode" in info and step - info["episode"]["l"] >= self.window_start:
-                self.episode_returns.append(float(info["episode"]["r"]))
-
     def train(self) -> None:
-        if self.anchor_start is None and self._warmed_up():
+        if self.rollback_below is not None and self.start_return is None:
+            self.start_return = self.evaluate_deterministic()  # the policy has not moved yet
+            self.logger.record("finetune/start_return", self.start_return)
+        if self.anchor_start is None and self.finetune_steps >= self.value_warmup_steps:
             self.anchor_start = self.finetune_steps
         if self.anchor_start is None:
             self._train_value()
         else:
-            if self.rollback_below is not None:
-                self._guard()
+            if self.rollback_below is not None and self.kept_state is None:  # first update (or after load)
+                self.kept_state = self._state()
+                self.last_judgement = self.finetune_steps
             if self.anchor_weight() > 0:
                 if self.teacher is None:
                     self.set_anchor()
@@ -264,40 +272,13 @@ class FineTunePPO(ProximalPolicyDistillation):
                 PPO.train(self)
         self.finetune_steps += self.rollout_buffer.buffer_size * self.rollout_buffer.n_envs
         self.logger.record("finetune/anchor_weight", self.anchor_weight())
-        self._judge_on_eval_env(self.eval_freq)  # the updated weights, before they act
-
-    def _warmed_up(self) -> bool:
-        """:return: whether the warm-up is over: ``value_warmup_steps`` done and the starting return measured"""
-        if self.rollback_below is not None and self.start_return is None:
-            if self.eval_env is not None:
-                self.start_return = self.evaluate_deterministic()
-            elif len(self.episode_returns) < self.rollback_episodes:
-                return False
-            else:
-                self.start_return = float(np.mean(self.episode_returns[: self.rollback_episodes]))
-            self.logger.record("finetune/start_return", self.start_return)
-            self.episode_returns.clear()
-        return self.finetune_steps >= self.value_warmup_steps
+        self._judge_now(self.eval_freq)  # the updated weights, before they act
 
     def rollback_threshold(self) -> float:
-        """:return: the mean training return below which the guard rolls back"""
+        """:return: the mean deterministic return below which the guard rolls back"""
         assert self.rollback_below is not None
         assert self.start_return is not None
         return self.start_return - (1.0 - self.rollback_below) * abs(self.start_return)
-
-    def _guard(self) -> None:
-        """Judge the episodes played since the last judgement (on ``eval_env``, :meth:`train` judges)."""
-        if self.kept_state is None or self.judged_state is None:  # first judgement (or after load): keep the start
-            self.kept_state = self.judged_state = self._state()
-            self.last_judgement = self.finetune_steps
-            self._new_window()
-            return
-        if self.eval_env is not None or len(self.episode_returns) < self.rollback_episodes:
-            return
-        # the weights the window began with played it (judged_state)
-        self._judge(float(np.mean(self.episode_returns)), self.judged_state)
-        self.judged_state = self._state()
-        self._new_window()
 
     def _judge(self, mean_return: float, judged: dict[str, Any]) -> None:
         """
@@ -319,7 +300,7 @@ class FineTunePPO(ProximalPolicyDistillation):
             self.logger.record("finetune/rollbacks", self.rollbacks)
             if self.verbose >= 1:
                 print(
-                    f"FineTunePPO: training return {mean_return:.3g} fell below {self.rollback_threshold():.3g} "
+                    f"FineTunePPO: deterministic return {mean_return:.3g} fell below {self.rollback_threshold():.3g} "
                     f"(start {self.start_return:.3g}): rolled back"
                 )
         elif mean_return >= self.start_return:
@@ -329,11 +310,6 @@ class FineTunePPO(ProximalPolicyDistillation):
                 self.set_anchor()
             assert self.teacher is not None
             self.teacher.policy.load_state_dict(judged["policy"])
-
-    def _new_window(self) -> None:
-        """Judge next only the episodes that start from now on (played by the weights as they are now)."""
-        self.episode_returns.clear()
-        self.window_start = self.num_timesteps // self.n_envs
 
     def _state(self) -> dict[str, Any]:
         return copy.deepcopy({"policy": self.policy.state_dict(), "optimizer": self.policy.optimizer.state_dict()})
@@ -461,13 +437,13 @@ def to_ppo(
     :param value_warmup_steps: environment steps of critic-only updates first
     :param anchor_coef: initial weight of the KL anchor to the distilled student (0: none)
     :param anchor_steps: environment steps over which the anchor fades out
-    :param rollback_below: roll the policy back when its training episodes' mean return falls below this
-        fraction of the student's starting return (``None``: no guard)
+    :param rollback_below: roll the policy back when its deterministic mean return, judged every
+        ``eval_freq`` steps and when ``learn`` returns, falls below this fraction of the student's starting
+        return (``None``: no guard)
     :param rollback_episodes: episodes per judgement of the guard, and for the starting return
-    :param eval_env: the guard judges the deterministic policy on this environment's episodes, every
-        ``eval_freq`` steps and when ``learn`` returns, rather than the training episodes (``None``); made as
-        ``env`` is (a ``VecNormalize`` the student recorded is re-applied)
-    :param eval_freq: with ``eval_env``, environment steps between the guard's judgements
+    :param eval_env: the environment the guard judges on, made as ``env`` is (a ``VecNormalize`` the student
+        recorded is re-applied); ``None``: the training environment, whose episodes in progress are cut
+    :param eval_freq: environment steps between the guard's judgements
     :param ppo_kwargs: any ``PPO`` argument (``learning_rate``, ``n_steps``, ``seed``, ``verbose`` ...);
         ``policy_kwargs`` cannot be given: they are the student's
     :return: the model; its ``save`` is read by ``PPO.load``

@@ -11,6 +11,7 @@ from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.evaluation import evaluate_policy
 from stable_baselines3.common.policies import ActorCriticPolicy
+from stable_baselines3.common.vec_env import VecNormalize
 from stable_baselines3.dqn.policies import DQNPolicy
 
 from sb3_distill import FineTunePPO, RealTimeDistillCallback, distill, to_dqn, to_ppo
@@ -154,7 +155,7 @@ class Sabotage(BaseCallback):
         self.done_at: int | None = None
 
     def _on_rollout_start(self) -> None:
-        if self.done_at is None and self.model.judged_state is not None:
+        if self.done_at is None and self.model.kept_state is not None:
             with th.no_grad():
                 self.model.policy.action_net.weight.neg_()
                 self.model.policy.action_net.bias.neg_()
@@ -179,16 +180,16 @@ def frozen_model(student: ActorCriticPolicy, **options) -> FineTunePPO:
     )
 
 
-@pytest.mark.parametrize("guard", [0.9, "eval_env", None])
+@pytest.mark.parametrize("guard", ["env", "eval_env", None])
 def test_the_guard_rolls_back_a_destructive_update(expert_student, guard, tmp_path):
-    # learning_rate=0: only the sabotage moves the policy. The guard sees the next episodes collapse (the
-    # training episodes, or its own on an eval_env every 256 steps) and restores the weights that played
-    # well; without it the sabotaged policy stays.
-    on_eval_env = {"eval_env": cartpole(n_envs=1, seed=3), "eval_freq": 256} if guard == "eval_env" else {}
-    model = frozen_model(expert_student, rollback_below=0.9 if guard == "eval_env" else guard, **on_eval_env)
+    # learning_rate=0: only the sabotage moves the policy. The guard judges the deterministic policy every
+    # 256 steps (on the training environment, or on an eval_env), sees it collapse and restores the weights
+    # that played well; without it the sabotaged policy stays.
+    on_eval_env = {"eval_env": cartpole(n_envs=1, seed=3)} if guard == "eval_env" else {}
+    model = frozen_model(expert_student, rollback_below=0.9 if guard else None, eval_freq=256, **on_eval_env)
     before = {key: value.clone() for key, value in model.policy.state_dict().items()}
     if guard is None:
-        model.judged_state = {}  # the sabotage needs no guard to start judging
+        model.kept_state = {}  # the sabotage needs no guard to start judging
     sabotage = Sabotage()
     model.learn(6_000, callback=sabotage)
     assert sabotage.done_at is not None
@@ -225,9 +226,9 @@ class SabotageLastUpdate(BaseCallback):
         return True
 
 
-def test_the_guard_on_an_eval_env_hands_over_only_a_judged_policy(expert_student, tmp_path):
-    # Judged on an eval_env, the guard measures the deterministic policy, and judges it again when learn()
-    # returns: a destructive last update is rolled back before the user gets the model.
+def test_the_guard_hands_over_only_a_judged_policy(expert_student, tmp_path):
+    # The guard judges the policy again when learn() returns: a destructive last update is rolled back before
+    # the user gets the model.
     model = frozen_model(expert_student, eval_env=cartpole(n_envs=1, seed=3), eval_freq=10**9)  # judged at the end
     before = {key: value.clone() for key, value in model.policy.state_dict().items()}
     model.learn(1_024, callback=SabotageLastUpdate())
@@ -236,8 +237,10 @@ def test_the_guard_on_an_eval_env_hands_over_only_a_judged_policy(expert_student
     assert model.rollbacks == 1
     assert all(th.equal(before[key], value) for key, value in model.policy.state_dict().items())
     assert mean_return(model.policy, 0) >= 0.9 * mean_return(expert_student, 0)
-    # Without the last judgement (no eval_env) the sabotaged policy is what learn() hands over.
-    plain = to_ppo(expert_student, cartpole(n_envs=8, seed=1), learning_rate=0.0, value_warmup_steps=0, n_steps=32)
+    # Without the guard the sabotaged policy is what learn() hands over.
+    plain = to_ppo(
+        expert_student, cartpole(n_envs=8, seed=1), learning_rate=0.0, value_warmup_steps=0, rollback_below=None
+    )
     plain.learn(1_024, callback=SabotageLastUpdate())
     assert mean_return(plain.policy, 0) < 50
     # A loaded model goes on judging on an eval_env, and says so when it has none.
@@ -252,6 +255,22 @@ def test_the_guard_on_an_eval_env_hands_over_only_a_judged_policy(expert_student
         to_ppo(expert_student, cartpole(), rollback_below=None, eval_env="CartPole-v1")
     with pytest.raises(ValueError, match="eval_freq"):
         to_ppo(expert_student, cartpole(), eval_env="CartPole-v1", eval_freq=0)
+
+
+def test_judging_on_the_training_env_freezes_its_statistics_and_starts_new_episodes(student):
+    env = VecNormalize(cartpole(n_envs=4, seed=5), norm_reward=False)
+    model = to_ppo(student, env, value_warmup_steps=0, rollback_episodes=4, eval_freq=128, n_steps=32, seed=0)
+    model.learn(256)
+    assert model.start_return is not None
+    assert model.last_judgement == 256  # judged after the updates, and again (at once) when learn returned
+    count = env.obs_rms.count
+    model._last_episode_starts[:] = False
+    model.evaluate_deterministic()
+    assert env.obs_rms.count == count  # judging did not move the training statistics
+    assert env.training
+    assert model._last_episode_starts.all()  # training goes on from new episodes
+    model.learn(128, reset_num_timesteps=False)
+    assert env.obs_rms.count > count
 
 
 def test_to_dqn_refuses_an_actor_critic_with_what_to_pass(student):
