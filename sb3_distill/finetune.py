@@ -96,7 +96,10 @@ class FineTunePPO(ProximalPolicyDistillation):
        weights and the anchor's fade starts again; when it reaches the starting return, the judged weights
        are kept and the anchor moves to them, so that the policy can keep improving from verified weights;
        in between, neither. The kept weights are at first the student's after the warm-up. A failing
-       update is thus rolled back before it acts again or is handed over. The judging episodes are played
+       update is thus rolled back before it acts again or is handed over. Every judgement plays the same
+       episodes (the environment is seeded with ``judge_seed`` first): two judgements differ by the policy,
+       not by the luck of the draw, and an unchanged policy scores its starting return exactly (in an
+       environment that its seed makes deterministic). The judging episodes are played
        on ``eval_env`` when given (made as ``env`` is), otherwise on the training environment itself:
        its episodes in progress are then cut (the environment is reset after judging, and a
        ``VecNormalize`` in it is frozen while judging). Either way they are not training steps: they cost
@@ -166,8 +169,11 @@ class FineTunePPO(ProximalPolicyDistillation):
         self.start_return: float | None = None
         #: how many times the guard has rolled the policy back
         self.rollbacks = 0
-        #: ``finetune_steps`` at the guard's last judgement
+        #: ``finetune_steps`` at the guard's last judgement, and the number of judgements so far
         self.last_judgement = 0
+        self.judgements = 0
+        #: the environment seed of every judgement's episodes (drawn from ``seed``)
+        self.judge_seed = int(np.random.default_rng(self.seed).integers(2**31 - 1))
         self.value_optimizer: th.optim.Optimizer | None = None
         #: the guard's fallback: the weights (and optimiser state) last judged at or above the starting return
         self.kept_state: dict[str, Any] | None = None
@@ -208,9 +214,10 @@ class FineTunePPO(ProximalPolicyDistillation):
 
     def evaluate_deterministic(self) -> float:
         """
-        The deterministic policy's mean return over ``rollback_episodes`` episodes, on ``eval_env`` or, without
-        one, on the training environment (its episodes in progress are cut: it is reset afterwards, and a
-        ``VecNormalize`` in it does not update its statistics meanwhile).
+        The deterministic policy's mean return over ``rollback_episodes`` episodes, always the same ones (the
+        environment seeded with ``judge_seed``), on ``eval_env`` or, without one, on the training environment
+        (its episodes in progress are cut: it is reset afterwards with a new seed, and a ``VecNormalize`` in it
+        does not update its statistics meanwhile).
 
         :return: the mean return
         """
@@ -220,11 +227,14 @@ class FineTunePPO(ProximalPolicyDistillation):
         training = normalize is not None and normalize.training
         if normalize is not None:
             normalize.training = False
+        self.judgements += 1
         try:
+            env.seed(self.judge_seed)  # the same episodes at every judgement
             returns, _ = evaluate_policy(
                 self.policy, env, self.rollback_episodes, deterministic=True, return_episode_rewards=True
             )
-            if self.eval_env is None:  # training resumes on new episodes
+            if self.eval_env is None:  # training resumes on new episodes, seeded anew
+                env.seed(int(np.random.default_rng([self.judge_seed, self.judgements]).integers(2**31 - 1)))
                 self._last_obs = env.reset()  # type: ignore[assignment]
                 self._last_episode_starts = np.ones((env.num_envs,), dtype=bool)
                 if normalize is not None:

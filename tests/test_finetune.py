@@ -265,10 +265,11 @@ def test_judging_on_the_training_env_freezes_its_statistics_and_starts_new_episo
     assert model.last_judgement == 256  # judged after the updates, and again (at once) when learn returned
     count = env.obs_rms.count
     model._last_episode_starts[:] = False
-    model.evaluate_deterministic()
+    judged = model.evaluate_deterministic()
     assert env.obs_rms.count == count  # judging did not move the training statistics
     assert env.training
     assert model._last_episode_starts.all()  # training goes on from new episodes
+    assert model.evaluate_deterministic() == judged  # the same episodes each time: the same policy, the same return
     model.learn(128, reset_num_timesteps=False)
     assert env.obs_rms.count > count
 
