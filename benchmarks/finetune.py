@@ -127,6 +127,8 @@ CONFIGS: dict[str, dict[str, Any]] = {
     # the ones reported), rollback_episodes episodes per judgement
     "eval_guard": {"eval_env": "own"},
     "eval_guard50": {"eval_env": "own", "rollback_episodes": 50},
+    # the defaults, judging on 50 episodes (the default judges on 20)
+    "judge50": {"rollback_episodes": 50},
     "dqn_default": {},
     "dqn_mse": {"distill_loss": "mse"},  # the student regresses the teacher's Q-values instead of their softmax
 }

@@ -52,7 +52,7 @@ DEFAULT_ANCHOR_STEPS = 10_000
 #: The rollback guard: the fraction of the starting return below which the policy is rolled back, and the
 #: number of deterministic episodes each judgement (and the starting return) is measured over.
 DEFAULT_ROLLBACK_BELOW = 0.95
-DEFAULT_ROLLBACK_EPISODES = 20
+DEFAULT_ROLLBACK_EPISODES = 50
 #: The environment steps between the guard's judgements.
 DEFAULT_EVAL_FREQ = 10_000
 
