@@ -158,15 +158,15 @@ class Evaluations(BaseCallback):
         self.results: list[tuple[int, float]] = []
         self.judged: list[tuple[int, float]] = []
         self.next_at = every
-        self.last_judgement = 0
+        self.judgements = 0
 
     def evaluate(self) -> tuple[int, float]:
         return self.model.num_timesteps, evaluate(self.model.policy, self.env_id, self.episodes, self.student)
 
     def _on_rollout_start(self) -> None:
-        judged_at = getattr(self.model, "last_judgement", 0)
-        if judged_at > self.last_judgement:
-            self.last_judgement = judged_at
+        judgements = getattr(self.model, "judgements", 0)  # the starting return's counts: the student itself
+        if judgements > self.judgements:
+            self.judgements = judgements
             self.judged.append(self.evaluate())
 
     def _on_step(self) -> bool:
