@@ -11,21 +11,34 @@ deterministic episodes, fixed seeds). Each ``--config`` is one set of ``to_ppo``
 Reported per run: the distilled return, the same student on other episodes (how far two evaluations of one
 policy differ), every evaluation, the lowest evaluation over the distilled return (``min_ratio``; the target
 is never below 0.9), the final return against the teacher's, and the rollback guard's starting return and
-rollbacks. Results: ``benchmarks/results/finetune[_<name>].json``. The README's figures:
+rollbacks. With a guard, the floor (``min_ratio``) is over the policies it judged, evaluated right after
+each judgement, and what ``learn`` returns; ``min_ratio_between`` is over the evaluations every
+``--eval-every`` steps, whatever the policy then. Results: ``benchmarks/results/finetune[_<name>].json``.
+The README's figures (``to_ppo``'s defaults, 100 episodes per evaluation)::
 
     python benchmarks/finetune.py --teachers dqn/CartPole-v1_1 ppo/CartPole-v1_1 --configs default \
-        --episodes 30 --jobs 2 --name cartpole_keep
+        --episodes 100 --jobs 2 --name cartpole_judged
     python benchmarks/finetune.py --teachers ppo/MountainCar-v0_1 --configs default --distill-steps 10000 \
-        --episodes 30 --jobs 2 --name mountaincar_keep
+        --episodes 100 --jobs 2 --name mountaincar_judged
     python -m rl_zoo3.train --algo ppo --env MinAtar/Breakout-v1 --gym-packages sb3_distill.envs \
         -conf hyperparams/ppo.yml -f /tmp/zoo-minatar --seed 0 -n 2000000 --eval-freq -1
     python -m rl_zoo3.train --algo dqn --env MinAtar/Breakout-v1 --gym-packages sb3_distill.envs \
         -conf hyperparams/dqn.yml -f /tmp/zoo-minatar --seed 0 -n 1000000 --eval-freq -1
-    python benchmarks/finetune.py --zoo /tmp/zoo-minatar --teachers ppo/MinAtar-Breakout-v1_1 --configs default \
-        --distill-steps 50000 --steps 100000 --eval-every 10000 --episodes 100 --jobs 2 --name minatar_breakout_ppo_keep
-    python benchmarks/finetune.py --zoo /tmp/zoo-minatar --teachers dqn/MinAtar-Breakout-v1_1 --configs default \
-        warmup20k --distill-steps 50000 --steps 100000 --eval-every 10000 --episodes 100 --jobs 2 \
-        --name minatar_breakout_dqn_keep
+    python benchmarks/finetune.py --zoo /tmp/zoo-minatar --teachers dqn/MinAtar-Breakout-v1_1 \
+        ppo/MinAtar-Breakout-v1_1 --configs default --distill-steps 50000 --steps 100000 --eval-every 10000 \
+        --episodes 100 --jobs 2 --name minatar_breakout_judged
+
+``finetune_cartpole_judged20.json``: the guard judging 20 fresh episodes of the training environment (no
+common seeds; 30 episodes per evaluation); ``finetune_cartpole_crn.json``: common seeds, 20 episodes
+(``default`` then) against 50 (``judge50``); in both, the first "judged" entry is the first update after
+the warm-up, which the benchmark then counted as judged. Earlier defaults (the guard judging windows of
+training episodes of the sampled policy)::
+
+    python benchmarks/finetune.py --teachers dqn/CartPole-v1_1 ppo/CartPole-v1_1 --configs default \
+        --episodes 30 --jobs 2 --name cartpole_keep
+    python benchmarks/finetune.py --zoo /tmp/zoo-minatar --teachers dqn/MinAtar-Breakout-v1_1 \
+        ppo/MinAtar-Breakout-v1_1 --configs default --distill-steps 50000 --steps 100000 --eval-every 10000 \
+        --episodes 100 --jobs 2 --name minatar_breakout_keep
 
 The guard judging on an evaluation environment of its own (``eval_env``; each judged policy is evaluated)::
 
