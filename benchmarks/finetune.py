@@ -140,8 +140,12 @@ CONFIGS: dict[str, dict[str, Any]] = {
     # the ones reported), rollback_episodes episodes per judgement
     "eval_guard": {"eval_env": "own"},
     "eval_guard50": {"eval_env": "own", "rollback_episodes": 50},
-    # the defaults, judging on 50 episodes (the default judges on 20)
+    # the defaults, judging on 50 episodes (the default judged on 20 then)
     "judge50": {"rollback_episodes": 50},
+    # the defaults less one safeguard (what holds a weak student back from its teacher?)
+    "guarded_no_anchor": {"anchor_coef": 0.0},
+    "no_target_kl": {"target_kl": None},
+    "no_sharpen": {"greedy_probability": None},
     "dqn_default": {},
     "dqn_mse": {"distill_loss": "mse"},  # the student regresses the teacher's Q-values instead of their softmax
 }
