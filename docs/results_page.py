@@ -181,8 +181,10 @@ def vs_imitation_section() -> list[str]:
             "",
             f"{_provenance(record)}; imitation {versions['imitation']} (SB3 {versions['stable-baselines3']}, "
             f"gymnasium {versions['gymnasium']}); seeds {settings['seeds']}; {settings['steps']} environment steps; "
-            f"{settings['episodes']} evaluation episodes. `teacher`: teacher-driven against BC; `student`: "
-            "student-driven against DAgger.",
+            f"{settings['episodes']} evaluation episodes"
+            + (f"; sb3-distill options `{settings['options']}`" if settings.get("options") else "")
+            + ". `teacher`: teacher-driven against BC; `student`: student-driven against DAgger "
+            "(sb3-distill's `collect` option, when given, replaces the mode's).",
             "",
             "| teacher | mode | library | returns | median normalised | median seconds | median env steps |",
             "|---|---|---|---|---|---|---|",

@@ -15,7 +15,7 @@ from stable_baselines3.common.vec_env import VecEnvWrapper
 
 from sb3_distill import distill, load_teacher, save_student, to_dqn, to_ppo
 from sb3_distill.cli import main
-from sb3_distill.offline import teacher_share
+from sb3_distill.offline import OfflineDistillation, teacher_share
 from sb3_distill.outputs import PolicyOutputs
 from sb3_distill.sources import TargetMemory
 from tests.conftest import CARTPOLE, PUBLISHED, greedy_agreement, make_teacher, policy_vector
@@ -210,6 +210,25 @@ def test_mixed_schedule_hands_over_from_teacher_to_student():
     assert teacher_share("student", 0, 1000, 0.5) == 0.0
 
 
+@pytest.mark.parametrize(("collect", "epochs"), [("teacher", 4), ("student", 8), ("mixed", 8)])
+def test_students_take_more_samples_per_transition_where_they_act(collect, epochs, ppo_zip):
+    """``epochs=None``: 8 samples per new transition when the student acts, 4 when the teacher drives; the
+    samples drawn per update follow it, and an ``epochs`` given is kept."""
+    run = OfflineDistillation(ppo_zip, "MlpPolicy", cartpole(n_envs=1), collect=collect, batch_size=64, seed=0)
+    assert run.config.epochs == epochs
+    drawn: list[int] = []
+    sample = run.collector.memory.sample
+
+    def counted_sample(n: int, rng: np.random.Generator, device: th.device) -> tuple[th.Tensor, PolicyOutputs]:
+        drawn.append(n)
+        return sample(n, rng, device)
+
+    run.collector.memory.sample = counted_sample  # type: ignore[method-assign]
+    run.learn(256)
+    assert drawn == [epochs * 64] * 4
+    assert OfflineDistillation(ppo_zip, "MlpPolicy", cartpole(), collect=collect, epochs=3).config.epochs == 3
+
+
 def test_dqn_teacher_into_a_ppo_student_then_fine_tuned(dqn_teacher, tmp_path):
     """Green et al. (2019): a DQN teacher distilled into an actor-critic student that PPO can fine-tune.
 
@@ -333,8 +352,6 @@ def test_several_students_from_one_collection(ppo_zip):
 
 def test_offline_runs_take_sb3_callbacks_and_log_to_tensorboard(ppo_zip, tmp_path):
     from stable_baselines3.common.callbacks import EvalCallback
-
-    from sb3_distill.offline import OfflineDistillation
 
     run = OfflineDistillation(
         ppo_zip, "MlpPolicy", cartpole(), student_kwargs={"net_arch": [8]}, seed=0, tensorboard_log=str(tmp_path)
