@@ -365,6 +365,29 @@ def deployment_section() -> list[str]:
     return [*lines, ""]
 
 
+def minatar_teachers_section() -> list[str]:
+    runs = [_load(path.stem) for path in sorted(RESULTS.glob("minatar_teachers_*.json"))]
+    if not runs:
+        return []
+    lines = [
+        "## PPO teachers on MinAtar (`minatar_teachers_*.json`)",
+        "",
+        "Each teacher trained alone, evaluated greedily at checkpoints (mean return over the episodes shown). "
+        "`atari-mlp` is the first MinAtar entry of `hyperparams/ppo.yml`; `cnn-clip` the entry since.",
+        "",
+        "| game | variant | settings | seed | return at the checkpoints (steps) | provenance |",
+        "|---|---|---|---|---|---|",
+    ]
+    for record in runs:
+        assert record is not None
+        curve = ", ".join(f"{point['return']:.1f} ({point['steps'] // 1000}k)" for point in record["curve"])
+        lines.append(
+            f"| {record['env']} | {record['variant']} | {record['settings']} | {record['seed']} | {curve} | "
+            f"{_provenance(record)}; {record['eval_episodes']} episodes |"
+        )
+    return [*lines, ""]
+
+
 def write(path: pathlib.Path) -> None:
     """Write the results page (Markdown) to ``path``."""
     lines = [
@@ -380,6 +403,7 @@ def write(path: pathlib.Path) -> None:
     for run in sorted(RESULTS.glob("students_vs_teacher_*.json")):
         if run.stem != "students_vs_teacher_quick":
             lines += students_section(run.stem, f"Students against their teachers (`{run.stem}`)")
+    lines += minatar_teachers_section()
     lines += students_section("atari", "Atari (GPU)") + atari_cpu_section()
     lines += overhead_section() + realtime_section() + datafree_section() + datafree_q_values_section()
     lines += finetune_section() + to_dqn_margin_section() + continuous_section() + distill_settings_section()
