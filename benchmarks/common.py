@@ -94,14 +94,18 @@ class Clock:
         return float(returns)  # type: ignore[arg-type]
 
 
-def zoo_teacher(algo: str, env_id: str, seed: int) -> tuple[BaseAlgorithm, dict[str, Any]]:
+def zoo_teacher(
+    algo: str, env_id: str, seed: int, overrides: dict[str, Any] | None = None
+) -> tuple[BaseAlgorithm, dict[str, Any]]:
     """
     A teacher built from ``hyperparams/<algo>.yml`` as RL-Zoo would, untrained.
 
+    :param overrides: model arguments that replace the entry's (``policy_kwargs``, ``learning_rate``...)
     :return: the teacher and the entry's distillation options (its ``RealTimeDistillCallback`` arguments)
     """
     experiment = zoo_experiment(algo, env_id, seed=seed)
     kwargs = {key: value for key, value in experiment.model_kwargs.items() if key != "policy"}
+    kwargs.update(overrides or {})
     teacher = ALGOS[algo](experiment.model_kwargs["policy"], experiment.env, seed=seed, **kwargs)
     entry = load_hyperparams(hyperparams_file(algo))[experiment.entry]
     options = {key: value for key, value in distill_kwargs(entry).items() if key != "verbose"}

@@ -23,12 +23,11 @@ import argparse
 from typing import Any
 
 import torch as th
-from common import Clock, evaluation_env, write_result
-from rl_zoo3.utils import ALGOS, linear_schedule
+from common import Clock, evaluation_env, write_result, zoo_teacher
+from rl_zoo3.utils import linear_schedule
 from stable_baselines3.common.callbacks import BaseCallback
 
 from sb3_distill.students import MinAtarCNN
-from sb3_distill.zoo import zoo_experiment
 
 CNN_TORSO = {
     "features_extractor_class": MinAtarCNN,
@@ -81,11 +80,8 @@ def main() -> None:
     th.set_num_threads(args.threads)
     game = args.env.split("/")[1].split("-")[0].lower()
     name = f"minatar_teachers_{game}_{args.variant}_{args.seed}"
-    experiment = zoo_experiment("ppo", args.env, seed=args.seed)
-    kwargs = {key: value for key, value in experiment.model_kwargs.items() if key != "policy"}
     description, settings = VARIANTS[args.variant]
-    kwargs.update(settings)
-    teacher = ALGOS["ppo"](experiment.model_kwargs["policy"], experiment.env, seed=args.seed, **kwargs)
+    teacher, _ = zoo_teacher("ppo", args.env, args.seed, overrides=settings)
     result: dict[str, Any] = {
         "benchmark": "minatar_teachers",
         "env": args.env,
