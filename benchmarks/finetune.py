@@ -146,6 +146,9 @@ CONFIGS: dict[str, dict[str, Any]] = {
     "guarded_no_anchor": {"anchor_coef": 0.0},
     "no_target_kl": {"target_kl": None},
     "no_sharpen": {"greedy_probability": None},
+    # the defaults with the teacher as anchor (PPD while the anchor fades) instead of the starting student
+    "teacher": {"teacher": True},
+    "teacher50k": {"teacher": True, "anchor_steps": 50_000},
     "dqn_default": {},
     "dqn_mse": {"distill_loss": "mse"},  # the student regresses the teacher's Q-values instead of their softmax
 }
@@ -207,6 +210,8 @@ def run(teacher: str, config: str, seed: int, args: argparse.Namespace) -> dict[
     algo = "dqn" if config.startswith("dqn") else "ppo"
     options = dict(CONFIGS[config])
     loss = options.pop("distill_loss", None)
+    if options.pop("teacher", False):
+        options["teacher"] = str(folder)
     student = distill(
         str(folder),
         "MlpPolicy",

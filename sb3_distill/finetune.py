@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import math
+import os
 import warnings
 from typing import Any
 
@@ -17,7 +18,7 @@ import numpy as np
 import torch as th
 from gymnasium import spaces
 from stable_baselines3 import DQN, PPO
-from stable_baselines3.common.base_class import maybe_make_env
+from stable_baselines3.common.base_class import BaseAlgorithm, maybe_make_env
 from stable_baselines3.common.evaluation import evaluate_policy
 from stable_baselines3.common.policies import ActorCriticPolicy, BasePolicy
 from stable_baselines3.common.type_aliases import MaybeCallback
@@ -84,24 +85,26 @@ class FineTunePPO(ProximalPolicyDistillation):
        (the value head, and the value network's own layers): the policy, and any features it shares with
        the critic, stay as distilled. A student distilled from a DQN teacher has a fresh value head, whose
        advantages would otherwise move the policy at random.
-    2. **A fading KL anchor.** PPO's loss plus ``anchor_coef * w * E[max(r, 1 - clip_range) * KL(start || student)]``,
-       the Proximal Policy Distillation term (:class:`~sb3_distill.ProximalPolicyDistillation`) with the
-       student as it was before fine-tuning for teacher; ``w`` falls linearly from 1 to 0 over the
-       ``anchor_steps`` environment steps after the warm-up, after which it is plain PPO.
+    2. **A fading KL anchor.** PPO's loss plus ``anchor_coef * w * E[max(r, 1 - clip_range) * KL(anchor || student)]``,
+       the Proximal Policy Distillation term (:class:`~sb3_distill.ProximalPolicyDistillation`) with, for
+       anchor, the student as it was before fine-tuning or, given a ``teacher``, the teacher itself (PPD
+       proper: the student keeps learning from the teacher while its own rewards take over); ``w`` falls
+       linearly from 1 to 0 over the ``anchor_steps`` environment steps after the warm-up, after which it is
+       plain PPO.
     3. **A rollback guard.** The deterministic policy is judged, as ``EvalCallback`` evaluates it, on
        ``rollback_episodes`` episodes: once before the first update (the student's starting return), then
        right after an update every ``eval_freq`` environment steps, and when ``learn`` returns. When the
        mean return falls below ``rollback_below`` of the starting return (measured on ``|start|``:
        ``start - (1 - rollback_below) * |start|``), the policy and its optimiser go back to the kept
        weights and the anchor's fade starts again; when it reaches the starting return, the judged weights
-       are kept and the anchor moves to them, so that the policy can keep improving from verified weights;
-       in between, neither. The kept weights are at first the student's after the warm-up. A failing
-       update is thus rolled back before it acts again or is handed over. Every judgement plays the same
-       episodes (the environment is seeded with ``judge_seed`` first): two judgements differ by the policy,
-       not by the luck of the draw, and an unchanged policy scores its starting return exactly (in an
-       environment that its seed makes deterministic). The judging episodes are played
-       on ``eval_env`` when given (made as ``env`` is), otherwise on the training environment itself:
-       its episodes in progress are then cut (the environment is reset after judging, and a
+       are kept and an anchor to the student moves to them (a teacher anchor stays), so that the policy can
+       keep improving from verified weights; in between, neither. The kept weights are at first the
+       student's after the warm-up. A failing update is thus rolled back before it acts again or is handed
+       over. Every judgement plays the same episodes (the environment is seeded with ``judge_seed`` first):
+       two judgements differ by the policy, not by the luck of the draw, and an unchanged policy scores its
+       starting return exactly (in an environment that its seed makes deterministic). The judging episodes
+       are played on ``eval_env`` when given (made as ``env`` is), otherwise on the training environment
+       itself: its episodes in progress are then cut (the environment is reset after judging, and a
        ``VecNormalize`` in it is frozen while judging). Either way they are not training steps: they cost
        up to ``rollback_episodes`` episodes per ``eval_freq`` steps (``rollback_below=None``: no guard, no
        cost).
@@ -109,10 +112,13 @@ class FineTunePPO(ProximalPolicyDistillation):
     Steps count across ``learn`` calls. ``save`` writes a file that SB3's ``PPO.load`` reads; the anchor and
     the guard's kept weights are not saved: ``FineTunePPO.load`` anchors what remains of the fade to the
     loaded policy and the guard keeps the loaded weights as its fallback. A guard that judged on an
-    ``eval_env`` needs one again: ``FineTunePPO.load(path, env, eval_env=...)``.
+    ``eval_env`` needs one again: ``FineTunePPO.load(path, env, eval_env=...)``; a model anchored to a teacher
+    needs its teacher again (:meth:`set_teacher`) before it learns on while the anchor has weight.
 
     :param policy: the policy class (the student's)
     :param env: the environment
+    :param teacher: anchor to this teacher (model, zip path or RL-Zoo run folder) rather than to the
+        starting student (``None``)
     :param value_warmup_steps: environment steps of critic-only updates (at least)
     :param anchor_coef: weight of the KL anchor at its start (0: no anchor)
     :param anchor_steps: environment steps over which the anchor fades to 0
@@ -128,6 +134,7 @@ class FineTunePPO(ProximalPolicyDistillation):
         self,
         policy: Any,
         env: Any,
+        teacher: BaseAlgorithm | str | os.PathLike[str] | None = None,
         value_warmup_steps: int = DEFAULT_VALUE_WARMUP_STEPS,
         anchor_coef: float = DEFAULT_ANCHOR_COEF,
         anchor_steps: int = DEFAULT_ANCHOR_STEPS,
@@ -155,7 +162,9 @@ class FineTunePPO(ProximalPolicyDistillation):
             raise ValueError(f"rollback_below must be in (0, 1] or None, got {rollback_below!r}")
         if isinstance(rollback_episodes, bool) or not isinstance(rollback_episodes, int) or rollback_episodes < 1:
             raise ValueError(f"rollback_episodes must be a positive number of episodes, got {rollback_episodes!r}")
-        super().__init__(policy, env, **ppo_kwargs)
+        #: whether the anchor is a teacher (``True``) or the student as it was before fine-tuning
+        self.anchors_to_teacher = teacher is not None
+        super().__init__(policy, env, teacher=teacher, **ppo_kwargs)
         self.value_warmup_steps = value_warmup_steps
         self.anchor_coef = float(anchor_coef)
         self.anchor_steps = anchor_steps
@@ -255,7 +264,14 @@ class FineTunePPO(ProximalPolicyDistillation):
         return self.anchor_weight()
 
     def set_anchor(self) -> None:
-        """Anchor to the policy as it is now (done when the model is made, and after ``load``)."""
+        """Anchor to the policy as it is now (when the model is made, and after ``load``); a teacher anchor stays."""
+        if self.anchors_to_teacher:
+            if self.teacher is None:
+                raise ValueError(
+                    "this model is anchored to a teacher, which is not saved with it: call set_teacher(teacher) "
+                    "after load, before learning on"
+                )
+            return
         payload = student_payload(self.policy)
         anchor = student_from_payload({**payload, "data": copy.deepcopy(payload["data"])}, device=self.device)
         anchor.set_training_mode(False)
@@ -316,10 +332,11 @@ class FineTunePPO(ProximalPolicyDistillation):
         elif mean_return >= self.start_return:
             # the judged weights played at least as well as the student: keep them, anchor to them
             self.kept_state = judged
-            if self.teacher is None:
-                self.set_anchor()
-            assert self.teacher is not None
-            self.teacher.policy.load_state_dict(judged["policy"])
+            if not self.anchors_to_teacher:
+                if self.teacher is None:
+                    self.set_anchor()
+                assert self.teacher is not None
+                self.teacher.policy.load_state_dict(judged["policy"])
 
     def _state(self) -> dict[str, Any]:
         return copy.deepcopy({"policy": self.policy.state_dict(), "optimizer": self.policy.optimizer.state_dict()})
@@ -421,6 +438,7 @@ def sharpen(policy: ActorCriticPolicy, observations: th.Tensor, greedy_probabili
 def to_ppo(
     student: BasePolicy,
     env: VecEnv | gym.Env | str,
+    teacher: BaseAlgorithm | str | os.PathLike[str] | None = None,
     greedy_probability: float | None = DEFAULT_GREEDY_PROBABILITY,
     value_warmup_steps: int = DEFAULT_VALUE_WARMUP_STEPS,
     anchor_coef: float = DEFAULT_ANCHOR_COEF,
@@ -441,6 +459,9 @@ def to_ppo(
 
     :param student: an actor-critic student (``ActorCriticPolicy`` family)
     :param env: the environment, made as the teacher's was (a ``VecNormalize`` the student recorded is re-applied)
+    :param teacher: the teacher the student was distilled from (model, zip path or RL-Zoo run folder): the KL
+        anchor pulls towards it instead of the starting student (Proximal Policy Distillation while the anchor
+        fades), so that a student distilled short of its teacher keeps closing the gap as it fine-tunes
     :param greedy_probability: discrete actions: sharpen the student (:func:`sharpen`) until its greedy action
         has this mean probability on the states it visits, so that PPO's sampled actions start from the
         distilled behaviour (``None``: leave the probabilities as distilled)
@@ -471,6 +492,7 @@ def to_ppo(
         student,
         env,
         {
+            "teacher": teacher,
             "value_warmup_steps": value_warmup_steps,
             "anchor_coef": anchor_coef,
             "anchor_steps": anchor_steps,
