@@ -1,9 +1,10 @@
 """Where students are deployed: CPU latency at batch 1 (one thread) and ONNX file size, teacher against students.
 
 For each task, the teacher's architecture (RL-Zoo's published agents where there is one, else the
-hyperparameter files' settings) and its ladder of students (1.7%, 5%, 25% of its acting parameters,
-:func:`sb3_distill.ladder`). Latency and size depend on the architecture, not on the weights, so untrained
-networks of the same shape stand in where no trained one is at hand (the record says which).
+hyperparameter files' settings: the MinAtar teachers are ``hyperparams/ppo.yml``'s ``MinAtarCNN``) and
+its ladder of students (1.7%, 5%, 25% of its acting parameters, :func:`sb3_distill.ladder`). Latency and
+size depend on the architecture, not on the weights, so untrained networks of the same shape stand in where
+no trained one is at hand (the record says which).
 
 Per network: ``predict(obs, deterministic=True)`` (what SB3 users call) and the exported ONNX file run by
 onnxruntime (``sb3_distill.export``, one intra-op thread), median over ``--calls`` single observations;
@@ -19,11 +20,12 @@ import pathlib
 import statistics
 import tempfile
 import time
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import torch as th
-from common import write_result
+from common import write_result, zoo_teacher
 from stable_baselines3 import PPO
 from stable_baselines3.common.env_util import make_atari_env, make_vec_env
 from stable_baselines3.common.vec_env import VecFrameStack
@@ -44,9 +46,14 @@ def cartpole_dqn() -> tuple[Any, Any, str]:
     return load_teacher(ZOO / "dqn" / "CartPole-v1_1", device="cpu"), make_vec_env("CartPole-v1"), "published"
 
 
-def minatar_ppo() -> tuple[Any, Any, str]:
-    env = make_vec_env("MinAtar/Breakout-v1")
-    return PPO("MlpPolicy", env, policy_kwargs={"net_arch": [256, 256]}, device="cpu"), env, "untrained"
+def from_hyperparameters(algo: str, env_id: str) -> Callable[[], tuple[Any, Any, str]]:
+    """The teacher of ``hyperparams/<algo>.yml``'s entry for ``env_id`` (untrained: its shape is what counts)."""
+
+    def make() -> tuple[Any, Any, str]:
+        teacher, _ = zoo_teacher(algo, env_id, seed=0)
+        return teacher, teacher.get_env(), "untrained, hyperparams/" + algo + ".yml"
+
+    return make
 
 
 def atari_ppo() -> tuple[Any, Any, str]:
@@ -61,8 +68,18 @@ def atari_ppo() -> tuple[Any, Any, str]:
 CASES = {
     "ppo/CartPole-v1": cartpole_ppo,
     "dqn/CartPole-v1": cartpole_dqn,
-    "ppo/MinAtar/Breakout-v1": minatar_ppo,
     "ppo/PongNoFrameskip-v4": atari_ppo,
+    **{
+        f"{algo}/{env_id}": from_hyperparameters(algo, env_id)
+        for algo, env_id in [
+            ("ppo", "Acrobot-v1"),
+            *[
+                ("ppo", f"MinAtar/{game}-v1")
+                for game in ("Asterix", "Breakout", "Freeway", "Seaquest", "SpaceInvaders")
+            ],
+            ("dqn", "MinAtar/Breakout-v1"),
+        ]
+    },
 }
 
 
@@ -99,7 +116,7 @@ def onnx_latency_and_size(
 
 def run(case: str, calls: int) -> dict[str, Any]:
     teacher, env, weights = CASES[case]()
-    obs = env.reset()
+    obs = env.reset()[:1]  # one observation
     policies = {"teacher": teacher.policy}
     students = make_students(
         student_specs(dict(ladder(teacher)), None),
