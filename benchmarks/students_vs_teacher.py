@@ -19,6 +19,8 @@ against compression per game, and the learning curves of teacher and students on
     python benchmarks/students_vs_teacher.py --quick            # PPO CartPole + MinAtar Breakout, DQN CartPole, 2 seeds
     python benchmarks/students_vs_teacher.py --jobs 2           # full: PPO and DQN, 7 environments, 3 seeds
     python benchmarks/students_vs_teacher.py --algos ppo --envs MinAtar/Breakout-v1 --seeds 1
+    python benchmarks/students_vs_teacher.py --algos ppo --envs MinAtar/Breakout-v1 --seeds 1 --first-seed 1 \
+        --timesteps 1000000 --name students_vs_teacher_minatar_breakout_cnn_1m_seed1
 
 ``--quick`` takes about 25 minutes on 2 CPU cores. The full size (42 runs, each training its teacher
 twice; MinAtar at 500k teacher steps) takes about 8 hours on 2 CPU cores (``--jobs 2``: about 5).
@@ -260,7 +262,8 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="PPO CartPole and MinAtar Breakout, DQN CartPole; 2 seeds")
     parser.add_argument("--algos", nargs="*", default=["ppo", "dqn"], choices=["ppo", "dqn"])
     parser.add_argument("--envs", nargs="*", default=None, choices=list(CASES))
-    parser.add_argument("--seeds", type=int, default=None)
+    parser.add_argument("--seeds", type=int, default=None, help="how many seeds (default 3, --quick 2)")
+    parser.add_argument("--first-seed", type=int, default=0, help="the first seed (runs of one game merge by --name)")
     parser.add_argument("--eval-episodes", type=int, default=30)
     parser.add_argument("--curve-points", type=int, default=10)
     parser.add_argument("--jobs", type=int, default=1, help="parallel processes (one torch thread each)")
@@ -268,7 +271,7 @@ def main() -> None:
     parser.add_argument("--name", default=None, help="result file stem (default students_vs_teacher[_quick])")
     args = parser.parse_args()
     th.set_num_threads(1)
-    seeds = list(range(args.seeds or (2 if args.quick else 3)))
+    seeds = list(range(args.first_seed, args.first_seed + (args.seeds or (2 if args.quick else 3))))
     if args.quick and args.envs is None:
         pairs = [(algo, env_id) for algo, env_id in QUICK if algo in args.algos]
     else:
