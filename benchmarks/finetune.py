@@ -28,6 +28,19 @@ The README's figures (``to_ppo``'s defaults, 100 episodes per evaluation)::
         ppo/MinAtar-Breakout-v1_1 --configs default --distill-steps 50000 --steps 100000 --eval-every 10000 \
         --episodes 100 --jobs 2 --name minatar_breakout_judged
 
+At the distillation defaults of today (8 samples per transition when the student acts), with the teacher as
+anchor (``teacher``: ``to_ppo(teacher=...)``) and a longer critic warm-up (``warmup20k``)::
+
+    python benchmarks/finetune.py --teachers dqn/CartPole-v1_1 --configs default teacher --episodes 30 \
+        --name cartpole_dqn_teacher_anchor
+    python benchmarks/finetune.py --teachers dqn/CartPole-v1_1 --configs plain no_target_kl guarded_no_anchor \
+        --seeds 2 --episodes 30 --name probe_cartpole_dqn_seed2
+    python benchmarks/finetune.py --zoo /tmp/zoo-minatar --teachers dqn/MinAtar-Breakout-v1_1 --configs default \
+        teacher --distill-steps 50000 --steps 100000 --eval-every 10000 --episodes 50 --jobs 2 \
+        --name minatar_breakout_dqn_teacher_anchor
+    python benchmarks/finetune.py --zoo /tmp/zoo-minatar --teachers dqn/MinAtar-Breakout-v1_1 --configs warmup20k \
+        --distill-steps 50000 --steps 100000 --eval-every 10000 --episodes 50 --name minatar_breakout_dqn_warmup20k
+
 ``finetune_cartpole_judged20.json``: the guard judging 20 fresh episodes of the training environment (no
 common seeds; 30 episodes per evaluation); ``finetune_cartpole_crn.json``: common seeds, 20 episodes
 (``default`` then) against 50 (``judge50``); in both, the first "judged" entry is the first update after
