@@ -28,6 +28,19 @@ def cartpole_states(n: int = 256) -> np.ndarray:
     return np.random.default_rng(0).normal(scale=0.5, size=(n, 4)).astype(np.float32)
 
 
+def student_driven(teacher, n_steps: int, seed: int) -> ActorCriticPolicy:
+    """A [16] student of ``teacher`` distilled student-driven for ``n_steps`` CartPole steps."""
+    return distill(
+        teacher,
+        "MlpPolicy",
+        cartpole(seed=seed),
+        n_steps,
+        collect="student",
+        student_kwargs={"net_arch": [16]},
+        seed=seed,
+    )
+
+
 @pytest.fixture(scope="module")
 def student(published_dqn) -> ActorCriticPolicy:
     """An actor-critic student of RL-Zoo's published DQN agent: its value head is fresh (a DQN has no critic)."""
@@ -145,15 +158,7 @@ def test_a_teacher_anchor_pulls_towards_the_teacher_and_leaves_it_untouched(publ
     # teacher (PPD while it fades), it moves towards the teacher on the teacher's own states; anchored to
     # itself, it does not. Measured (3 seeds, 4k steps): KL 0.37 -> 0.29-0.32 anchored to the teacher,
     # 0.36-0.37 anchored to the student.
-    weak = distill(
-        published_ppo,
-        "MlpPolicy",
-        cartpole(seed=seed),
-        300,
-        collect="student",
-        student_kwargs={"net_arch": [16]},
-        seed=seed,
-    )
+    weak = student_driven(published_ppo, 300, seed)
     states = greedy_observations(published_ppo.policy, cartpole(seed=7), 128).numpy()
     teacher_before = policy_vector(published_ppo).clone()
     options = {
@@ -360,15 +365,7 @@ def test_fine_tuning_keeps_the_distilled_return(published_ppo, seed):
     0.24-0.29 of it in every seed; ``to_ppo``'s safeguards stay at 1.00 in every seed and end at 500. Here
     the policy is evaluated every 4k steps, between the guard's judgements too.
     """
-    student = distill(
-        published_ppo,
-        "MlpPolicy",
-        cartpole(seed=seed),
-        8_000,
-        collect="student",
-        student_kwargs={"net_arch": [16]},
-        seed=seed,
-    )
+    student = student_driven(published_ppo, 8_000, seed)
     distilled = mean_return(student, seed)
     assert distilled >= 400, distilled  # measured: 500 in every seed
     n_envs, settings = ppo_settings()
