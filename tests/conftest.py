@@ -12,6 +12,7 @@ from sb3_contrib import QRDQN
 from stable_baselines3 import A2C, DQN, PPO
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.env_util import make_vec_env
+from stable_baselines3.common.evaluation import evaluate_policy
 from stable_baselines3.common.policies import BasePolicy
 
 from sb3_distill import RealTimeDistillCallback, load_teacher
@@ -67,6 +68,13 @@ def make_teacher(algo: str, seed: int = 0, env_id: str = "CartPole-v1", **overri
 def greedy_agreement(teacher: BaseAlgorithm, student: BasePolicy, n_steps: int = 1000, seed: int = 123) -> float:
     """Agreement on the teacher's own greedy CartPole trajectories."""
     return trajectory_agreement(teacher, student, make_vec_env("CartPole-v1", seed=seed), n_steps=n_steps)
+
+
+def cartpole_return(policy: BasePolicy, episodes: int = 10, seed: int = 5) -> float:
+    """Greedy mean return over ``episodes`` CartPole episodes, one per environment of a vectorised env (seeds
+    ``seed``, ``seed + 1``, ...): the episodes run side by side, in one batched forward pass per step."""
+    env = make_vec_env("CartPole-v1", n_envs=episodes, seed=seed)
+    return float(evaluate_policy(policy, env, n_eval_episodes=episodes, deterministic=True)[0])
 
 
 def random_observations(n: int = 256, seed: int = 0) -> np.ndarray:

@@ -9,7 +9,6 @@ import pytest
 import torch as th
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.env_util import make_vec_env
-from stable_baselines3.common.evaluation import evaluate_policy
 from stable_baselines3.common.policies import ActorCriticPolicy
 from stable_baselines3.common.vec_env import VecNormalize
 from stable_baselines3.dqn.policies import DQNPolicy
@@ -17,7 +16,7 @@ from stable_baselines3.dqn.policies import DQNPolicy
 from sb3_distill import FineTunePPO, RealTimeDistillCallback, distill, to_dqn, to_ppo
 from sb3_distill.finetune import critic_parameters, greedy_observations, sharpen
 from sb3_distill.zoo import teacher_settings
-from tests.conftest import PUBLISHED, kl_to_teacher, make_teacher, policy_vector
+from tests.conftest import PUBLISHED, cartpole_return, kl_to_teacher, make_teacher, policy_vector
 
 
 def cartpole(n_envs: int = 4, seed: int = 0):
@@ -250,7 +249,7 @@ def test_the_guard_rolls_back_a_destructive_update(expert_student, guard, tmp_pa
     if guard is None:
         model.kept_state = {}  # the sabotage needs no guard to start judging
     sabotage = Sabotage()
-    model.learn(6_000, callback=sabotage)
+    model.learn(1_024, callback=sabotage)
     assert sabotage.done_at is not None
     restored = all(th.equal(before[key], value) for key, value in model.policy.state_dict().items())
     final = mean_return(model.policy, 0)
@@ -338,9 +337,8 @@ def test_to_dqn_refuses_an_actor_critic_with_what_to_pass(student):
         to_dqn(student, "CartPole-v1")
 
 
-def mean_return(policy, seed: int, episodes: int = 10) -> float:
-    env = make_vec_env("CartPole-v1", seed=10_000 + seed)
-    return float(evaluate_policy(policy, env, n_eval_episodes=episodes, deterministic=True)[0])
+def mean_return(policy, seed: int) -> float:
+    return cartpole_return(policy, seed=10_000 + 100 * seed)
 
 
 class EvaluateEvery:

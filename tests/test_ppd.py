@@ -6,11 +6,10 @@ import numpy as np
 import pytest
 from stable_baselines3 import SAC
 from stable_baselines3.common.env_util import make_vec_env
-from stable_baselines3.common.evaluation import evaluate_policy
 
 from sb3_distill import ProximalPolicyDistillation
 from sb3_distill.agents import load_vec_normalize
-from tests.conftest import CARTPOLE, PUBLISHED, make_teacher
+from tests.conftest import CARTPOLE, PUBLISHED, cartpole_return, make_teacher
 
 # The teachers' CartPole PPO settings, with an [8] student.
 STUDENT_PPO = {**CARTPOLE["ppo"][2], "policy_kwargs": {"net_arch": [8]}}
@@ -23,10 +22,6 @@ def teacher(published_ppo):
 
 def cartpole(n_envs: int = 8, seed: int = 0):
     return make_vec_env("CartPole-v1", n_envs=n_envs, seed=seed)
-
-
-def mean_return(policy) -> float:
-    return float(evaluate_policy(policy, make_vec_env("CartPole-v1", seed=5), n_eval_episodes=10)[0])
 
 
 def test_distillation_term_makes_a_small_student_learn_fast(teacher, tmp_path):
@@ -44,7 +39,7 @@ def test_distillation_term_makes_a_small_student_learn_fast(teacher, tmp_path):
                 **STUDENT_PPO,
             )
             student.learn(10_000)
-            returns[distill_lambda].append(mean_return(student.policy))
+            returns[distill_lambda].append(cartpole_return(student.policy))
     assert np.median(returns[1.0]) >= 400, returns
     assert np.median(returns[1.0]) > np.median(returns[0.0]) + 200, returns
     assert student.logger.name_to_value["distill/lambda"] == 1.0
