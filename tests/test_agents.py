@@ -120,6 +120,7 @@ def test_space_comparison():
     assert space_mismatch(spaces.Discrete(2), inf) == "Box instead of Discrete"
 
 
+@pytest.mark.slow  # 33 s; in CI, tests/test_offline.py distils from this same zip in every collection mode
 def test_an_older_gym_zip_distils_through_the_public_api_over_seeds():
     """Student-driven distillation of the published PPO agent: 3 seeds, median within 20% of its 500."""
     returns = [

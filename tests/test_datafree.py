@@ -71,6 +71,7 @@ def test_student_learns_without_any_environment(teacher, monkeypatch):
         assert key in last
 
 
+@pytest.mark.slow  # 40 s: 3000 iterations; benchmarks/datafree.py measures it over more seeds
 def test_reinitialisation_finds_more_distinct_exemplars(teacher):
     """Re-initialising the generator every 50 iterations collects more distinct exemplars than one generator,
     which settles on a prototype per action. Measured on the published PPO CartPole agent, 500 iterations, seeds

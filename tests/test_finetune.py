@@ -243,7 +243,7 @@ def test_the_guard_rolls_back_a_destructive_update(expert_student, guard, tmp_pa
     # learning_rate=0: only the sabotage moves the policy. The guard judges the deterministic policy every
     # 256 steps (on the training environment, or on an eval_env), sees it collapse and restores the weights
     # that played well; without it the sabotaged policy stays.
-    on_eval_env = {"eval_env": cartpole(n_envs=1, seed=3)} if guard == "eval_env" else {}
+    on_eval_env = {"eval_env": cartpole(n_envs=5, seed=3)} if guard == "eval_env" else {}
     model = frozen_model(expert_student, rollback_below=0.9 if guard else None, eval_freq=256, **on_eval_env)
     before = {key: value.clone() for key, value in model.policy.state_dict().items()}
     if guard is None:
@@ -287,7 +287,7 @@ class SabotageLastUpdate(BaseCallback):
 def test_the_guard_hands_over_only_a_judged_policy(expert_student, tmp_path):
     # The guard judges the policy again when learn() returns: a destructive last update is rolled back before
     # the user gets the model.
-    model = frozen_model(expert_student, eval_env=cartpole(n_envs=1, seed=3), eval_freq=10**9)  # judged at the end
+    model = frozen_model(expert_student, eval_env=cartpole(n_envs=5, seed=3), eval_freq=10**9)  # judged at the end
     before = {key: value.clone() for key, value in model.policy.state_dict().items()}
     model.learn(1_024, callback=SabotageLastUpdate())
     assert model.start_return is not None
@@ -296,9 +296,7 @@ def test_the_guard_hands_over_only_a_judged_policy(expert_student, tmp_path):
     assert all(th.equal(before[key], value) for key, value in model.policy.state_dict().items())
     assert mean_return(model.policy, 0) >= 0.9 * mean_return(expert_student, 0)
     # Without the guard the sabotaged policy is what learn() hands over.
-    plain = to_ppo(
-        expert_student, cartpole(n_envs=8, seed=1), learning_rate=0.0, value_warmup_steps=0, rollback_below=None
-    )
+    plain = frozen_model(expert_student, rollback_below=None)
     plain.learn(1_024, callback=SabotageLastUpdate())
     assert mean_return(plain.policy, 0) < 50
     # A loaded model goes on judging on an eval_env, and says so when it has none.
