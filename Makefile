@@ -32,7 +32,7 @@ docs: $(VENV)/.installed
 	$(PY) -m sphinx -W --keep-going -q -b html docs docs/_build/html
 
 test: lint docs
-	$(PY) -m pytest -n 2 tests
+	$(PY) -m pytest -n 2 --dist worksteal tests
 
 # The suite against the lowest declared versions (tests/requirements-min.txt), in its own environment.
 test-min:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import os
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +23,9 @@ from sb3_distill.outputs import policy_outputs
 from sb3_distill.zoo import teacher_settings
 
 # One thread per test process: tests run in parallel (pytest-xdist) and tiny networks gain nothing from more.
+# The scripts and CLIs that tests start as subprocesses inherit it through OMP_NUM_THREADS.
 th.set_num_threads(1)
+os.environ["OMP_NUM_THREADS"] = "1"
 
 
 def _cartpole(algo: str, algo_class: type[BaseAlgorithm], **test_overrides) -> tuple[type[BaseAlgorithm], int, dict]:

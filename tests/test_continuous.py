@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import pytest
 import torch as th
@@ -31,6 +33,15 @@ TEACHERS = {
 # teachers move fast this early in training (one gradient step per environment step) and their tanh-squashed
 # actions saturate, so students lag behind. Thresholds apply to the median over the three seeds.
 MAX_ERROR_RATIO = {"ppo": 0.1, "a2c": 0.3, "sac": 0.7, "td3": 0.95}
+
+
+@functools.cache
+def trained_teacher(algo: str):
+    """``algo``'s seed-0 teacher after its budget, trained once per test process: distilling never modifies it."""
+    make, steps = TEACHERS[algo]
+    teacher = make(0)
+    teacher.learn(steps)
+    return teacher
 
 
 def action_error(teacher, student, obs: np.ndarray) -> float:
@@ -97,9 +108,7 @@ def test_gaussian_teacher_by_kl_or_mean_mse(loss):
 
 @pytest.mark.parametrize("algo", ["ppo", "sac"])
 def test_offline_distillation_of_continuous_teachers(algo):
-    make, steps = TEACHERS[algo]
-    teacher = make(0)
-    teacher.learn(steps)
+    teacher = trained_teacher(algo)
     env = make_vec_env("Pendulum-v1", n_envs=4, seed=1)
     student = distill(teacher, "MlpPolicy", env, 3000, collect="mixed", student_kwargs={"net_arch": [16]}, seed=0)
     initial = distill(
@@ -143,9 +152,7 @@ def test_actor_critic_students_of_squashing_teachers_act_in_the_environments_uni
     Before the comparison was made in scaled units, the student's actions came out at half the teacher's on
     Pendulum (bounds [-2, 2]): a least-squares scale of 2.26 with an RL-Zoo SAC teacher; 1.13 after.
     """
-    make, steps = TEACHERS[algo]
-    teacher = make(0)
-    teacher.learn(steps)
+    teacher = trained_teacher(algo)
     student = distill(
         teacher,
         "stable_baselines3.common.policies.ActorCriticPolicy",

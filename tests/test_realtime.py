@@ -32,14 +32,15 @@ from tests.conftest import (
     random_observations,
 )
 
-# Medians over seeds 0-2 of greedy agreement on the teacher's own trajectories, measured with the default options
-# and hyperparams/*.yml teachers: PPO 0.89 / 0.95 / 0.95, A2C 0.95 / 0.89 / 0.82, DQN 0.65 / 0.61 / 0.57. DQN's
+# Greedy agreement on the teacher's own trajectories, seeds 0-2, measured with the default options and
+# hyperparams/*.yml teachers: PPO 0.89 / 0.95 / 0.95 at 20k steps (0.89 / 0.76 / 0.88, seeds 3-4 0.87 / 0.86, at
+# the 12k used here), A2C 0.95 / 0.89 / 0.82, DQN 0.65 / 0.61 / 0.57 (0.44 / 0.57 / 0.50 at 8k steps). DQN's
 # Q-values for CartPole's two actions are nearly equal along balanced trajectories, so its greedy action there
 # flips with every training phase and is hard to track; on the replay states it was distilled on, DQN students
 # agreed on 0.69 / 0.77 / 0.61.
 AGREEMENT = {"ppo": 0.8, "a2c": 0.8, "dqn": 0.55}
 DQN_REPLAY_AGREEMENT = 0.6
-BUDGET = {"ppo": 20_000, "a2c": 20_000, "dqn": 12_000}
+BUDGET = {"ppo": 12_000, "a2c": 20_000, "dqn": 12_000}
 SEEDS = (0, 1, 2)
 
 
