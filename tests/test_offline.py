@@ -76,7 +76,8 @@ def test_student_driven_collection_recovers_from_its_own_mistakes(ppo_zip):
         ],
         "student": [cartpole_return(distil_cartpole(ppo_zip, "student", seed)) for seed in SEEDS],
     }
-    # Measured (8k steps, [8] students, seeds 0-2): student-driven 500 / 216 / 144, teacher-driven 78 / 71 / 63
+    # Measured (8k steps, [8] students, seeds 0-2): student-driven 500 / 500 / 500 with the student sampling its
+    # actions (the default for an actor-critic teacher; 500 / 216 / 144 acting greedily), teacher-driven 78 / 71 / 63
     # (greedy teacher; sampling as it trained, the default: 132 / 87 / 64).
     assert np.median(returns["student"]) > 2 * np.median(returns["teacher"]), returns
 
@@ -189,6 +190,34 @@ def test_a_policy_teacher_samples_its_actions_unless_deterministic(ppo_zip, dete
         assert off_greedy == 0.0
     else:  # the published PPO agent samples off its greedy action in 11% of its steps (measured, seed 0)
         assert off_greedy > 0.05, off_greedy
+
+
+@pytest.mark.parametrize(
+    ("teacher", "deterministic_student", "samples"),
+    [("ppo", None, True), ("dqn", None, False), ("ppo", True, False), ("dqn", False, True)],
+)
+def test_students_act_as_their_teacher_does_unless_told(ppo_zip, dqn_teacher, teacher, deterministic_student, samples):
+    """By default a student samples its actions where it acts when its teacher is an actor-critic, and acts
+    greedily when its teacher is a Q-network, as each teacher acts when it trains."""
+    env = ActionLog(cartpole(n_envs=2))
+    run = OfflineDistillation(
+        ppo_zip if teacher == "ppo" else dqn_teacher,
+        "MlpPolicy",
+        env,
+        collect="student",
+        student_algo="ppo",
+        train_freq=10**6,  # no update: the student that acted is the one returned
+        deterministic_student=deterministic_student,
+        seed=0,
+    )
+    assert run.deterministic_student is (not samples)
+    student = run.learn(1_000).distiller.result()
+    actions, observations = np.concatenate(env.actions), np.concatenate(env.observations)
+    off_greedy = float(np.mean(actions != student.predict(observations, deterministic=True)[0]))
+    if samples:  # an untrained student is about uniform over CartPole's two actions
+        assert off_greedy > 0.2, off_greedy
+    else:
+        assert off_greedy == 0.0
 
 
 def off_greedy_share(teacher, deterministic: bool) -> float:
@@ -327,6 +356,7 @@ def test_qrdqn_teacher_from_a_zip(tmp_path):
         ({"student_kwargs": {"net_arch": [8], "features_dim": 3}}, TypeError, r"cannot build student"),
         ({"n_steps": 0}, ValueError, r"n_steps must be > 0"),
         ({"exploration_rate": 1.5}, ValueError, r"exploration_rate is a probability"),
+        ({"deterministic_student": "yes"}, TypeError, r"deterministic_student must be True, False or None, got .yes."),
     ],
 )
 def test_bad_input_is_refused_before_any_step(ppo_zip, tmp_path, kwargs, error, message):
