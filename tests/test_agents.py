@@ -122,14 +122,18 @@ def test_space_comparison():
 
 @pytest.mark.slow  # 33 s; in CI, tests/test_offline.py distils from this same zip in every collection mode
 def test_an_older_gym_zip_distils_through_the_public_api_over_seeds():
-    """Student-driven distillation of the published PPO agent: 3 seeds, median within 20% of its 500."""
+    """Student-driven distillation of the published PPO agent: 3 seeds, median within 20% of its 500.
+
+    Measured (one environment, seeds 0-5): the student sampling its actions (the default for a PPO teacher)
+    returns 500 in every seed at 10k steps; at 8k, 319 / 285 / 500 / 500 / 491 / 500 (greedy: 500 in every seed).
+    """
     returns = [
         evaluate_policy(
             distill(
                 PPO_CARTPOLE / "CartPole-v1.zip",
                 "MlpPolicy",
                 make_vec_env("CartPole-v1", seed=seed),
-                8_000,
+                10_000,
                 collect="student",
                 student_kwargs={"net_arch": [8]},
                 seed=seed,
