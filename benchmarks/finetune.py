@@ -159,6 +159,7 @@ CONFIGS: dict[str, dict[str, Any]] = {
     "guarded_no_anchor": {"anchor_coef": 0.0},
     "no_target_kl": {"target_kl": None},
     "no_sharpen": {"greedy_probability": None},
+    "sharpen70": {"greedy_probability": 0.7},  # sampled actions off the greedy ones 30% of the time: more exploration
     # the defaults with the teacher as anchor (PPD while the anchor fades) instead of the starting student
     "teacher": {"teacher": True},
     "teacher50k": {"teacher": True, "anchor_steps": 50_000},

@@ -15,6 +15,7 @@ one or less. Results: ``benchmarks/results/offline_vs_realtime[_quick].json``.
 
     python benchmarks/offline_vs_realtime.py          # CartPole, MinAtar Breakout and Asterix, 3 seeds: about 50 min
     python benchmarks/offline_vs_realtime.py --quick  # smaller budgets, 2 seeds: 10 min on 2 CPU cores (3 seeds: 15)
+    python benchmarks/offline_vs_realtime.py --envs MinAtar/Breakout-v1 --name offline_vs_realtime_minatar_breakout
 """
 
 from __future__ import annotations
@@ -119,6 +120,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=None)
     parser.add_argument("--envs", nargs="*", default=list(CASES), choices=list(CASES))
     parser.add_argument("--eval-episodes", type=int, default=10)
+    parser.add_argument("--name", default=None, help="result file stem (default offline_vs_realtime[_quick])")
     args = parser.parse_args()
     th.set_num_threads(1)
     seeds = list(range(args.seeds or (2 if args.quick else 3)))
@@ -161,7 +163,7 @@ def main() -> None:
             },
         }
     path = write_result(
-        "offline_vs_realtime_quick" if args.quick else "offline_vs_realtime",
+        args.name or ("offline_vs_realtime_quick" if args.quick else "offline_vs_realtime"),
         {
             "benchmark": "offline_vs_realtime",
             "target": TARGET,
