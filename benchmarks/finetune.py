@@ -77,6 +77,7 @@ from __future__ import annotations
 import argparse
 import pathlib
 import statistics
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from typing import Any
 
@@ -159,7 +160,9 @@ CONFIGS: dict[str, dict[str, Any]] = {
     "guarded_no_anchor": {"anchor_coef": 0.0},
     "no_target_kl": {"target_kl": None},
     "no_sharpen": {"greedy_probability": None},
-    "sharpen70": {"greedy_probability": 0.7},  # sampled actions off the greedy ones 30% of the time: more exploration
+    "sharpen70": {"greedy_probability": 0.7},
+    # the defaults at a fifth of RL-Zoo's learning rate (fine-tuning's usual smaller steps)
+    "lr02": {"lr_scale": 0.2},  # sampled actions off the greedy ones 30% of the time: more exploration
     # the defaults with the teacher as anchor (PPD while the anchor fades) instead of the starting student
     "teacher": {"teacher": True},
     "teacher50k": {"teacher": True, "anchor_steps": 50_000},
@@ -210,6 +213,13 @@ class Evaluations(BaseCallback):
         return True
 
 
+def scaled(learning_rate: float | Callable[[float], float], scale: float) -> float | Callable[[float], float]:
+    """A learning rate or schedule times ``scale``."""
+    if callable(learning_rate):
+        return lambda progress_remaining: scale * learning_rate(progress_remaining)
+    return scale * learning_rate
+
+
 def ratio(value: float, distilled: float, env_id: str) -> float | None:
     """``value`` over the distilled return; where returns are negative, both measured from a random policy's."""
     low = RANDOM.get(env_id, 0.0)
@@ -224,6 +234,7 @@ def run(teacher: str, config: str, seed: int, args: argparse.Namespace) -> dict[
     algo = "dqn" if config.startswith("dqn") else "ppo"
     options = dict(CONFIGS[config])
     loss = options.pop("distill_loss", None)
+    lr_scale = options.pop("lr_scale", None)
     if options.pop("teacher", False):
         options["teacher"] = str(folder)
     student = distill(
@@ -251,6 +262,8 @@ def run(teacher: str, config: str, seed: int, args: argparse.Namespace) -> dict[
     n_envs, settings = teacher_settings(algo, env_id)
     settings.pop("policy")
     settings.pop("policy_kwargs", None)  # the teacher's architecture: the student keeps its own
+    if lr_scale is not None:
+        settings["learning_rate"] = scaled(settings.get("learning_rate", 3e-4), lr_scale)
     env = make_vec_env(env_id, n_envs=n_envs, seed=seed + 1)
     if options.get("eval_env") == "own":
         options["eval_env"] = make_vec_env(env_id, n_envs=4, seed=seed + 30_000)
