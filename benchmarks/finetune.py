@@ -41,6 +41,19 @@ anchor (``teacher``: ``to_ppo(teacher=...)``) and a longer critic warm-up (``war
     python benchmarks/finetune.py --zoo /tmp/zoo-minatar --teachers dqn/MinAtar-Breakout-v1_1 --configs warmup20k \
         --distill-steps 50000 --steps 100000 --eval-every 10000 --episodes 50 --name minatar_breakout_dqn_warmup20k
 
+Sharpening less (``sharpen70``, ``no_sharpen``) and a fifth of the learning rate (``lr02``)::
+
+    python benchmarks/finetune.py --teachers dqn/CartPole-v1_1 --configs no_sharpen sharpen70 --episodes 30 \
+        --name cartpole_dqn_sharpen
+    python benchmarks/finetune.py --teachers ppo/CartPole-v1_1 --configs sharpen70 --episodes 30 \
+        --name cartpole_ppo_sharpen70
+    python benchmarks/finetune.py --teachers ppo/MountainCar-v0_1 --configs sharpen70 --distill-steps 10000 \
+        --episodes 30 --name mountaincar_sharpen70
+    python benchmarks/finetune.py --zoo /tmp/zoo-minatar --teachers dqn/MinAtar-Breakout-v1_1 --configs sharpen70 \
+        --distill-steps 50000 --steps 100000 --eval-every 10000 --episodes 50 --name minatar_breakout_dqn_sharpen70
+    python benchmarks/finetune.py --zoo /tmp/zoo-minatar --teachers dqn/MinAtar-Breakout-v1_1 --configs lr02 \
+        --distill-steps 50000 --steps 100000 --eval-every 10000 --episodes 50 --name minatar_breakout_dqn_lr02
+
 ``finetune_cartpole_judged20.json``: the guard judging 20 fresh episodes of the training environment (no
 common seeds; 30 episodes per evaluation); ``finetune_cartpole_crn.json``: common seeds, 20 episodes
 (``default`` then) against 50 (``judge50``); in both, the first "judged" entry is the first update after
