@@ -324,7 +324,7 @@ def to_dqn_margin_section() -> list[str]:
 
 def realtime_section() -> list[str]:
     lines: list[str] = []
-    for name in ("offline_vs_realtime", "offline_vs_realtime_quick"):
+    for name in ("offline_vs_realtime", "offline_vs_realtime_minatar_breakout", "offline_vs_realtime_quick"):
         record = _load(name)
         if record is None:
             continue
