@@ -173,9 +173,9 @@ CONFIGS: dict[str, dict[str, Any]] = {
     "guarded_no_anchor": {"anchor_coef": 0.0},
     "no_target_kl": {"target_kl": None},
     "no_sharpen": {"greedy_probability": None},
-    "sharpen70": {"greedy_probability": 0.7},
+    "sharpen70": {"greedy_probability": 0.7},  # sampled actions off the greedy ones 30% of the time: more exploration
     # the defaults at a fifth of RL-Zoo's learning rate (fine-tuning's usual smaller steps)
-    "lr02": {"lr_scale": 0.2},  # sampled actions off the greedy ones 30% of the time: more exploration
+    "lr02": {"lr_scale": 0.2},
     # the defaults with the teacher as anchor (PPD while the anchor fades) instead of the starting student
     "teacher": {"teacher": True},
     "teacher50k": {"teacher": True, "anchor_steps": 50_000},
