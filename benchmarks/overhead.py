@@ -2,13 +2,15 @@
 
 Variants, all with the callback's default options unless named: ``one`` student (the case's own), a
 ``ladder`` of three students (1.7%, 5%, 25% of the teacher, :func:`sb3_distill.students.ladder`), the same
-ladder run one student after another (``ladder-unpacked``: without :mod:`sb3_distill.packing`), with
-``epochs=4`` (``ladder-4epochs``, the default before ``benchmarks/distill_settings.py``), and one student
-with image batches left channels-first in memory (``one-channels-first``, as before the distiller stored
-them channels-last).
-Every repeat runs the
+ladder run one student after another (``ladder-unpacked``: without :mod:`sb3_distill.packing`), one student and
+the ladder fitted in the training thread (``one-foreground``, ``ladder-foreground``: ``background=False``, as
+before the background thread), with ``epochs=4`` (``one-4epochs``, ``ladder-4epochs``, the default before
+``benchmarks/distill_settings.py``), and one student with image batches left channels-first in memory
+(``one-channels-first``, as before the distiller stored them channels-last). Every repeat runs the
 teacher alone and each variant in this one process, in a rotating order; the figure is the median
-ratio over the repeats. Writes ``benchmarks/results/overhead[_quick].json``.
+ratio over the repeats; "accounted" (wall time / (wall time - seconds spent distilling), measured inside each
+run) only for the foreground variants, whose distillation does not overlap the teacher. Writes
+``benchmarks/results/overhead[_quick].json``.
 
     python benchmarks/overhead.py            # full: 7 repeats (about an hour on 2 CPU cores)
     python benchmarks/overhead.py --quick    # 3 repeats, smaller budgets
@@ -122,7 +124,16 @@ CASES: dict[str, dict[str, Any]] = {
 }
 
 
-VARIANTS = ("one", "one-4epochs", "one-channels-first", "ladder", "ladder-unpacked", "ladder-4epochs")
+VARIANTS = (
+    "one",
+    "one-foreground",
+    "one-4epochs",
+    "one-channels-first",
+    "ladder",
+    "ladder-foreground",
+    "ladder-unpacked",
+    "ladder-4epochs",
+)
 
 
 class UnpackedCallback(RealTimeDistillCallback):
@@ -143,28 +154,32 @@ class ChannelsFirstCallback(RealTimeDistillCallback):
         self.distiller.channel_first_images = False
 
 
-def train(case: dict[str, Any], timesteps: int, seed: int, variant: str | None) -> tuple[float, BaseAlgorithm, Any]:
+def train(
+    case: dict[str, Any], timesteps: int, seed: int, variant: str | None
+) -> tuple[float, float, BaseAlgorithm, Any]:
+    """:return: wall seconds and CPU seconds (all threads of the process) of ``learn``, the teacher, the callback"""
     make_env = case.get("make_env", make_vec_env)
     env = make_env(case["env"], n_envs=case["n_envs"], seed=seed)
     policy = case.get("policy", "MlpPolicy")
     teacher = case["algo"](policy, env, seed=seed, **case["kwargs"])
     callback = None
-    if variant in ("one", "one-4epochs"):
-        epochs = 4 if variant == "one-4epochs" else 2
-        callback = RealTimeDistillCallback(
-            student=policy, student_kwargs=case["student_kwargs"], seed=seed, epochs=epochs
+    if variant is not None:
+        options: dict[str, Any] = {"seed": seed}
+        if variant.endswith("-4epochs"):
+            options["epochs"] = 4
+        if variant.endswith("-foreground"):
+            options["background"] = False
+        if variant.startswith("ladder"):
+            options["student"] = ladder(teacher)
+        else:
+            options.update(student=policy, student_kwargs=case["student_kwargs"])
+        callback_class = {"ladder-unpacked": UnpackedCallback, "one-channels-first": ChannelsFirstCallback}.get(
+            variant, RealTimeDistillCallback
         )
-    elif variant == "one-channels-first":
-        callback = ChannelsFirstCallback(student=policy, student_kwargs=case["student_kwargs"], seed=seed)
-    elif variant == "ladder-unpacked":
-        callback = UnpackedCallback(student=ladder(teacher), seed=seed)
-    elif variant == "ladder-4epochs":
-        callback = RealTimeDistillCallback(student=ladder(teacher), seed=seed, epochs=4)
-    elif variant is not None:
-        callback = RealTimeDistillCallback(student=ladder(teacher), seed=seed)
-    start = time.perf_counter()
+        callback = callback_class(**options)
+    start, start_cpu = time.perf_counter(), time.process_time()
     teacher.learn(timesteps, callback=callback)
-    return time.perf_counter() - start, teacher, callback
+    return time.perf_counter() - start, time.process_time() - start_cpu, teacher, callback
 
 
 def main() -> None:
@@ -191,6 +206,7 @@ def main() -> None:
         timesteps = int(case["timesteps"] * scale)
         runs: list[str | None] = [None, *args.variants]
         seconds: dict[str, list[float]] = {str(run): [] for run in runs}
+        cpu_seconds: dict[str, list[float]] = {str(run): [] for run in runs}
         ratios: dict[str, list[float]] = {run: [] for run in args.variants}
         accounted: dict[str, list[float]] = {run: [] for run in args.variants}
         compressions: dict[str, dict[str, float]] = {}
@@ -198,14 +214,16 @@ def main() -> None:
             shift = repeat % len(runs)
             elapsed = {}
             for variant in runs[shift:] + runs[:shift]:
-                elapsed[variant], _, callback = train(case, timesteps, seed=repeat, variant=variant)
+                elapsed[variant], cpu, _, callback = train(case, timesteps, seed=repeat, variant=variant)
                 seconds[str(variant)].append(elapsed[variant])
+                cpu_seconds[str(variant)].append(cpu)
                 if callback is not None:
                     assert variant is not None
                     compressions[variant] = dict(callback.distiller.compression)
-                    # From inside the run: wall time / (wall time - time spent distilling).
-                    distilling = callback.distiller.total_time_s
-                    accounted[variant].append(elapsed[variant] / (elapsed[variant] - distilling))
+                    if not callback.background:  # in the background the students' time overlaps the teacher's
+                        # From inside the run: wall time / (wall time - time spent distilling).
+                        distilling = callback.distiller.total_time_s
+                        accounted[variant].append(elapsed[variant] / (elapsed[variant] - distilling))
             for variant in args.variants:
                 ratios[variant].append(elapsed[variant] / elapsed[None])
             line = ", ".join(f"{variant} {ratios[variant][-1]:.3f}" for variant in args.variants)
@@ -217,9 +235,17 @@ def main() -> None:
             "student_kwargs": case["student_kwargs"],
             "seeds": list(range(repeats)),
             "seconds": seconds,
+            "cpu_seconds": cpu_seconds,
             "compression": compressions,
             "ratios": ratios,
             "median_ratio": {variant: statistics.median(values) for variant, values in ratios.items()},
+            # CPU time of the whole process (the background thread's included): what distilling costs in all.
+            "median_cpu_ratio": {
+                variant: statistics.median(
+                    cpu / alone for cpu, alone in zip(cpu_seconds[variant], cpu_seconds["None"], strict=True)
+                )
+                for variant in args.variants
+            },
             "median_accounted_ratio": {
                 variant: statistics.median(values) for variant, values in accounted.items() if values
             },
@@ -235,6 +261,8 @@ def main() -> None:
             "callback": "RealTimeDistillCallback defaults",
             "variants": {
                 "one": "the case's student_kwargs",
+                "one-foreground": "the same, background=False (students fitted in the training thread)",
+                "ladder-foreground": "the ladder, background=False",
                 "one-4epochs": "the same, epochs=4",
                 "ladder": "sb3_distill.ladder(teacher): 1.7%, 5%, 25% students",
                 "ladder-unpacked": "the same, students run one by one (no packing)",

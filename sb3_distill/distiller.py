@@ -253,6 +253,8 @@ class Distiller:
         #: the distiller's own NumPy generator (minibatch order, replay sampling): never the global one
         self.rng = np.random.default_rng(int(numpy_seed))
         self._torch_states = self._initial_torch_states(int(torch_seed))
+        #: whether an update drew from torch's generator (``None``: no update yet); see :meth:`fit`
+        self.draws_random: bool | None = None
 
     @classmethod
     def for_teacher(
@@ -369,6 +371,9 @@ class Distiller:
                 th.cuda.default_generators[device].manual_seed(seed)
             return [th.get_rng_state()] + [th.cuda.get_rng_state(d) for d in devices]
 
+    def _torch_states_now(self) -> list[th.Tensor]:
+        return [th.get_rng_state()] + [th.cuda.get_rng_state(d) for d in self._cuda_devices()]
+
     @contextmanager
     def private_torch_rng(self) -> Iterator[None]:
         """Run the block on this distiller's own torch generator state; the global one is restored after."""
@@ -378,7 +383,7 @@ class Distiller:
             for device, state in zip(devices, self._torch_states[1:], strict=True):
                 th.cuda.set_rng_state(state, device)
             yield
-            self._torch_states = [th.get_rng_state()] + [th.cuda.get_rng_state(d) for d in devices]
+            self._torch_states = self._torch_states_now()
 
     # -- the update ----------------------------------------------------------------------------
 
@@ -403,50 +408,88 @@ class Distiller:
         :return: ``{"time_s", "learning_rate", "students": {name: {"loss", "agreement", "compression", ...}}}``
         """
         start_time = time.perf_counter()
-        epochs = self.config.epochs if epochs is None else epochs
+        obs, targets = self.label(obs, targets)
+        with self.private_torch_rng():
+            state_before = self._torch_states_now()
+            metrics = self.fit(obs, targets, progress_remaining, epochs)
+            # Whether fitting draws from torch's generator (dropout, sampling students): only an update that
+            # draws nothing may run outside this block, in a background thread (see ``fit``).
+            drew = any(not th.equal(a, b) for a, b in zip(state_before, self._torch_states_now(), strict=True))
+            self.draws_random = bool(self.draws_random) or drew
+        return self.with_time(metrics, time.perf_counter() - start_time)
+
+    def label(self, obs: th.Tensor, targets: PolicyOutputs | None = None) -> tuple[th.Tensor, PolicyOutputs]:
+        """
+        The observations in the layout the students train on, and the teacher's targets for them.
+
+        Run it in the thread that trains the teacher: the teacher's weights are read here and only here.
+
+        :param obs: observations on the teacher's device, as the teacher's policy takes them
+        :param targets: the teacher's outputs for ``obs`` when already known; computed here otherwise
+        :return: ``(obs, targets)``
+        """
         if self.channel_first_images and obs.device.type == "cpu":
             # The same values and shape, stored channels-last: CPU convolutions of small students run their
             # backward pass 2-3x faster on it (an Atari 1.7% student's update: 17 ms instead of 40 per
             # minibatch of 128); the shuffles and minibatch slices below keep the layout.
             obs = obs.contiguous(memory_format=th.channels_last)
-        n_obs = len(obs)
-        with self.private_torch_rng():
-            if targets is None:
+        if targets is None:
+            with self.private_torch_rng():
                 targets = self.teacher.targets(obs, with_values=any(self.distill_value.values()))
-            obs, targets = self._finite_rows(obs, targets)
-            n_obs = len(obs)
-            teacher_actions = (
-                scaled_actions(self.teacher.policy, targets.scores)
-                if self.continuous
-                else targets.scores.argmax(dim=-1)
+        return obs, targets
+
+    def fit(
+        self, obs: th.Tensor, targets: PolicyOutputs, progress_remaining: float = 1.0, epochs: int | None = None
+    ) -> dict[str, Any]:
+        """
+        Update every student on observations already labelled by :meth:`label` (the teacher is not read).
+
+        It runs on torch's current generator state: :meth:`update` runs it on the distiller's private one.
+        Call it outside :meth:`private_torch_rng` (from a background thread) only when ``draws_random`` is
+        ``False``: an update that drew nothing from the generator in the foreground draws nothing here.
+
+        :param obs: the labelled observations
+        :param targets: the teacher's outputs for them
+        :param progress_remaining: the teacher's remaining progress (1 to 0), for learning-rate schedules
+        :param epochs: passes over ``obs`` (default: the config's ``epochs``)
+        :return: as :meth:`update`, without ``time_s``
+        """
+        epochs = self.config.epochs if epochs is None else epochs
+        obs, targets = self._finite_rows(obs, targets)
+        n_obs = len(obs)
+        teacher_actions = (
+            scaled_actions(self.teacher.policy, targets.scores) if self.continuous else targets.scores.argmax(dim=-1)
+        )
+        learning_rate = self.config.learning_rate_at(progress_remaining)
+        sums = _Sums.zeros(len(self.students), obs.device)
+        for student in self.students.values():
+            if not student.training:  # SB3's predict() switches to eval mode itself; stay in train mode after
+                student.set_training_mode(True)
+        for optimizer in self.optimizers.values():
+            update_learning_rate(optimizer, learning_rate)
+        for epoch in range(epochs):
+            # One shuffle per epoch; the minibatches are then contiguous slices (views, no copies).
+            order = th.as_tensor(self.rng.permutation(n_obs), device=obs.device)
+            shuffled = _Batch(
+                obs=obs[order],
+                scores=targets.scores[order],
+                values=None if targets.values is None else targets.values[order],
+                log_std=None if targets.log_std is None else targets.log_std[order],
+                actions=teacher_actions[order],
             )
-            learning_rate = self.config.learning_rate_at(progress_remaining)
-            sums = _Sums.zeros(len(self.students), obs.device)
-            for student in self.students.values():
-                if not student.training:  # SB3's predict() switches to eval mode itself; stay in train mode after
-                    student.set_training_mode(True)
-            for optimizer in self.optimizers.values():
-                update_learning_rate(optimizer, learning_rate)
-            for epoch in range(epochs):
-                # One shuffle per epoch; the minibatches are then contiguous slices (views, no copies).
-                order = th.as_tensor(self.rng.permutation(n_obs), device=obs.device)
-                shuffled = _Batch(
-                    obs=obs[order],
-                    scores=targets.scores[order],
-                    values=None if targets.values is None else targets.values[order],
-                    log_std=None if targets.log_std is None else targets.log_std[order],
-                    actions=teacher_actions[order],
-                )
-                for begin in range(0, n_obs, self.config.batch_size):
-                    end = begin + self.config.batch_size
-                    batch = _Batch._make(None if part is None else part[begin:end] for part in shuffled)
-                    count_agreement = epoch == epochs - 1
-                    if self.packed is None or not self._packed_step(batch, sums, count_agreement):
-                        self._step(batch, sums, count_agreement)
-        elapsed = time.perf_counter() - start_time
-        self.total_time_s += elapsed
+            for begin in range(0, n_obs, self.config.batch_size):
+                end = begin + self.config.batch_size
+                batch = _Batch._make(None if part is None else part[begin:end] for part in shuffled)
+                count_agreement = epoch == epochs - 1
+                if self.packed is None or not self._packed_step(batch, sums, count_agreement):
+                    self._step(batch, sums, count_agreement)
         students = {name: self._metrics(index, name, sums) for index, name in enumerate(self.students)}
-        return {"time_s": elapsed, "learning_rate": learning_rate, "students": students}
+        return {"learning_rate": learning_rate, "students": students}
+
+    def with_time(self, metrics: dict[str, Any], seconds: float) -> dict[str, Any]:
+        """:return: ``metrics`` with ``time_s``, the seconds an update took (also added to ``total_time_s``)"""
+        self.total_time_s += seconds
+        return {"time_s": seconds, **metrics}
 
     def _finite_rows(self, obs: th.Tensor, targets: PolicyOutputs) -> tuple[th.Tensor, PolicyOutputs]:
         """

@@ -10,7 +10,9 @@ indexing their arrays with its own generator; it never calls ``rollout_buffer.ge
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +54,12 @@ class RealTimeDistillCallback(BaseCallback):
     during the rollout (recorded, with the rollout buffer's values), so no second teacher pass is needed;
     other teachers label the batch when it is distilled.
 
+    By default (``background=True``) the students' gradient steps run in a second thread while the teacher
+    collects its next rollout: the teacher is read (labelled) only in the training thread, each distillation
+    starts after the previous one has finished, in the same order, on the same private generators, so the
+    students end exactly as they would in the foreground. Students whose update draws random numbers (dropout,
+    say: checked on the first distillation) stay in the foreground, so that the teacher's generators never move.
+
     Metrics go to the teacher's logger: ``distill/loss``, ``distill/agreement`` (fraction of
     greedy actions shared with the teacher, during the last epoch), ``distill/compression`` (acting
     parameters of student / teacher), ``distill/time_s`` (seconds of the last distillation),
@@ -85,6 +93,8 @@ class RealTimeDistillCallback(BaseCallback):
         ``"{env}_student"`` in an RL-Zoo run)
     :param seed: seed of the students' initialisation and of the callback's private generators
         (``None``: derived from the teacher's ``seed`` when it has one, else fresh entropy)
+    :param background: fit the students in a background thread while the teacher goes on (same result;
+        ``students``, ``save`` and the end of training wait for it); ``False``: in the training loop
     :param verbose: 1 prints a line when distillation starts and when students are saved
     """
 
@@ -105,6 +115,7 @@ class RealTimeDistillCallback(BaseCallback):
         save_path: PathLike | None = None,
         name_prefix: str | None = None,
         seed: int | None = None,
+        background: bool = True,
         verbose: int = 0,
     ) -> None:
         super().__init__(verbose=verbose)
@@ -124,6 +135,7 @@ class RealTimeDistillCallback(BaseCallback):
         self.save_path = save_path
         self.name_prefix = name_prefix
         self.seed = seed
+        self.background = background
         self._specs = student_specs(student, student_kwargs, student_algo)
         self._student_paths: dict[str, Path] = {}
         self._saved_at: int | None = None
@@ -133,13 +145,17 @@ class RealTimeDistillCallback(BaseCallback):
         self._resume_state: dict[str, Any] | None = None
         self.n_distillations = 0
         self._total_timesteps: int | None = None
+        self._executor: ThreadPoolExecutor | None = None
+        #: the distillation not yet logged: its metrics (a future), number and the teacher's normalisation then
+        self._pending: tuple[Future[dict[str, Any]], int, dict[str, Any] | None] | None = None
 
     # -- students ------------------------------------------------------------------------------
 
     @property
     def students(self) -> dict[str, BasePolicy]:
-        """The students, by name (built when the teacher's training starts)."""
+        """The students, by name (built when the teacher's training starts; waits for a background update)."""
         if self.distiller is not None:
+            self._finish_distillation()
             return self.distiller.students
         if all(isinstance(spec, BasePolicy) for spec, _ in self._specs.values()):  # given ready, or loaded
             return {name: spec for name, (spec, _) in self._specs.items()}  # type: ignore[misc]
@@ -224,6 +240,7 @@ class RealTimeDistillCallback(BaseCallback):
     def _on_rollout_end(self) -> None:
         assert self._source is not None
         self._source.on_rollout_end()
+        self._finish_distillation(block=False)  # logged with this rollout when done, else later
 
     def _on_rollout_start(self) -> None:
         self._maybe_distill(self.distill_freq)
@@ -235,6 +252,10 @@ class RealTimeDistillCallback(BaseCallback):
             return
         self._source.on_training_end()
         self._maybe_distill(1)
+        self._finish_distillation()
+        if self._executor is not None:
+            self._executor.shutdown()
+            self._executor = None
         self.save_students()
 
     def _maybe_distill(self, min_new: int) -> None:
@@ -246,25 +267,68 @@ class RealTimeDistillCallback(BaseCallback):
         if self._source.n_new < min_new:
             return
         self._updates_seen = n_updates(self.model)
-        self.distill()
+        self._start_distillation(self.background)
 
     def distill(self) -> dict[str, Any]:
         """
         Run one distillation on the observations collected since the last one, and log it.
 
-        Called by the training loop; call it yourself only to force a distillation.
+        Called by the training loop; call it yourself only to force a distillation (it runs in the foreground).
 
         :return: the distiller's metrics
+        """
+        self._start_distillation(background=False)
+        metrics = self._finish_distillation()
+        assert metrics is not None
+        return metrics
+
+    def _start_distillation(self, background: bool) -> None:
+        """
+        Take the new observations, have the teacher label them in this thread, and fit the students on them:
+        in the background thread when allowed, else here. The previous distillation is finished first.
         """
         distiller = self.distiller
         assert distiller is not None
         assert self._source is not None
+        self._finish_distillation()
         obs, epochs, targets = self._source.take(self.config.epochs, distiller.rng)
         obs_tensor = th.as_tensor(obs, device=distiller.teacher.device)
-        metrics = distiller.update(obs_tensor, self._progress_remaining(), epochs=epochs, targets=targets)
+        progress_remaining = self._progress_remaining()
         self.n_distillations += 1
-        distiller.set_obs_normalization(obs_normalization_of(self.model.get_vec_normalize_env()))
-        distiller.record(self.logger, metrics, self.n_distillations)
+        normalization = obs_normalization_of(self.model.get_vec_normalize_env())
+        future: Future[dict[str, Any]]
+        if background and distiller.draws_random is False:
+            start_time = time.perf_counter()
+            obs_tensor, labelled = distiller.label(obs_tensor, targets)
+            label_seconds = time.perf_counter() - start_time
+
+            def fit() -> dict[str, Any]:
+                start_time = time.perf_counter()
+                metrics = distiller.fit(obs_tensor, labelled, progress_remaining, epochs)
+                return distiller.with_time(metrics, label_seconds + time.perf_counter() - start_time)
+
+            if self._executor is None:
+                self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sb3-distill")
+            future = self._executor.submit(fit)
+        else:
+            future = Future()
+            future.set_result(distiller.update(obs_tensor, progress_remaining, epochs=epochs, targets=targets))
+        self._pending = (future, self.n_distillations, normalization)
+
+    def _finish_distillation(self, block: bool = True) -> dict[str, Any] | None:
+        """
+        Wait for the pending distillation (``block=False``: only if it is done), then log it.
+
+        :return: its metrics, or ``None`` when none was pending (or it is still running)
+        """
+        if self._pending is None or (not block and not self._pending[0].done()):
+            return None
+        future, index, normalization = self._pending
+        self._pending = None
+        metrics = future.result()  # an error raised in the background thread is raised here
+        assert self.distiller is not None
+        self.distiller.set_obs_normalization(normalization)
+        self.distiller.record(self.logger, metrics, index)
         return metrics
 
     # -- saving --------------------------------------------------------------------------------
@@ -298,6 +362,7 @@ class RealTimeDistillCallback(BaseCallback):
         """
         if self.distiller is None:
             return {}
+        self._finish_distillation()
         paths = self._student_paths
         if self._saved_at == self.n_distillations:  # nothing new (RL-Zoo calls on_training_end twice)
             return paths
@@ -322,6 +387,7 @@ class RealTimeDistillCallback(BaseCallback):
         distiller = self.distiller
         if distiller is None:
             raise RuntimeError("nothing to save yet: the students are built when training starts")
+        self._finish_distillation()
         checkpoint = {
             FILE_FORMAT_KEY: {"version": FILE_FORMAT_VERSION, "kind": "realtime_checkpoint"},
             "students": {name: student_payload(s) for name, s in distiller.students.items()},
@@ -332,6 +398,7 @@ class RealTimeDistillCallback(BaseCallback):
                 "save_path": None if self.save_path is None else str(self.save_path),
                 "name_prefix": self.name_prefix,
                 "seed": self.seed,
+                "background": self.background,
                 "n_distillations": self.n_distillations,
                 "single": list(self._specs) == [SINGLE_STUDENT],
             },
@@ -359,6 +426,7 @@ class RealTimeDistillCallback(BaseCallback):
         options = {**DistillConfig.from_dict(saved["config"]).__dict__}
         callback_state = saved["callback"]
         options.update(distill_freq=callback_state["distill_freq"], seed=callback_state["seed"])
+        options.update(background=callback_state.get("background", True))
         options.update(save_path=callback_state.get("save_path"), name_prefix=callback_state.get("name_prefix"))
         options.update(overrides)
         student: Any = students[SINGLE_STUDENT] if callback_state["single"] else students

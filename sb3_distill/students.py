@@ -216,9 +216,11 @@ def check_student(student: BasePolicy, observation_space: spaces.Space, action_s
             raise TypeError(f"a torch.nn.Module student needs a Discrete action space, not {action_space}")
         assert isinstance(observation_space, spaces.Box)
         obs = th.as_tensor(np.zeros((2, *observation_space.shape), dtype=observation_space.dtype))
-        try:
-            with th.no_grad():
-                scores = student.action_scores(obs.to(student.device))
+        device = th.device(student.device)
+        cuda = [device.index if device.index is not None else th.cuda.current_device()] if device.type == "cuda" else []
+        try:  # a module that draws random numbers (dropout) must not move the generators the teacher samples from
+            with th.no_grad(), th.random.fork_rng(devices=cuda):
+                scores = student.action_scores(obs.to(device))
         except Exception as error:
             raise ValueError(
                 f"the student module failed on a batch of observations of shape {tuple(obs.shape)}: {error}"

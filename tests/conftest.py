@@ -107,9 +107,10 @@ class RecordingDistillCallback(RealTimeDistillCallback):
         super()._init_callback()
         self.initial_students = copy.deepcopy(self.students)
 
-    def distill(self) -> dict:
-        metrics = super().distill()
-        self.history.append(metrics)
+    def _finish_distillation(self, block: bool = True) -> dict | None:
+        metrics = super()._finish_distillation(block)  # where every distillation ends, in the foreground or not
+        if metrics is not None:
+            self.history.append(metrics)
         return metrics
 
 

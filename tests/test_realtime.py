@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import os
+import threading
 import warnings
 
 import gymnasium as gym
@@ -312,13 +313,13 @@ def test_off_policy_teacher_students_see_normalised_replay_observations():
     class Recording(RealTimeDistillCallback):
         def _init_callback(self) -> None:
             super()._init_callback()
-            update = self.distiller.update
+            label = self.distiller.label  # every distillation's observations pass here, in the training thread
 
-            def recording_update(obs, *args, **kwargs):
+            def recording_label(obs, *args, **kwargs):
                 seen.append(obs.clone())
-                return update(obs, *args, **kwargs)
+                return label(obs, *args, **kwargs)
 
-            self.distiller.update = recording_update
+            self.distiller.label = recording_label
 
     teacher.learn(1000, callback=Recording(student="MlpPolicy", student_kwargs={"net_arch": [8]}))
     last = seen[-1].numpy()
@@ -589,3 +590,66 @@ def test_recording_stops_when_training_stops_inside_a_rollout():
     stop = StopTrainingOnMaxEpisodes(max_episodes=1)
     teacher.learn(4 * teacher.n_steps * teacher.n_envs, callback=[distill, stop])
     assert not teacher.policy.action_net._forward_hooks
+
+
+class ThreadRecorder(TwoLayer):
+    """A CartPole module student that records the threads its forward pass runs in."""
+
+    def __init__(self, dropout: float = 0.0, fail_after: int | None = None) -> None:
+        super().__init__()
+        self.dropout = nn.Dropout(dropout)
+        self.fail_after = fail_after
+        self.threads: list[str] = []
+
+    def forward(self, x: th.Tensor) -> th.Tensor:
+        self.threads.append(threading.current_thread().name)
+        if self.fail_after is not None and len(self.threads) > self.fail_after:
+            raise RuntimeError("the student broke")
+        return self.dropout(super().forward(x))
+
+
+class TestBackgroundFitting:
+    """The students' updates run beside the teacher; the result is the foreground's, bit for bit."""
+
+    @pytest.mark.parametrize(
+        ("algo", "steps", "overrides"),
+        [("ppo", 2048, {}), ("dqn", 2500, {"learning_starts": 200, "train_freq": 4, "gradient_steps": 1})],
+    )
+    def test_the_same_students_as_in_the_foreground(self, algo, steps, overrides):
+        students = {}
+        for background in (True, False):
+            teacher = make_teacher(algo, seed=2, **overrides)
+            module = ThreadRecorder()
+            distill = RealTimeDistillCallback(student=module, seed=0, background=background)
+            teacher.learn(steps, callback=distill)
+            assert distill.n_distillations >= 4
+            students[background] = th.cat([p.detach().flatten() for p in distill.student.parameters()])
+            fitted_in = set(module.threads)
+            if background:  # the first distillation checks that fitting draws no random numbers, the rest run beside
+                assert fitted_in == {"MainThread", "sb3-distill_0"}, fitted_in
+                assert distill.distiller.draws_random is False
+            else:
+                assert fitted_in == {"MainThread"}
+        assert th.equal(students[True], students[False])
+
+    def test_a_student_that_draws_random_numbers_stays_in_the_foreground(self):
+        without = make_teacher("ppo", seed=3)
+        without.learn(1024)
+        torch_state = th.get_rng_state().clone()
+        module = ThreadRecorder(dropout=0.1)  # built before the teacher is seeded: its initialisation draws
+        teacher = make_teacher("ppo", seed=3)
+        distill = RealTimeDistillCallback(student=module, seed=1)
+        teacher.learn(1024, callback=distill)
+        assert distill.distiller.draws_random is True
+        assert set(module.threads) == {"MainThread"}
+        assert distill.n_distillations >= 2
+        assert th.equal(policy_vector(without), policy_vector(teacher))
+        assert th.equal(th.get_rng_state(), torch_state)
+
+    def test_an_error_in_the_background_is_raised_in_the_training_loop(self):
+        teacher = make_teacher("ppo", seed=0)
+        module = ThreadRecorder(fail_after=6)  # the first distillation (2 epochs of 2 minibatches) passes
+        distill = RealTimeDistillCallback(student=module, seed=0)
+        with pytest.raises(RuntimeError, match="the student broke"):
+            teacher.learn(4096, callback=distill)
+        assert "sb3-distill_0" in module.threads
