@@ -48,14 +48,22 @@ def overhead_section() -> list[str]:
         if record is None:
             continue
         lines += [f"## Overhead (`{name}.json`)", "", f"{_provenance(record)}; {record['repeats']} repeats.", ""]
-        lines += ["| teacher | variant | median wall-time ratio (with / without) | median accounted ratio |"]
-        lines.append("|---|---|---|---|")
+        lines += [
+            "| teacher | variant | median wall-time ratio (with / without) | median accounted ratio "
+            "| median CPU-time ratio |"
+        ]
+        lines.append("|---|---|---|---|---|")
         for case, result in record["cases"].items():
             medians, accounted = result["median_ratio"], result.get("median_accounted_ratio")
+            cpu = result.get("median_cpu_ratio") or {}
             if not isinstance(medians, dict):
                 medians, accounted = {"one": medians}, {"one": accounted}
+                cpu = {"one": result.get("median_cpu_time_ratio")}
             for variant, value in medians.items():
-                lines.append(f"| {case} | {variant} | {_fmt(value)} | {_fmt((accounted or {}).get(variant))} |")
+                lines.append(
+                    f"| {case} | {variant} | {_fmt(value)} | {_fmt((accounted or {}).get(variant))} "
+                    f"| {_fmt(cpu.get(variant))} |"
+                )
         lines.append("")
     return lines
 
