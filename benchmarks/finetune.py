@@ -13,7 +13,10 @@ policy differ), every evaluation, the lowest evaluation over the distilled retur
 is never below 0.9), the final return against the teacher's, and the rollback guard's starting return and
 rollbacks. With a guard, the floor (``min_ratio``) is over the policies it judged, evaluated right after
 each judgement, and what ``learn`` returns; ``min_ratio_between`` is over the evaluations every
-``--eval-every`` steps, whatever the policy then. Results: ``benchmarks/results/finetune[_<name>].json``.
+``--eval-every`` steps of the model as ``EvalCallback`` evaluates it (``model.predict``: with a guard, the
+policy it last passed), ``min_ratio_candidate`` over the candidate policy PPO samples from and updates,
+between judgements too (results before ``judged_policy`` existed: ``min_ratio_between`` is the candidate's).
+Results: ``benchmarks/results/finetune[_<name>].json``.
 The README's figures (``to_ppo``'s defaults, 100 episodes per evaluation)::
 
     python benchmarks/finetune.py --teachers dqn/CartPole-v1_1 ppo/CartPole-v1_1 --configs default \
@@ -197,21 +200,24 @@ def evaluate(policy: Any, env_id: str, episodes: int, student: Any = None, seed:
 
 class Evaluations(BaseCallback):
     """
-    Evaluate the model's policy every ``every`` environment steps (``results``: whatever it is at that step)
-    and, with a rollback guard, each policy it has just judged (``judged``: right after the judgement,
-    before the policy acts).
+    Evaluate the model every ``every`` environment steps as ``EvalCallback`` does, through ``model.predict``
+    (``results``: with a rollback guard, the policy it last passed; without, the policy PPO trains), with a
+    guard the candidate PPO trains too (``candidates``), and each policy the guard has just judged
+    (``judged``: right after the judgement, before the policy acts).
     """
 
     def __init__(self, env_id: str, every: int, episodes: int, student: Any) -> None:
         super().__init__()
         self.env_id, self.every, self.episodes, self.student = env_id, every, episodes, student
         self.results: list[tuple[int, float]] = []
+        self.candidates: list[tuple[int, float]] = []
         self.judged: list[tuple[int, float]] = []
         self.next_at = every
         self.judgements = 0
 
-    def evaluate(self) -> tuple[int, float]:
-        return self.model.num_timesteps, evaluate(self.model.policy, self.env_id, self.episodes, self.student)
+    def evaluate(self, candidate: bool = False) -> tuple[int, float]:
+        model = self.model.policy if candidate else self.model
+        return self.model.num_timesteps, evaluate(model, self.env_id, self.episodes, self.student)
 
     def _on_rollout_start(self) -> None:
         judgements = getattr(self.model, "judgements", 0)  # the starting return's counts: the student itself
@@ -223,6 +229,8 @@ class Evaluations(BaseCallback):
         if self.num_timesteps >= self.next_at:
             self.next_at += self.every
             self.results.append(self.evaluate())
+            if getattr(self.model, "judged_policy", None) is not None:
+                self.candidates.append(self.evaluate(candidate=True))
         return True
 
 
@@ -295,8 +303,9 @@ def run(teacher: str, config: str, seed: int, args: argparse.Namespace) -> dict[
     guarded = getattr(model, "rollback_below", None) is not None
     if guarded:  # what learn() hands over, judged when it returns
         callback.judged.append(callback.evaluate())
-    # The floor is claimed for the policies the guard judged (and hands over); without a guard, for every
-    # evaluation. min_ratio_between: every --eval-every steps, whatever the policy is between judgements.
+    # min_ratio: the policies the guard judged (and hands over); without a guard, every evaluation.
+    # min_ratio_between: every --eval-every steps, what model.predict acts with then (with a guard, the
+    # policy it last passed); min_ratio_candidate: the candidate PPO samples from and updates.
     floor = callback.judged if guarded else callback.results
     return {
         "teacher": teacher,
@@ -306,11 +315,15 @@ def run(teacher: str, config: str, seed: int, args: argparse.Namespace) -> dict[
         "distilled_other_episodes": distilled_again,
         "greedy_probability": greedy_probability,
         "evaluations": callback.results,
+        "candidate_evaluations": callback.candidates,
         "judged": callback.judged,
         "start_return": getattr(model, "start_return", None),  # the guard's: the deterministic policy's at the start
         "rollbacks": getattr(model, "rollbacks", None),
         "min_ratio": ratio(min(value for _, value in floor), distilled, env_id),
         "min_ratio_between": ratio(min(value for _, value in callback.results), distilled, env_id),
+        "min_ratio_candidate": ratio(min(value for _, value in callback.candidates), distilled, env_id)
+        if callback.candidates
+        else None,
         "final": floor[-1][1],
     }
 
@@ -360,6 +373,10 @@ def main() -> None:
                 "worst_min_ratio": min(ratios) if ratios else None,
                 "worst_min_ratio_between": min(
                     (r["min_ratio_between"] for r in mine if r.get("min_ratio_between") is not None), default=None
+                ),
+                "worst_min_ratio_candidate": min(
+                    (r["min_ratio_candidate"] for r in mine if r.get("min_ratio_candidate") is not None),
+                    default=None,
                 ),
                 "final": [r["final"] for r in mine],
                 "median_final": statistics.median(r["final"] for r in mine),

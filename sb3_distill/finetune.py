@@ -109,9 +109,16 @@ class FineTunePPO(ProximalPolicyDistillation):
        up to ``rollback_episodes`` episodes per ``eval_freq`` steps (``rollback_below=None``: no guard, no
        cost).
 
-    Steps count across ``learn`` calls. ``save`` writes a file that SB3's ``PPO.load`` reads; the anchor and
-    the guard's kept weights are not saved: ``FineTunePPO.load`` anchors what remains of the fade to the
-    loaded policy and the guard keeps the loaded weights as its fallback. A guard that judged on an
+    With the guard, ``predict`` acts with the policy it last passed (:attr:`judged_policy`: the student until
+    the first judgement, then the last judged weights at or above the threshold, or the kept ones it rolled
+    back to), so that an evaluation during ``learn`` (``EvalCallback``) or a prediction mid-training never
+    meets an update that has not been judged yet. ``policy`` is PPO's candidate, the one it samples its
+    rollouts from and updates; when ``learn`` returns the two are the same weights.
+
+    Steps count across ``learn`` calls. ``save`` writes the model as it trains (the candidate ``policy``) in a
+    file that SB3's ``PPO.load`` reads; the anchor and the guard's kept and judged weights are not saved:
+    ``FineTunePPO.load`` anchors what remains of the fade to the loaded policy and the guard keeps the
+    loaded weights as its fallback. A guard that judged on an
     ``eval_env`` needs one again: ``FineTunePPO.load(path, env, eval_env=...)``; a model anchored to a teacher
     needs its teacher again (:meth:`set_teacher`) before it learns on while the anchor has weight.
 
@@ -186,10 +193,12 @@ class FineTunePPO(ProximalPolicyDistillation):
         self.value_optimizer: th.optim.Optimizer | None = None
         #: the guard's fallback: the weights (and optimiser state) last judged at or above the starting return
         self.kept_state: dict[str, Any] | None = None
+        #: the policy ``predict`` acts with while the guard is on: the last one it passed (``None``: ``policy``)
+        self.judged_policy: BasePolicy | None = None
 
     def _excluded_save_params(self) -> list[str]:
         # A plain RolloutBuffer for PPO.load; the critic's own optimiser is rebuilt if needed.
-        excluded = ["rollout_buffer_class", "value_optimizer", "kept_state"]
+        excluded = ["rollout_buffer_class", "value_optimizer", "kept_state", "judged_policy"]
         return [*super()._excluded_save_params(), *excluded, "eval_env"]
 
     def _setup_model(self) -> None:
@@ -214,6 +223,28 @@ class FineTunePPO(ProximalPolicyDistillation):
         super().learn(total_timesteps, callback, log_interval, tb_log_name, reset_num_timesteps, progress_bar)
         self._judge_now(1)  # hand over only a judged policy
         return self
+
+    def predict(
+        self,
+        observation: np.ndarray | dict[str, np.ndarray],
+        state: tuple[np.ndarray, ...] | None = None,
+        episode_start: np.ndarray | None = None,
+        deterministic: bool = False,
+    ) -> tuple[np.ndarray, tuple[np.ndarray, ...] | None]:
+        """
+        The action of the policy the rollback guard last passed (:attr:`judged_policy`), or of ``policy``
+        without a guard; as ``PPO.predict`` otherwise.
+        """
+        policy = self.policy if self.judged_policy is None else self.judged_policy
+        return policy.predict(observation, state, episode_start, deterministic)
+
+    def _pass(self, policy_state: dict[str, th.Tensor]) -> None:
+        """Make ``policy_state`` the weights ``predict`` acts with."""
+        if self.judged_policy is None:
+            self.judged_policy = copy.deepcopy(self.policy)
+            self.judged_policy.set_training_mode(False)
+            self.judged_policy.requires_grad_(False)
+        self.judged_policy.load_state_dict(policy_state)
 
     def _judge_now(self, every: int) -> None:
         """Judge the policy as it is now if ``every`` steps have passed since the last judgement."""
@@ -289,6 +320,7 @@ class FineTunePPO(ProximalPolicyDistillation):
         else:
             if self.rollback_below is not None and self.kept_state is None:  # first update (or after load)
                 self.kept_state = self._state()
+                self._pass(self.kept_state["policy"])
                 self.last_judgement = self.finetune_steps
             if self.anchor_weight() > 0:
                 if self.teacher is None:
@@ -309,7 +341,8 @@ class FineTunePPO(ProximalPolicyDistillation):
     def _judge(self, mean_return: float, judged: dict[str, Any]) -> None:
         """
         Roll back to the kept weights when ``mean_return`` is below the threshold; keep ``judged`` (and anchor
-        to it) when it reaches the starting return; in between, neither.
+        to it) when it reaches the starting return; in between, neither. Either way ``predict`` acts from now
+        on with the weights the policy is left with (the kept ones, or ``judged``).
 
         :param mean_return: the judged weights' mean return
         :param judged: the weights (and optimiser state) that played it
@@ -321,6 +354,7 @@ class FineTunePPO(ProximalPolicyDistillation):
         if mean_return < self.rollback_threshold():
             self.policy.load_state_dict(self.kept_state["policy"])
             self.policy.optimizer.load_state_dict(self.kept_state["optimizer"])
+            self._pass(self.kept_state["policy"])
             self.anchor_start = self.finetune_steps  # move cautiously again from the kept weights
             self.rollbacks += 1
             self.logger.record("finetune/rollbacks", self.rollbacks)
@@ -329,7 +363,9 @@ class FineTunePPO(ProximalPolicyDistillation):
                     f"FineTunePPO: deterministic return {mean_return:.3g} fell below {self.rollback_threshold():.3g} "
                     f"(start {self.start_return:.3g}): rolled back"
                 )
-        elif mean_return >= self.start_return:
+            return
+        self._pass(judged["policy"])  # at or above the threshold: what predict acts with from now on
+        if mean_return >= self.start_return:
             # the judged weights played at least as well as the student: keep them, anchor to them
             self.kept_state = judged
             if not self.anchors_to_teacher:

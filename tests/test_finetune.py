@@ -211,6 +211,8 @@ class Sabotage(BaseCallback):
     def __init__(self) -> None:
         super().__init__()
         self.done_at: int | None = None
+        #: right after the sabotage: ``model.predict``'s greedy actions and the candidate policy's, on fixed states
+        self.predicted: tuple[np.ndarray, np.ndarray] | None = None
 
     def _on_rollout_start(self) -> None:
         if self.done_at is None and self.model.kept_state is not None:
@@ -218,6 +220,9 @@ class Sabotage(BaseCallback):
                 self.model.policy.action_net.weight.neg_()
                 self.model.policy.action_net.bias.neg_()
             self.done_at = self.model.num_timesteps
+            states = cartpole_states()
+            predicted = self.model.predict(states, deterministic=True)[0]
+            self.predicted = predicted, self.model.policy.predict(states, deterministic=True)[0]
 
     def _on_step(self) -> bool:
         return True
@@ -251,6 +256,14 @@ def test_the_guard_rolls_back_a_destructive_update(expert_student, guard, tmp_pa
     sabotage = Sabotage()
     model.learn(1_024, callback=sabotage)
     assert sabotage.done_at is not None
+    assert sabotage.predicted is not None
+    served, candidate = sabotage.predicted
+    expert = expert_student.predict(cartpole_states(), deterministic=True)[0]
+    if guard is None:
+        assert np.array_equal(served, candidate)
+    else:  # the sabotaged candidate is not judged yet: predict acts with the student the guard passed
+        assert np.array_equal(served, expert)
+        assert np.mean(candidate != expert) > 0.9
     restored = all(th.equal(before[key], value) for key, value in model.policy.state_dict().items())
     final = mean_return(model.policy, 0)
     if guard is None:
@@ -343,13 +356,17 @@ class EvaluateEvery:
     """Greedy returns of a model's policy every ``every`` steps (an SB3 callback made of a function)."""
 
     def __init__(self, every: int, seed: int) -> None:
-        self.every, self.seed, self.returns, self.next_at = every, seed, [], every
+        self.every, self.seed, self.next_at = every, seed, every
+        #: what ``model.predict`` acts with (the policy the guard last passed), and the candidate ``model.policy``
+        self.returns: list[float] = []
+        self.candidate_returns: list[float] = []
 
     def __call__(self, locals_: dict, _globals: dict) -> bool:
         model = locals_["self"]
         if model.num_timesteps >= self.next_at:
             self.next_at += self.every
-            self.returns.append(mean_return(model.policy, self.seed))
+            self.returns.append(mean_return(model, self.seed))
+            self.candidate_returns.append(mean_return(model.policy, self.seed))
         return True
 
 
@@ -377,5 +394,6 @@ def test_fine_tuning_keeps_the_distilled_return(published_ppo, seed):
     assert model.start_return is not None
     assert model.start_return >= 0.9 * distilled
     assert not all(th.equal(a, b) for a, b in zip(sharpened, model.policy.parameters(), strict=True))
-    assert len(evaluations.returns) == 5
+    assert len(evaluations.returns) == len(evaluations.candidate_returns) == 5
     assert min(evaluations.returns) >= 0.9 * distilled, (distilled, evaluations.returns)
+    assert min(evaluations.candidate_returns) >= 0.9 * distilled, (distilled, evaluations.candidate_returns)
