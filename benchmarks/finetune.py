@@ -187,9 +187,14 @@ CONFIGS: dict[str, dict[str, Any]] = {
 }
 
 
-def evaluate(policy: Any, env_id: str, episodes: int, student: Any = None, seed: int = 10_000) -> float:
-    """Greedy mean return; with ``student``, under the ``VecNormalize`` statistics it recorded (if any)."""
-    env = make_vec_env(env_id, n_envs=1, seed=seed)
+def evaluate(
+    policy: Any, env_id: str, episodes: int, student: Any = None, seed: int = 10_000, n_envs: int = 1
+) -> float:
+    """
+    Greedy mean return; with ``student``, under the ``VecNormalize`` statistics it recorded (if any), over
+    ``n_envs`` environments side by side (the episodes split evenly between them).
+    """
+    env = make_vec_env(env_id, n_envs=n_envs, seed=seed)
     if student is not None:
         env = wrap_env(env, student)
     try:
@@ -206,9 +211,10 @@ class Evaluations(BaseCallback):
     (``judged``: right after the judgement, before the policy acts).
     """
 
-    def __init__(self, env_id: str, every: int, episodes: int, student: Any) -> None:
+    def __init__(self, env_id: str, every: int, episodes: int, student: Any, n_envs: int) -> None:
         super().__init__()
         self.env_id, self.every, self.episodes, self.student = env_id, every, episodes, student
+        self.n_envs = n_envs
         self.results: list[tuple[int, float]] = []
         self.candidates: list[tuple[int, float]] = []
         self.judged: list[tuple[int, float]] = []
@@ -217,7 +223,7 @@ class Evaluations(BaseCallback):
 
     def evaluate(self, candidate: bool = False) -> tuple[int, float]:
         model = self.model.policy if candidate else self.model
-        return self.model.num_timesteps, evaluate(model, self.env_id, self.episodes, self.student)
+        return self.model.num_timesteps, evaluate(model, self.env_id, self.episodes, self.student, n_envs=self.n_envs)
 
     def _on_rollout_start(self) -> None:
         judgements = getattr(self.model, "judgements", 0)  # the starting return's counts: the student itself
@@ -269,9 +275,9 @@ def run(teacher: str, config: str, seed: int, args: argparse.Namespace) -> dict[
         loss=loss,
         seed=seed,
     )
-    distilled = evaluate(student, env_id, args.episodes, student)
+    distilled = evaluate(student, env_id, args.episodes, student, n_envs=args.eval_envs)
     # The same student on other episodes: how far two evaluations of one policy differ (the noise floor).
-    distilled_again = evaluate(student, env_id, args.episodes, student, seed=20_000)
+    distilled_again = evaluate(student, env_id, args.episodes, student, seed=20_000, n_envs=args.eval_envs)
     greedy_probability = None
     if algo == "ppo":  # how sure the distilled student is of its greedy actions, on the states it visits
         observations = greedy_observations(
@@ -293,7 +299,7 @@ def run(teacher: str, config: str, seed: int, args: argparse.Namespace) -> dict[
         model = to_dqn(student, env, seed=seed, **settings, **options)
     else:
         model = to_ppo(student, env, seed=seed, **settings, **options)
-    callback = Evaluations(env_id, args.eval_every, args.episodes, student)
+    callback = Evaluations(env_id, args.eval_every, args.episodes, student, args.eval_envs)
     if args.chunks:  # evaluate what each learn() call hands over
         for _ in range(args.steps // args.eval_every):
             model.learn(args.eval_every, reset_num_timesteps=False)
@@ -337,6 +343,9 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=50_000)
     parser.add_argument("--eval-every", type=int, default=5_000)
     parser.add_argument("--episodes", type=int, default=10)
+    parser.add_argument(
+        "--eval-envs", type=int, default=1, help="environments per evaluation, side by side (a divisor of --episodes)"
+    )
     parser.add_argument("--zoo", default=None, help="folder of RL-Zoo runs (default: the published agents)")
     parser.add_argument("--jobs", type=int, default=1)
     parser.add_argument(
