@@ -308,6 +308,10 @@ def test_the_guard_hands_over_only_a_judged_policy(expert_student, tmp_path):
     assert model.rollbacks == 1
     assert all(th.equal(before[key], value) for key, value in model.policy.state_dict().items())
     assert mean_return(model.policy, 0) >= 0.9 * mean_return(expert_student, 0)
+    # What learn() hands over is what predict acts with.
+    assert model.judged_policy is not None
+    for key, value in model.judged_policy.state_dict().items():
+        assert th.equal(model.policy.state_dict()[key], value), key
     # Without the guard the sabotaged policy is what learn() hands over.
     plain = frozen_model(expert_student, rollback_below=None)
     plain.learn(1_024, callback=SabotageLastUpdate())
