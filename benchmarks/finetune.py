@@ -31,6 +31,15 @@ The README's figures (``to_ppo``'s defaults, 100 episodes per evaluation)::
         ppo/MinAtar-Breakout-v1_1 --configs default --distill-steps 50000 --steps 100000 --eval-every 10000 \
         --episodes 100 --jobs 2 --name minatar_breakout_judged
 
+With ``predict`` acting with the policy the guard last passed (evaluations as ``EvalCallback`` makes them,
+each also of the candidate), today's distillation defaults, a MinAtar DQN teacher retrained as above::
+
+    python benchmarks/finetune.py --teachers dqn/CartPole-v1_1 --configs default --episodes 100 --eval-envs 10 \
+        --jobs 2 --name cartpole_dqn_served
+    python benchmarks/finetune.py --zoo /tmp/zoo-minatar --teachers dqn/MinAtar-Breakout-v1_1 --configs default \
+        --distill-steps 50000 --steps 100000 --eval-every 10000 --episodes 100 --jobs 2 \
+        --name minatar_breakout_dqn_served
+
 At the distillation defaults of today (8 samples per transition when the student acts), with the teacher as
 anchor (``teacher``: ``to_ppo(teacher=...)``) and a longer critic warm-up (``warmup20k``)::
 
