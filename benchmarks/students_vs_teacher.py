@@ -21,6 +21,11 @@ against compression per game, and the learning curves of teacher and students on
     python benchmarks/students_vs_teacher.py --algos ppo --envs MinAtar/Breakout-v1 --seeds 1
     python benchmarks/students_vs_teacher.py --algos ppo --envs MinAtar/Breakout-v1 --seeds 1 --first-seed 1 \
         --timesteps 1000000 --name students_vs_teacher_minatar_breakout_cnn_1m_seed1
+    python benchmarks/students_vs_teacher.py --algos ppo --envs MinAtar/Seaquest-v1 --seeds 1 \
+        --timesteps 5000000 --no-baseline --name students_vs_teacher_minatar_seaquest_cnn_5m
+
+``--no-baseline`` skips the teacher trained alone (for long runs: half the time; the overhead and the
+bit-for-bit check are then not recorded).
 
 ``--quick`` takes about 25 minutes on 2 CPU cores. The full size (42 runs, each training its teacher
 twice; MinAtar at 500k teacher steps) takes about 8 hours on 2 CPU cores (``--jobs 2``: about 5).
@@ -81,29 +86,32 @@ def policy_vector(teacher: Any) -> th.Tensor:
     return th.cat([p.detach().flatten().cpu() for p in teacher.policy.parameters()])
 
 
-def run(args: tuple[str, str, int, int, int, int, int]) -> dict[str, Any]:
-    algo, env_id, steps, seed, episodes, curve_points, threads = args
+def run(args: tuple[str, str, int, int, int, int, int, bool]) -> dict[str, Any]:
+    algo, env_id, steps, seed, episodes, curve_points, threads, baseline = args
     th.set_num_threads(threads)
     result: dict[str, Any] = {"algo": algo, "env": env_id, "seed": seed, "teacher_steps": steps}
-    alone, _ = zoo_teacher(algo, env_id, seed)
     teacher, _ = zoo_teacher(algo, env_id, seed)
     result["device"] = th.cuda.get_device_name(teacher.device) if teacher.device.type == "cuda" else "cpu"
     rungs = ladder(teacher, RATIOS)
     eval_env = evaluation_env(algo, env_id, teacher)
     distill = RealTimeDistillCallback(student=rungs, seed=seed)
+    clock = Clock()
+    curves = Curves(distill, clock, eval_env, max(steps // curve_points, 1), episodes=5)
+    alone = zoo_teacher(algo, env_id, seed)[0] if baseline else None
     for distilled in (False, True) if seed % 2 == 0 else (True, False):
         if distilled:
-            clock = Clock()
-            curves = Curves(distill, clock, eval_env, max(steps // curve_points, 1), episodes=5)
             teacher.learn(steps, callback=[distill, curves])
             result["seconds_with"] = clock.now()
-        else:
+        elif alone is not None:
             began = time.perf_counter()
             alone.learn(steps)
             result["seconds_without"] = time.perf_counter() - began
-    result["overhead"] = result["seconds_with"] / result["seconds_without"]
+    # without the baseline (--no-baseline) there is no overhead and no bit-for-bit check
+    result["overhead"] = result["seconds_with"] / result["seconds_without"] if alone is not None else None
     result["distill_seconds"] = distill.distiller.total_time_s
-    result["teacher_identical_to_teacher_alone"] = bool(th.equal(policy_vector(alone), policy_vector(teacher)))
+    result["teacher_identical_to_teacher_alone"] = (
+        bool(th.equal(policy_vector(alone), policy_vector(teacher))) if alone is not None else None
+    )
     result["curve"] = curves.points
 
     eval_env = evaluation_env(algo, env_id, teacher)  # normalisation stats as the teacher ends
@@ -130,10 +138,16 @@ def run(args: tuple[str, str, int, int, int, int, int]) -> dict[str, Any]:
     )
     print(
         f"{algo} {env_id} seed {seed}: teacher {result['teacher_return']:.2f}, students {line}; "
-        f"overhead {result['overhead']:.3f}",
+        f"overhead {result['overhead'] if result['overhead'] is None else round(result['overhead'], 3)}",
         flush=True,
     )
     return result
+
+
+def median_or_none(values: list[float | None]) -> float | None:
+    """The median of the values that are there (``None`` when there are none)."""
+    present = [value for value in values if value is not None]
+    return statistics.median(present) if present else None
 
 
 def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -141,16 +155,15 @@ def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
     rungs = list(runs[0]["students"])
     summary: dict[str, Any] = {
         "teacher_return": statistics.median(run["teacher_return"] for run in runs),
-        "overhead": statistics.median(run["overhead"] for run in runs),
+        "overhead": median_or_none([run["overhead"] for run in runs]),
         "students": {},
     }
     for name in rungs:
         values = [run["students"][name] for run in runs]
-        normalized = [value["normalized"] for value in values if value["normalized"] is not None]
         summary["students"][name] = {
             "compression": statistics.median(value["compression"] for value in values),
             "return": statistics.median(value["return"] for value in values),
-            "normalized": statistics.median(normalized) if normalized else None,
+            "normalized": median_or_none([value["normalized"] for value in values]),
             "agreement": statistics.median(value["agreement"] for value in values),
         }
     return summary
@@ -167,9 +180,10 @@ def markdown(results: dict[str, Any]) -> str:
         summary = result["summary"]
         for name, student in summary["students"].items():
             normalized = "n/a" if student["normalized"] is None else f"{student['normalized']:.2f}"
+            overhead = "n/a" if summary["overhead"] is None else f"{summary['overhead']:.2f}"
             lines.append(
                 f"| {algo} | {env_id} | {summary['teacher_return']:.2f} | {name} | {student['compression']:.2%} | "
-                f"{student['return']:.2f} | {normalized} | {student['agreement']:.2f} | {summary['overhead']:.2f} |"
+                f"{student['return']:.2f} | {normalized} | {student['agreement']:.2f} | {overhead} |"
             )
     return "\n".join(lines) + "\n"
 
@@ -217,10 +231,10 @@ def plot(results: dict[str, Any], stem: str) -> list[pathlib.Path]:
 
 
 def benchmark(
-    jobs: list[tuple[str, str, int, int, int, int, int]], processes: int, stem: str, extra: dict[str, Any]
+    jobs: list[tuple[str, str, int, int, int, int, int, bool]], processes: int, stem: str, extra: dict[str, Any]
 ) -> None:
     """
-    Run every ``(algo, env id, teacher steps, seed, eval episodes, curve points, torch threads)`` job;
+    Run every ``(algo, env id, teacher steps, seed, eval episodes, curve points, torch threads, baseline)`` job;
     write the JSON, the markdown table and the plots.
 
     :param jobs: the runs
@@ -268,6 +282,11 @@ def main() -> None:
     parser.add_argument("--curve-points", type=int, default=10)
     parser.add_argument("--jobs", type=int, default=1, help="parallel processes (one torch thread each)")
     parser.add_argument("--timesteps", type=int, default=None, help="teacher steps of every case (a smoke test)")
+    parser.add_argument(
+        "--no-baseline",
+        action="store_true",
+        help="do not train the teacher alone (half the time; no overhead and no bit-for-bit check recorded)",
+    )
     parser.add_argument("--name", default=None, help="result file stem (default students_vs_teacher[_quick])")
     args = parser.parse_args()
     th.set_num_threads(1)
@@ -285,6 +304,7 @@ def main() -> None:
             args.eval_episodes,
             args.curve_points,
             1,
+            not args.no_baseline,
         )
         for algo, env_id in pairs
         for seed in seeds
