@@ -9,8 +9,11 @@ policy and value chain, all at once.
 The distiller packs two or more students (one alone gains nothing: measured 12% slower). A student packs
 when each of its chains (``ActorCriticPolicy``: ``mlp_extractor``'s policy and value
 networks with ``action_net`` and ``value_net``, discrete actions; ``DQNPolicy``: its ``q_net``) is a sequence
-of ``Linear`` layers and element-wise activations on SB3's flattened observation. Chains of the same shape
-(depth and activations) form one group. The students keep their own parameters: the packed weights are
+of ``Linear`` layers and element-wise activations on SB3's flattened observation (convolutional students do
+not pack: three ``MinAtarCNN`` students run with their convolutions concatenated into one, and their linear
+layers block-diagonal, took 1.02x the time of one by one, median of 7 alternations, 1024 observations, 4
+epochs: their updates are bound by the convolutions' arithmetic, not by the number of calls). Chains of the
+same shape (depth and activations) form one group. The students keep their own parameters: the packed weights are
 rebuilt from them at every pass, so gradients, optimisers and saved files stay each student's own, and the
 outputs equal the students' own up to float rounding (``tests/test_packing.py``).
 """
