@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import pathlib
+import statistics
 from typing import Any
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
@@ -38,6 +39,83 @@ def students_section(name: str, title: str) -> list[str]:
     lines += [*(RESULTS / f"{name}.md").read_text().splitlines(), ""]
     for plot in record.get("plots", []):
         lines += [f"![{plot}](../benchmarks/results/{plot})", ""]
+    return lines
+
+
+#: The compression targets the ladders are judged by: (rung names that count, median normalised return).
+LADDER_TARGETS = {
+    "at most 5%: 0.95": (("1.7pct", "5pct"), 0.95),
+    "1.7%: 0.90": (("1.7pct",), 0.90),
+}
+
+
+def _ladder_runs() -> dict[tuple[str, str, int], list[tuple[str, dict[str, Any]]]]:
+    """Every full-size ladder run (not ``--quick``), by (algo, environment, teacher steps): (file stem, run)."""
+    cases: dict[tuple[str, str, int], list[tuple[str, dict[str, Any]]]] = {}
+    for path in sorted(RESULTS.glob("students_vs_teacher*.json")):
+        record = json.loads(path.read_text())
+        if record.get("size") == "quick" or path.stem == "students_vs_teacher_quick":
+            continue
+        for result in record["results"].values():
+            for run in result["runs"]:
+                cases.setdefault((run["algo"], run["env"], run["teacher_steps"]), []).append((path.stem, run))
+    return cases
+
+
+def _median_normalized(runs: list[dict[str, Any]], rung: str) -> float | None:
+    values = [run["students"][rung]["normalized"] for run in runs if run["students"][rung]["normalized"] is not None]
+    return statistics.median(values) if values else None
+
+
+def ladder_summary_section() -> list[str]:
+    """One row per (algo, environment, teacher steps), the seeds of every file merged; the targets counted."""
+    cases = _ladder_runs()
+    if not cases:
+        return []
+    lines = [
+        "## Ladders across seeds (every `students_vs_teacher*.json` but `--quick`)",
+        "",
+        "Random-normalised student / teacher return, median over the seeds (each seed's own teacher), the runs of",
+        "one algorithm, environment and teacher budget merged from every file (hyperparameters of the commit",
+        "each file records). Agreement: greedy, on the teacher's trajectories, the range over rungs and seeds.",
+        "",
+        "| algo | environment | teacher steps | seeds | teacher return (each seed) | 1.7% | 5% | 25% | agreement "
+        "| files |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for (algo, env_id, steps), found in sorted(cases.items()):
+        runs = [run for _, run in found]
+        rungs = [_fmt(_median_normalized(runs, rung), ".2f") for rung in ("1.7pct", "5pct", "25pct")]
+        agreement = [student["agreement"] for run in runs for student in run["students"].values()]
+        teachers = " / ".join(f"{run['teacher_return']:.1f}" for run in runs)
+        files = ", ".join(sorted({f"`{stem}`" for stem, _ in found}))
+        lines.append(
+            f"| {algo} | {env_id} | {steps // 1000}k | {len(runs)} | {teachers} | {' | '.join(rungs)} | "
+            f"{min(agreement):.2f} to {max(agreement):.2f} | {files} |"
+        )
+    lines += ["", *_ladder_targets(cases), ""]
+    return lines
+
+
+def _ladder_targets(cases: dict[tuple[str, str, int], list[tuple[str, dict[str, Any]]]]) -> list[str]:
+    """Per algorithm, the tasks that reach each target, each task at its budget with the most seeds."""
+    lines = []
+    for algo in sorted({algo for algo, _, _ in cases}):
+        chosen: dict[str, tuple[int, int]] = {}  # environment -> (seeds, steps), the most seeds then the most steps
+        for case_algo, env_id, steps in cases:
+            if case_algo == algo:
+                chosen[env_id] = max(chosen.get(env_id, (0, 0)), (len(cases[algo, env_id, steps]), steps))
+        verdicts = []
+        for target, (rungs, bar) in LADDER_TARGETS.items():
+            reached = []
+            for env_id, (_, steps) in sorted(chosen.items()):
+                runs = [run for _, run in cases[algo, env_id, steps]]
+                medians = [_median_normalized(runs, rung) for rung in rungs]
+                if any(median is not None and median >= bar for median in medians):
+                    reached.append(env_id)
+            verdicts.append(f"{target} on {len(reached)} of {len(chosen)} ({', '.join(reached) or 'none'})")
+        budgets = ", ".join(f"{env_id} {steps // 1000}k x {n} seeds" for env_id, (n, steps) in sorted(chosen.items()))
+        lines.append(f"- {algo.upper()} ({budgets}): " + "; ".join(verdicts) + ".")
     return lines
 
 
@@ -406,6 +484,7 @@ def write(path: pathlib.Path) -> None:
         "(`make bench` runs the quick sizes).",
         "",
     ]
+    lines += ladder_summary_section()
     lines += students_section("students_vs_teacher", "Students against their teachers (full size)")
     lines += students_section("students_vs_teacher_quick", "Students against their teachers (`--quick`)")
     for run in sorted(RESULTS.glob("students_vs_teacher_*.json")):
