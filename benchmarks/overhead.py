@@ -35,6 +35,7 @@ sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parent))
 from common import write_result
 
 from sb3_distill import RealTimeDistillCallback, ladder
+from sb3_distill.architectures import MinAtarCNN
 from sb3_distill.ladder import atari_cnn_student
 from sb3_distill.zoo import teacher_settings
 
@@ -93,6 +94,20 @@ CASES: dict[str, dict[str, Any]] = {
         "kwargs": {"n_steps": 128},
         "timesteps": 30_000,
         "student_kwargs": {"net_arch": [16]},
+    },
+    # hyperparams/ppo.yml's MinAtar entry: Young & Tian's CNN teacher, the entry's 5% MinAtarCNN student; its
+    # ladder is three MinAtarCNN students (which do not pack, see sb3_distill/packing.py).
+    "ppo/MinAtar/Breakout-v1/cnn": {
+        "algo": PPO,
+        "env": "MinAtar/Breakout-v1",
+        "n_envs": teacher_settings("ppo", "MinAtar/Breakout-v1")[0],
+        "kwargs": {k: v for k, v in teacher_settings("ppo", "MinAtar/Breakout-v1")[1].items() if k != "policy"},
+        "timesteps": 30_000,
+        "student_kwargs": {
+            "features_extractor_class": MinAtarCNN,
+            "features_extractor_kwargs": {"channels": 6, "features_dim": 16},
+            "net_arch": [],
+        },
     },
     # RL-Zoo's Atari PPO settings (hyperparams/ppo.yml) with the 1.7% student; about 400 teacher steps/s on CPU.
     "ppo/PongNoFrameskip-v4": {
