@@ -7,7 +7,10 @@ For each algorithm (PPO, DQN), environment and seed, with the teacher settings o
   three students at about 1.7%, 5% and 25% of its acting parameters, distilled from the same batches.
   Teacher and students are evaluated along the way (``--curve-points`` times, evaluations off the
   clock) for the learning curves. The callback leaves the teacher bit for bit as it trains alone; the
-  result records whether the two teachers came out identical.
+  result records whether the two teachers came out identical (both learn from the same state of the global
+  generators; the result files written before that was so read ``false`` in every run, the second teacher
+  having started where the first left the generators: a flaw of this script, not of the callback, whose
+  invariance ``tests/test_realtime.py`` checks).
 
 Reported per run: the teacher's final return and each student's (``--eval-episodes`` episodes, same
 evaluation seed), student / teacher return, the same normalised by a random policy's return (for
@@ -37,11 +40,13 @@ from __future__ import annotations
 import argparse
 import multiprocessing
 import pathlib
+import random
 import statistics
 import time
 from concurrent.futures import ProcessPoolExecutor
 from typing import Any
 
+import numpy as np
 import torch as th
 from common import RESULTS, Clock, RandomPolicy, evaluation_env, sync_normalization, write_result, zoo_teacher
 from stable_baselines3.common.callbacks import BaseCallback
@@ -91,15 +96,21 @@ def run(args: tuple[str, str, int, int, int, int, int, bool]) -> dict[str, Any]:
     th.set_num_threads(threads)
     result: dict[str, Any] = {"algo": algo, "env": env_id, "seed": seed, "teacher_steps": steps}
     teacher, _ = zoo_teacher(algo, env_id, seed)
+    generators = random.getstate(), np.random.get_state(), th.get_rng_state()
     result["device"] = th.cuda.get_device_name(teacher.device) if teacher.device.type == "cuda" else "cpu"
     rungs = ladder(teacher, RATIOS)
     eval_env = evaluation_env(algo, env_id, teacher)
     distill = RealTimeDistillCallback(student=rungs, seed=seed)
-    clock = Clock()
-    curves = Curves(distill, clock, eval_env, max(steps // curve_points, 1), episodes=5)
     alone = zoo_teacher(algo, env_id, seed)[0] if baseline else None
     for distilled in (False, True) if seed % 2 == 0 else (True, False):
+        # Each teacher learns from the global generators as the teacher's construction left them (the ladder,
+        # the environments and the other teacher draw from them), so that the two can come out identical.
+        random.setstate(generators[0])
+        np.random.set_state(generators[1])
+        th.set_rng_state(generators[2])
         if distilled:
+            clock = Clock()
+            curves = Curves(distill, clock, eval_env, max(steps // curve_points, 1), episodes=5)
             teacher.learn(steps, callback=[distill, curves])
             result["seconds_with"] = clock.now()
         elif alone is not None:
