@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import argparse
 
-from students_vs_teacher import benchmark
+from students_vs_teacher import Job, benchmark
 
 from sb3_distill.zoo import hyperparams_file, load_hyperparams
 
@@ -43,7 +43,7 @@ def main() -> None:
     if unknown:
         parser.error(f"no Atari entry for {unknown} in hyperparams/ppo.yml; known: {games}")
     jobs = [
-        (algo, env_id, args.timesteps, seed, args.eval_episodes, args.curve_points, args.threads)
+        Job(algo, env_id, args.timesteps, seed, args.eval_episodes, args.curve_points, args.threads)
         for algo in args.algos
         for env_id in args.envs
         for seed in range(args.seeds)

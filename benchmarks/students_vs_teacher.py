@@ -28,7 +28,8 @@ against compression per game, and the learning curves of teacher and students on
         --timesteps 5000000 --no-baseline --name students_vs_teacher_minatar_seaquest_cnn_5m
 
 ``--no-baseline`` skips the teacher trained alone (for long runs: half the time; the overhead and the
-bit-for-bit check are then not recorded).
+bit-for-bit check are then not recorded). ``--save-dir`` keeps each trained teacher and its students
+(``<algo>_<env>_<seed>_teacher.zip``, ``..._<rung>.zip``), for offline distillation from the same teacher.
 
 ``--quick`` takes about 25 minutes on 2 CPU cores. The full size (42 runs, each training its teacher
 twice; MinAtar at 500k teacher steps) takes about 8 hours on 2 CPU cores (``--jobs 2``: about 5).
@@ -44,14 +45,14 @@ import random
 import statistics
 import time
 from concurrent.futures import ProcessPoolExecutor
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch as th
 from common import RESULTS, Clock, RandomPolicy, evaluation_env, sync_normalization, write_result, zoo_teacher
 from stable_baselines3.common.callbacks import BaseCallback
 
-from sb3_distill import RealTimeDistillCallback, ladder
+from sb3_distill import RealTimeDistillCallback, ladder, save_student
 from sb3_distill.evaluation import trajectory_agreement
 from sb3_distill.serialization import atomic_write_bytes
 
@@ -91,8 +92,24 @@ def policy_vector(teacher: Any) -> th.Tensor:
     return th.cat([p.detach().flatten().cpu() for p in teacher.policy.parameters()])
 
 
-def run(args: tuple[str, str, int, int, int, int, int, bool]) -> dict[str, Any]:
-    algo, env_id, steps, seed, episodes, curve_points, threads, baseline = args
+class Job(NamedTuple):
+    """One run: a teacher and its ladder."""
+
+    algo: str
+    env_id: str
+    steps: int
+    seed: int
+    episodes: int
+    curve_points: int
+    threads: int
+    #: also train the teacher alone (the overhead and the bit-for-bit check)
+    baseline: bool = True
+    #: where to save the trained teacher and its students (``None``: not saved)
+    save_dir: str | None = None
+
+
+def run(job: Job) -> dict[str, Any]:
+    algo, env_id, steps, seed, episodes, curve_points, threads, baseline, save_dir = job
     th.set_num_threads(threads)
     result: dict[str, Any] = {"algo": algo, "env": env_id, "seed": seed, "teacher_steps": steps}
     teacher, _ = zoo_teacher(algo, env_id, seed)
@@ -144,6 +161,12 @@ def run(args: tuple[str, str, int, int, int, int, int, bool]) -> dict[str, Any]:
             "agreement": trajectory_agreement(teacher, student, evaluation_env(algo, env_id, teacher), n_steps=2000),
         }
     result["students"] = students
+    if save_dir is not None:
+        stem = pathlib.Path(save_dir) / f"{algo}_{env_id.replace('/', '-')}_{seed}"
+        teacher.save(f"{stem}_teacher.zip")
+        for name, student in distill.students.items():
+            save_student(student, f"{stem}_{name}.zip")
+        result["saved"] = str(stem)
     line = ", ".join(
         f"{name} {value['return']:.2f} (agreement {value['agreement']:.2f})" for name, value in students.items()
     )
@@ -241,12 +264,9 @@ def plot(results: dict[str, Any], stem: str) -> list[pathlib.Path]:
     return written
 
 
-def benchmark(
-    jobs: list[tuple[str, str, int, int, int, int, int, bool]], processes: int, stem: str, extra: dict[str, Any]
-) -> None:
+def benchmark(jobs: list[Job], processes: int, stem: str, extra: dict[str, Any]) -> None:
     """
-    Run every ``(algo, env id, teacher steps, seed, eval episodes, curve points, torch threads, baseline)`` job;
-    write the JSON, the markdown table and the plots.
+    Run every job; write the JSON, the markdown table and the plots.
 
     :param jobs: the runs
     :param processes: parallel processes
@@ -268,9 +288,9 @@ def benchmark(
     record = {
         "benchmark": "students_vs_teacher",
         "ratios": list(RATIOS),
-        "seeds": sorted({job[3] for job in jobs}),
+        "seeds": sorted({job.seed for job in jobs}),
         "devices": sorted({run["device"] for run in runs}),
-        "eval_episodes": jobs[0][4],
+        "eval_episodes": jobs[0].episodes,
         "jobs": processes,
         "wall_seconds": time.perf_counter() - began,
         "teacher_settings": "hyperparams/<algo>.yml",
@@ -298,6 +318,7 @@ def main() -> None:
         action="store_true",
         help="do not train the teacher alone (half the time; no overhead and no bit-for-bit check recorded)",
     )
+    parser.add_argument("--save-dir", default=None, help="save each trained teacher and its students there")
     parser.add_argument("--name", default=None, help="result file stem (default students_vs_teacher[_quick])")
     args = parser.parse_args()
     th.set_num_threads(1)
@@ -307,7 +328,7 @@ def main() -> None:
     else:
         pairs = [(algo, env_id) for algo in args.algos for env_id in args.envs or list(CASES)]
     jobs = [
-        (
+        Job(
             algo,
             env_id,
             args.timesteps or CASES[env_id][algo][int(args.quick)],
@@ -315,7 +336,8 @@ def main() -> None:
             args.eval_episodes,
             args.curve_points,
             1,
-            not args.no_baseline,
+            baseline=not args.no_baseline,
+            save_dir=args.save_dir,
         )
         for algo, env_id in pairs
         for seed in seeds
