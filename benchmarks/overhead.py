@@ -48,17 +48,23 @@ def atari_env(env_id: str, n_envs: int, seed: int) -> VecFrameStack:
     return VecFrameStack(make_atari_env(env_id, n_envs=n_envs, seed=seed), n_stack=4)
 
 
+def zoo_ppo_case(env_id: str, student_kwargs: dict[str, Any]) -> dict[str, Any]:
+    """A case with the teacher settings of ``hyperparams/ppo.yml``'s entry for ``env_id``, 30k steps."""
+    n_envs, kwargs = teacher_settings("ppo", env_id)
+    return {
+        "algo": PPO,
+        "env": env_id,
+        "n_envs": n_envs,
+        "kwargs": {key: value for key, value in kwargs.items() if key != "policy"},
+        "timesteps": 30_000,
+        "student_kwargs": student_kwargs,
+    }
+
+
 # Teachers: RL-Zoo's tuned CartPole settings (and SB3's defaults for PPO, whose larger updates make the
 # relative overhead smaller), SB3's defaults on MinAtar (flattened 10x10x4 frames).
 CASES: dict[str, dict[str, Any]] = {
-    "ppo/CartPole-v1": {
-        "algo": PPO,
-        "env": "CartPole-v1",
-        "n_envs": teacher_settings("ppo", "CartPole-v1")[0],
-        "kwargs": {k: v for k, v in teacher_settings("ppo", "CartPole-v1")[1].items() if k != "policy"},
-        "timesteps": 30_000,
-        "student_kwargs": {"net_arch": [8]},
-    },
+    "ppo/CartPole-v1": zoo_ppo_case("CartPole-v1", {"net_arch": [8]}),
     "ppo/CartPole-v1/sb3-defaults": {
         "algo": PPO,
         "env": "CartPole-v1",
@@ -97,18 +103,14 @@ CASES: dict[str, dict[str, Any]] = {
     },
     # hyperparams/ppo.yml's MinAtar entry: Young & Tian's CNN teacher, the entry's 5% MinAtarCNN student; its
     # ladder is three MinAtarCNN students (which do not pack, see sb3_distill/packing.py).
-    "ppo/MinAtar/Breakout-v1/cnn": {
-        "algo": PPO,
-        "env": "MinAtar/Breakout-v1",
-        "n_envs": teacher_settings("ppo", "MinAtar/Breakout-v1")[0],
-        "kwargs": {k: v for k, v in teacher_settings("ppo", "MinAtar/Breakout-v1")[1].items() if k != "policy"},
-        "timesteps": 30_000,
-        "student_kwargs": {
+    "ppo/MinAtar/Breakout-v1/cnn": zoo_ppo_case(
+        "MinAtar/Breakout-v1",
+        {
             "features_extractor_class": MinAtarCNN,
             "features_extractor_kwargs": {"channels": 6, "features_dim": 16},
             "net_arch": [],
         },
-    },
+    ),
     # RL-Zoo's Atari PPO settings (hyperparams/ppo.yml) with the 1.7% student; about 400 teacher steps/s on CPU.
     "ppo/PongNoFrameskip-v4": {
         "algo": PPO,
