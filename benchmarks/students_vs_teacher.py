@@ -166,7 +166,7 @@ def run(job: Job) -> dict[str, Any]:
         teacher.save(f"{stem}_teacher.zip")
         for name, student in distill.students.items():
             save_student(student, f"{stem}_{name}.zip")
-        result["saved"] = str(stem)
+        result["saved"] = stem.name  # the file stem in --save-dir (no machine path in the result)
     line = ", ".join(
         f"{name} {value['return']:.2f} (agreement {value['agreement']:.2f})" for name, value in students.items()
     )
