@@ -39,6 +39,7 @@ twice; MinAtar at 500k teacher steps) takes about 8 hours on 2 CPU cores (``--jo
 from __future__ import annotations
 
 import argparse
+import copy
 import multiprocessing
 import pathlib
 import random
@@ -88,6 +89,21 @@ class Curves(BaseCallback):
         return True
 
 
+class KeepsStudentsBeforeCatchUp(RealTimeDistillCallback):
+    """The callback, keeping a copy of its students as they were before the catch-up (for the A/B)."""
+
+    before_catch_up: dict[str, Any] | None = None
+    catch_up_seconds: float | None = None
+
+    def catch_up_distill(self) -> dict[str, Any] | None:
+        if self.memory is not None and self.distiller is not None and self.before_catch_up is None:
+            self.before_catch_up = copy.deepcopy(self.students)
+        metrics = super().catch_up_distill()
+        if metrics is not None:
+            self.catch_up_seconds = metrics["time_s"]
+        return metrics
+
+
 def policy_vector(teacher: Any) -> th.Tensor:
     return th.cat([p.detach().flatten().cpu() for p in teacher.policy.parameters()])
 
@@ -106,10 +122,12 @@ class Job(NamedTuple):
     baseline: bool = True
     #: where to save the trained teacher and its students (``None``: not saved)
     save_dir: str | None = None
+    #: the callback's ``catch_up`` (0: off); the students are also evaluated as they were before it
+    catch_up: int = 0
 
 
 def run(job: Job) -> dict[str, Any]:
-    algo, env_id, steps, seed, episodes, curve_points, threads, baseline, save_dir = job
+    algo, env_id, steps, seed, episodes, curve_points, threads, baseline, save_dir, catch_up = job
     th.set_num_threads(threads)
     result: dict[str, Any] = {"algo": algo, "env": env_id, "seed": seed, "teacher_steps": steps}
     teacher, _ = zoo_teacher(algo, env_id, seed)
@@ -117,7 +135,7 @@ def run(job: Job) -> dict[str, Any]:
     result["device"] = th.cuda.get_device_name(teacher.device) if teacher.device.type == "cuda" else "cpu"
     rungs = ladder(teacher, RATIOS)
     eval_env = evaluation_env(algo, env_id, teacher)
-    distill = RealTimeDistillCallback(student=rungs, seed=seed)
+    distill = KeepsStudentsBeforeCatchUp(student=rungs, seed=seed, catch_up=catch_up)
     alone = zoo_teacher(algo, env_id, seed)[0] if baseline else None
     for distilled in (False, True) if seed % 2 == 0 else (True, False):
         # Each teacher learns from the global generators as the teacher's construction left them (the ladder,
@@ -147,20 +165,30 @@ def run(job: Job) -> dict[str, Any]:
     result["teacher_return"] = clock.evaluate(teacher, eval_env, episodes)
     result["random_return"] = clock.evaluate(RandomPolicy(teacher.action_space, seed), eval_env, episodes)
     span = result["teacher_return"] - result["random_return"]
-    students: dict[str, Any] = {}
-    for name, student in distill.students.items():
+
+    def scores(student: Any) -> dict[str, Any]:
         score = clock.evaluate(student, eval_env, episodes)
-        students[name] = {
-            "target_compression": rungs.targets[name],
-            "compression": rungs.compression[name],
-            "acting_parameters": rungs.parameters[name],
-            "student_kwargs": repr(rungs[name][1]),
+        return {
             "return": score,
             "ratio": score / result["teacher_return"] if result["teacher_return"] > 0 else None,
             "normalized": (score - result["random_return"]) / span if span > 0 else None,
             "agreement": trajectory_agreement(teacher, student, evaluation_env(algo, env_id, teacher), n_steps=2000),
         }
+
+    students: dict[str, Any] = {}
+    for name, student in distill.students.items():
+        students[name] = {
+            "target_compression": rungs.targets[name],
+            "compression": rungs.compression[name],
+            "acting_parameters": rungs.parameters[name],
+            "student_kwargs": repr(rungs[name][1]),
+            **scores(student),
+        }
+        if distill.before_catch_up is not None:  # the same students without the catch-up
+            students[name]["before_catch_up"] = scores(distill.before_catch_up[name])
     result["students"] = students
+    result["catch_up"] = catch_up
+    result["catch_up_seconds"] = distill.catch_up_seconds
     if save_dir is not None:
         stem = pathlib.Path(save_dir) / f"{algo}_{env_id.replace('/', '-')}_{seed}"
         teacher.save(f"{stem}_teacher.zip")
@@ -318,6 +346,12 @@ def main() -> None:
         action="store_true",
         help="do not train the teacher alone (half the time; no overhead and no bit-for-bit check recorded)",
     )
+    parser.add_argument(
+        "--catch-up",
+        type=int,
+        default=0,
+        help="the callback's catch_up (observations relabelled by the final teacher); students also scored before it",
+    )
     parser.add_argument("--save-dir", default=None, help="save each trained teacher and its students there")
     parser.add_argument("--name", default=None, help="result file stem (default students_vs_teacher[_quick])")
     args = parser.parse_args()
@@ -338,6 +372,7 @@ def main() -> None:
             1,
             baseline=not args.no_baseline,
             save_dir=args.save_dir,
+            catch_up=args.catch_up,
         )
         for algo, env_id in pairs
         for seed in seeds

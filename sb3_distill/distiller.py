@@ -17,6 +17,7 @@ from typing import Any, NamedTuple
 import cloudpickle
 import numpy as np
 import torch as th
+from gymnasium import spaces
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.logger import Logger
 from stable_baselines3.common.policies import BasePolicy
@@ -30,6 +31,7 @@ from sb3_distill.losses import DEFAULT_TEMPERATURE, gaussian_kl_loss, get_loss, 
 from sb3_distill.normalization import record_obs_normalization
 from sb3_distill.outputs import (
     CONTINUOUS_KINDS,
+    GAUSSIAN,
     SQUASHED_GAUSSIAN,
     PolicyOutputs,
     count_acting_parameters,
@@ -39,6 +41,7 @@ from sb3_distill.outputs import (
     score_kind,
 )
 from sb3_distill.packing import PackedStudents
+from sb3_distill.sources import TargetMemory
 from sb3_distill.spaces import spaces_mismatch
 from sb3_distill.students import SINGLE_STUDENT, StudentSpec, make_students
 from sb3_distill.teachers import Teacher
@@ -291,6 +294,19 @@ class Distiller:
         distiller = cls(teacher, students, config, seed=distiller_seed)
         distiller.set_obs_normalization(normalization)
         return distiller
+
+    def target_memory(self, size: int, dtype: np.dtype | type | None = None) -> TargetMemory:
+        """
+        :param size: how many observations it holds
+        :param dtype: the observations' dtype in memory (``None``: the teacher's observation space's)
+        :return: an empty memory for observations and this teacher's targets (values when distilled)
+        """
+        view = self.teacher
+        action_space = view.action_space
+        n_scores = int(action_space.n) if isinstance(action_space, spaces.Discrete) else int(action_space.shape[0])
+        with_log_std = view.kind in (GAUSSIAN, SQUASHED_GAUSSIAN)
+        with_values = any(self.distill_value.values())
+        return TargetMemory(size, view.observation_space, n_scores, with_values, with_log_std, dtype=dtype)
 
     def set_obs_normalization(self, normalization: dict[str, Any] | None) -> None:
         """

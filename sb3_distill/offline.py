@@ -342,12 +342,7 @@ class OfflineDistillation(DistillationRun):
         view = self.distiller.teacher
         if self.deterministic_student is None:  # as the teacher acts when it trains
             self.deterministic_student = view.kind not in (LOGITS, GAUSSIAN, SQUASHED_GAUSSIAN)
-        action_space = view.action_space
-        n_scores = int(action_space.n) if isinstance(action_space, spaces.Discrete) else int(action_space.shape[0])
-        with_values = any(self.distiller.distill_value.values())
-        memory = TargetMemory(
-            buffer_size, view.observation_space, n_scores, with_values, view.kind in (GAUSSIAN, SQUASHED_GAUSSIAN)
-        )
+        memory = self.distiller.target_memory(buffer_size)
         self.collector = EnvironmentCollector(
             self.env,
             self.model,

@@ -28,7 +28,7 @@ from sb3_distill.distiller import DistillConfig, Distiller, check_positive
 from sb3_distill.internals import n_updates
 from sb3_distill.normalization import obs_normalization_of
 from sb3_distill.serialization import PathLike, atomic_torch_save, check_save_path, torch_load
-from sb3_distill.sources import ObservationSource, source_for
+from sb3_distill.sources import ObservationSource, TargetMemory, source_for
 from sb3_distill.student_files import (
     FILE_FORMAT_KEY,
     FILE_FORMAT_VERSION,
@@ -39,6 +39,9 @@ from sb3_distill.student_files import (
 from sb3_distill.students import SINGLE_STUDENT, StudentSpec, make_students, student_specs
 from sb3_distill.teachers import Teacher
 from sb3_distill.zoo_runs import current_zoo_run
+
+#: observations per step of the catch-up distillation (labelled, or fitted, at a time)
+CATCH_UP_CHUNK = 16_384
 
 
 class RealTimeDistillCallback(BaseCallback):
@@ -86,6 +89,12 @@ class RealTimeDistillCallback(BaseCallback):
     :param max_grad_norm: clip the students' gradient norm (``None``: no clipping)
     :param distill_freq: minimum number of new observations between two distillations (``None``: ``batch_size``);
         off-policy, one distillation holds ``epochs * distill_freq`` sampled observations in memory
+    :param catch_up: keep the last ``catch_up`` observations the students learned from (in the observation
+        space's dtype: Atari frames stay uint8) and, when training ends, have the final teacher label them again
+        and fit the students on them for ``epochs`` more passes. Students distilled in real time follow a moving
+        teacher and forget its older states; this ends them on the teacher that is saved, at no environment step
+        (the teacher is only read). Memory: ``catch_up`` observations (100k MinAtar frames: 60 MB; 100k Atari
+        frames: 2.8 GB). ``0``: off. Not kept in checkpoints: after a resume it holds what came since
     :param save_path: folder where each student is saved when training ends, as ``{name_prefix}.zip``
         (several students: ``{name_prefix}_{name}.zip``). ``None``: nowhere, except under RL-Zoo's
         ``train``, where students go to the run's folder next to the teacher, as ``{env}_student.zip``
@@ -112,6 +121,7 @@ class RealTimeDistillCallback(BaseCallback):
         vf_coef: float = 0.5,
         max_grad_norm: float | None = None,
         distill_freq: int | None = None,
+        catch_up: int = 0,
         save_path: PathLike | None = None,
         name_prefix: str | None = None,
         seed: int | None = None,
@@ -132,6 +142,11 @@ class RealTimeDistillCallback(BaseCallback):
         if distill_freq is not None:
             check_positive("distill_freq", distill_freq, integer=True)
         self.distill_freq = batch_size if distill_freq is None else distill_freq
+        check_positive("catch_up", catch_up, integer=True, allow_zero=True)
+        self.catch_up = catch_up
+        #: the last ``catch_up`` observations distilled, relabelled by the final teacher when training ends
+        self.memory: TargetMemory | None = None
+        self._caught_up_at: int | None = None
         self.save_path = save_path
         self.name_prefix = name_prefix
         self.seed = seed
@@ -219,6 +234,8 @@ class RealTimeDistillCallback(BaseCallback):
             self._source = source_for(self.model, self.distiller.teacher.kind)  # type: ignore[arg-type]
         self._updates_seen = n_updates(self.model)
         self._student_paths = self._resolve_student_paths()
+        if self.catch_up > 0 and self.memory is None:
+            self.memory = self._make_memory()
         if self.verbose >= 1:
             for name, compression in self.distiller.compression.items():
                 teacher_name = type(self.model).__name__
@@ -253,6 +270,7 @@ class RealTimeDistillCallback(BaseCallback):
         self._source.on_training_end()
         self._maybe_distill(1)
         self._finish_distillation()
+        self.catch_up_distill()
         if self._executor is not None:
             self._executor.shutdown()
             self._executor = None
@@ -292,6 +310,8 @@ class RealTimeDistillCallback(BaseCallback):
         assert self._source is not None
         self._finish_distillation()
         obs, epochs, targets = self._source.take(self.config.epochs, distiller.rng)
+        if self.memory is not None:
+            self.memory.add(obs)
         obs_tensor = th.as_tensor(obs, device=distiller.teacher.device)
         progress_remaining = self._progress_remaining()
         self.n_distillations += 1
@@ -314,6 +334,47 @@ class RealTimeDistillCallback(BaseCallback):
             future = Future()
             future.set_result(distiller.update(obs_tensor, progress_remaining, epochs=epochs, targets=targets))
         self._pending = (future, self.n_distillations, normalization)
+
+    def _make_memory(self) -> TargetMemory:
+        """The catch-up memory, in the teacher's observation dtype unless ``VecNormalize`` makes them floats."""
+        assert self.distiller is not None
+        vec_normalize = self.model.get_vec_normalize_env()
+        normalized = vec_normalize is not None and vec_normalize.norm_obs
+        return self.distiller.target_memory(self.catch_up, dtype=np.float32 if normalized else None)
+
+    def catch_up_distill(self) -> dict[str, Any] | None:
+        """
+        Fit the students on the catch-up memory labelled by the teacher as it is now (done when training ends).
+
+        The memory is labelled in chunks, then visited ``epochs`` times in a fresh random order, a chunk of
+        ``CATCH_UP_CHUNK`` observations at a time (so that Atari frames are made floats a chunk at a time).
+
+        :return: the metrics of the last chunk (``time_s``: the whole catch-up), or ``None`` when the memory is empty
+        """
+        memory, distiller = self.memory, self.distiller
+        if memory is None or distiller is None or len(memory) == 0 or self._caught_up_at == self.n_distillations:
+            return None  # nothing kept, or nothing new since the last catch-up (RL-Zoo ends training twice)
+        self._finish_distillation()
+        start_time = time.perf_counter()
+        device = distiller.teacher.device
+        n_obs = len(memory)
+        for begin in range(0, n_obs, CATCH_UP_CHUNK):
+            rows = np.arange(begin, min(begin + CATCH_UP_CHUNK, n_obs))
+            memory.set_targets(rows, distiller.label(memory.get(rows, device)[0])[1])
+        progress_remaining = self._progress_remaining()
+        metrics: dict[str, Any] = {}
+        for _ in range(self.config.epochs):
+            order = distiller.rng.permutation(n_obs)
+            for begin in range(0, n_obs, CATCH_UP_CHUNK):
+                obs, targets = memory.get(order[begin : begin + CATCH_UP_CHUNK], device)
+                metrics = distiller.update(obs, progress_remaining, epochs=1, targets=targets)
+        metrics["time_s"] = time.perf_counter() - start_time
+        self.n_distillations += 1
+        self._caught_up_at = self.n_distillations
+        distiller.record(self.logger, metrics, self.n_distillations)
+        if self.verbose >= 1:
+            print(f"Caught up on the final teacher: {n_obs} observations, {metrics['time_s']:.1f} s")
+        return metrics
 
     def _finish_distillation(self, block: bool = True) -> dict[str, Any] | None:
         """
@@ -395,6 +456,7 @@ class RealTimeDistillCallback(BaseCallback):
             "config": self.config.to_dict(),
             "callback": {
                 "distill_freq": self.distill_freq,
+                "catch_up": self.catch_up,
                 "save_path": None if self.save_path is None else str(self.save_path),
                 "name_prefix": self.name_prefix,
                 "seed": self.seed,
@@ -426,6 +488,7 @@ class RealTimeDistillCallback(BaseCallback):
         options = {**DistillConfig.from_dict(saved["config"]).__dict__}
         callback_state = saved["callback"]
         options.update(distill_freq=callback_state["distill_freq"], seed=callback_state["seed"])
+        options.update(catch_up=callback_state.get("catch_up", 0))
         options.update(background=callback_state.get("background", True))
         options.update(save_path=callback_state.get("save_path"), name_prefix=callback_state.get("name_prefix"))
         options.update(overrides)

@@ -207,13 +207,20 @@ class TargetMemory:
     :param n_actions: number of action scores per observation (the action dimension for continuous actions)
     :param with_values: also keep the teacher's state values
     :param with_log_std: also keep the log std of a Gaussian teacher
+    :param dtype: the observations' dtype in memory (``None``: the observation space's)
     """
 
     def __init__(
-        self, size: int, observation_space: spaces.Box, n_actions: int, with_values: bool, with_log_std: bool = False
+        self,
+        size: int,
+        observation_space: spaces.Box,
+        n_actions: int,
+        with_values: bool,
+        with_log_std: bool = False,
+        dtype: np.dtype | type | None = None,
     ) -> None:
         self.size = size
-        self.obs = np.zeros((size, *observation_space.shape), dtype=observation_space.dtype)
+        self.obs = np.zeros((size, *observation_space.shape), dtype=observation_space.dtype if dtype is None else dtype)
         self.scores = np.zeros((size, n_actions), dtype=np.float32)
         self.values = np.zeros(size, dtype=np.float32) if with_values else None
         self.log_std = np.zeros((size, n_actions), dtype=np.float32) if with_log_std else None
@@ -223,22 +230,45 @@ class TargetMemory:
     def __len__(self) -> int:
         return self.size if self.full else self.pos
 
-    def add(self, obs: np.ndarray, targets: PolicyOutputs) -> None:
-        """Store a batch of observations with the teacher's outputs for them."""
+    def add(self, obs: np.ndarray, targets: PolicyOutputs | None = None) -> None:
+        """
+        Store a batch of observations with the teacher's outputs for them (the oldest make room).
+
+        :param obs: the observations (only the last ``size`` are kept when more come at once)
+        :param targets: the teacher's outputs for them; ``None``: to be set later with :meth:`set_targets`
+        """
+        first = max(0, len(obs) - self.size)
+        obs = obs[first:]
         rows = (self.pos + np.arange(len(obs))) % self.size
         self.obs[rows] = obs
+        if targets is not None:
+            values, log_std = targets.values, targets.log_std
+            self.set_targets(
+                rows,
+                PolicyOutputs(
+                    targets.scores[first:],
+                    None if values is None else values[first:],
+                    None if log_std is None else log_std[first:],
+                ),
+            )
+        self.full = self.full or self.pos + len(obs) >= self.size
+        self.pos = int((self.pos + len(obs)) % self.size)
+
+    def set_targets(self, rows: np.ndarray, targets: PolicyOutputs) -> None:
+        """Set the teacher's outputs for the observations in ``rows``."""
         self.scores[rows] = targets.scores.cpu().numpy()
         if self.values is not None and targets.values is not None:
             self.values[rows] = targets.values.cpu().numpy()
         if self.log_std is not None and targets.log_std is not None:
             self.log_std[rows] = targets.log_std.cpu().numpy()
-        self.full = self.full or self.pos + len(obs) >= self.size
-        self.pos = int((self.pos + len(obs)) % self.size)
 
-    def sample(self, n: int, rng: np.random.Generator, device: th.device) -> tuple[th.Tensor, PolicyOutputs]:
-        """:return: ``n`` observations drawn uniformly (with replacement), with their targets, on ``device``."""
-        rows = rng.integers(0, len(self), size=n)
+    def get(self, rows: np.ndarray, device: th.device) -> tuple[th.Tensor, PolicyOutputs]:
+        """:return: the observations in ``rows`` with their targets, on ``device``"""
         values = None if self.values is None else th.as_tensor(self.values[rows], device=device)
         log_std = None if self.log_std is None else th.as_tensor(self.log_std[rows], device=device)
         targets = PolicyOutputs(th.as_tensor(self.scores[rows], device=device), values, log_std)
         return th.as_tensor(self.obs[rows], device=device), targets
+
+    def sample(self, n: int, rng: np.random.Generator, device: th.device) -> tuple[th.Tensor, PolicyOutputs]:
+        """:return: ``n`` observations drawn uniformly (with replacement), with their targets, on ``device``."""
+        return self.get(rng.integers(0, len(self), size=n), device)

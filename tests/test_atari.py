@@ -42,8 +42,13 @@ def test_small_cnn_student_distils_from_frame_stacked_pong(algo, tmp_path):
         student_kwargs={"features_extractor_class": SmallCNN, "net_arch": []},
         batch_size=64,
         seed=0,
+        catch_up=200,
     )
     teacher.learn(384, callback=distill)
+    # The catch-up memory keeps frames as the teacher's policy takes them: uint8, not 4x larger floats.
+    assert distill.memory is not None
+    assert distill.memory.obs.dtype == np.uint8
+    assert len(distill.memory) == 200
 
     student = distill.student
     # The student sees what the teacher's policy saw: 4 stacked 84x84 frames, channel-first, uint8.

@@ -13,7 +13,7 @@ import pytest
 import torch as th
 from gymnasium import spaces
 from stable_baselines3 import PPO
-from stable_baselines3.common.callbacks import BaseCallback, StopTrainingOnMaxEpisodes
+from stable_baselines3.common.callbacks import BaseCallback, CallbackList, StopTrainingOnMaxEpisodes
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.evaluation import evaluate_policy
 from stable_baselines3.common.logger import configure
@@ -118,10 +118,13 @@ def test_teacher_is_bit_for_bit_unaffected(algo, steps, overrides, device):
     cuda_state = th.cuda.get_rng_state().clone() if device == "cuda" else None
 
     with_distill = make_teacher(algo, seed=3, **overrides)
-    distill = RealTimeDistillCallback(student="MlpPolicy", student_kwargs={"net_arch": [8]}, seed=1)
+    # With the catch-up as well: it reads the final teacher, on the callback's private generators.
+    distill = RealTimeDistillCallback(student="MlpPolicy", student_kwargs={"net_arch": [8]}, seed=1, catch_up=256)
     with_distill.learn(steps, callback=distill)
 
     assert distill.n_distillations >= 2  # the student really was trained along the way
+    assert distill.memory is not None
+    assert len(distill.memory) == 256
     assert th.equal(policy_vector(without), policy_vector(with_distill))
     # The global generators end where they would have: nothing was drawn from them.
     assert np.array_equal(np.random.get_state()[1], np_state)
@@ -653,3 +656,52 @@ class TestBackgroundFitting:
         with pytest.raises(RuntimeError, match="the student broke"):
             teacher.learn(4096, callback=distill)
         assert "sb3-distill_0" in module.threads
+
+
+def test_catch_up_fits_the_students_to_the_final_teacher_on_the_last_observations(tmp_path):
+    """The same run distils two students, one with a catch-up: it ends closer to the teacher that is saved."""
+    gains = []
+    for seed in SEEDS:
+        teacher = make_teacher("ppo", seed=seed)
+        plain = RealTimeDistillCallback(student="MlpPolicy", student_kwargs={"net_arch": [8]}, seed=seed)
+        caught_up = RealTimeDistillCallback(
+            student="MlpPolicy", student_kwargs={"net_arch": [8]}, seed=seed, catch_up=2048
+        )
+        teacher.learn(6000, callback=CallbackList([plain, caught_up]))
+        memory = caught_up.memory
+        assert memory is not None
+        assert len(memory) == 2048
+        # The memory holds the most recent observations: the last rollout's among them.
+        last_rollout = teacher.rollout_buffer.observations.reshape(-1, 4)
+        kept = {row.tobytes() for row in memory.obs}
+        assert all(row.tobytes() in kept for row in last_rollout)
+        # Its targets are the final teacher's.
+        obs = th.as_tensor(memory.obs)
+        np.testing.assert_allclose(memory.scores, policy_outputs(teacher.policy, obs).scores.detach(), atol=1e-5)
+        agreements = [
+            (
+                teacher.predict(memory.obs, deterministic=True)[0] == student.predict(memory.obs, deterministic=True)[0]
+            ).mean()
+            for student in (plain.student, caught_up.student)
+        ]
+        gains.append(agreements[1] - agreements[0])
+        # One catch-up only, logged as a distillation (RL-Zoo ends training twice).
+        assert caught_up.n_distillations == plain.n_distillations + 1
+        assert caught_up.catch_up_distill() is None
+    assert np.median(gains) > 0, gains
+
+    distill = RealTimeDistillCallback.load(_checkpoint(caught_up, tmp_path))
+    assert distill.catch_up == 2048
+
+
+def _checkpoint(callback: RealTimeDistillCallback, tmp_path) -> str:
+    path = str(tmp_path / "distill.zip")
+    callback.save(path)
+    return path
+
+
+def test_catch_up_must_be_a_count():
+    with pytest.raises(ValueError, match="catch_up"):
+        RealTimeDistillCallback(student="MlpPolicy", catch_up=-1)
+    with pytest.raises(TypeError, match="catch_up"):
+        RealTimeDistillCallback(student="MlpPolicy", catch_up=0.5)  # type: ignore[arg-type]
