@@ -16,21 +16,37 @@ one or less. Results: ``benchmarks/results/offline_vs_realtime[_quick].json``.
     python benchmarks/offline_vs_realtime.py          # CartPole, MinAtar Breakout and Asterix, 3 seeds: about 50 min
     python benchmarks/offline_vs_realtime.py --quick  # smaller budgets, 2 seeds: 10 min on 2 CPU cores (3 seeds: 15)
     python benchmarks/offline_vs_realtime.py --envs MinAtar/Breakout-v1 --name offline_vs_realtime_minatar_breakout
+
+At full size with strong teachers, ``--from-ladder`` reuses long ``students_vs_teacher.py`` runs instead of
+training teachers again: for each run of the named results saved with ``--save-dir``, the real-time side is
+that run's curve (its rungs evaluated on 5 episodes at ``--curve-points`` points, then its final evaluation);
+the sequential side distils a fresh student of the same rung offline from the saved final teacher (same
+collection as above), evaluated every ``--eval-every`` collected steps, and adds the teacher's time alone,
+estimated from ``--probe-steps`` steps of the same teacher trained alone here (the long runs were made with
+``--no-baseline``). The target is 95% of the run's final teacher return.
+
+    python benchmarks/offline_vs_realtime.py --from-ladder students_vs_teacher_minatar_breakout_cnn_4m_seed1 \
+        --save-dir runs/breakout_cnn_4m_seed1 --rungs 5pct 25pct --name offline_vs_realtime_minatar_breakout_4m
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import pathlib
 import statistics
+import time
 from typing import Any
 
 import numpy as np
 import torch as th
-from common import Clock, evaluation_env, write_result, zoo_teacher
+from common import RESULTS, Clock, evaluation_env, write_result, zoo_teacher
+from stable_baselines3 import PPO
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.policies import BasePolicy
+from students_vs_teacher import RATIOS
 
-from sb3_distill import RealTimeDistillCallback, distill
+from sb3_distill import RealTimeDistillCallback, distill, ladder
 from sb3_distill.zoo import zoo_experiment
 
 #: env id -> (teacher steps: full, quick)
@@ -114,6 +130,94 @@ def run_sequential(env_id: str, steps: int, seed: int, every: int, episodes: int
     }
 
 
+def sequential_from_saved(
+    teacher: Any, rung: tuple[Any, dict[str, Any]], env_id: str, seed: int, target: float, every: int, steps: int
+) -> dict[str, Any]:
+    """Distil a fresh student of one rung offline from a saved final teacher until it reaches ``target``."""
+    env = evaluation_env("ppo", env_id, teacher)
+    clock = Clock()
+    curve: list[tuple[int, float, float]] = []
+    next_eval = [every]
+
+    def evaluate(step: int, students: dict[str, BasePolicy]) -> bool:
+        if step >= next_eval[0]:
+            next_eval[0] += every
+            score = clock.evaluate(students["student"], env, 10)
+            curve.append((step, clock.now(), score))
+            return score < target  # stop once the target is reached
+        return True
+
+    distill(
+        teacher,
+        student=rung[0],
+        student_kwargs=rung[1],
+        env=zoo_experiment("ppo", env_id, n_envs=8, seed=seed + 1).env,
+        n_steps=steps,
+        collect="student",
+        seed=seed,
+        callback=evaluate,
+    )
+    return {"curve": curve, "seconds_to_target": time_to_target(curve, target)}
+
+
+def teacher_seconds_per_step(env_id: str, seed: int, steps: int) -> float:
+    """The teacher's wall time per step trained alone, from a short run of the same settings here."""
+    teacher, _ = zoo_teacher("ppo", env_id, seed)
+    began = time.perf_counter()
+    teacher.learn(steps)
+    return (time.perf_counter() - began) / steps
+
+
+def from_ladder(
+    names: list[str], save_dir: str, rungs: list[str], every: int, steps: int, probe: int, stem: str
+) -> None:
+    """The ``--from-ladder`` mode: real-time curves of saved long runs against offline distillation afterwards."""
+    results: dict[str, Any] = {}
+    for name in names:
+        ladder_result = json.loads((RESULTS / f"{name}.json").read_text())
+        for key, entry in ladder_result["results"].items():
+            for run in entry["runs"]:
+                env_id, seed = run["env"], run["seed"]
+                teacher = PPO.load(pathlib.Path(save_dir) / f"{run['saved']}_teacher.zip", device="cpu")
+                target = TARGET * run["teacher_return"]
+                teacher_seconds = teacher_seconds_per_step(env_id, seed, probe) * run["teacher_steps"]
+                specs = ladder(teacher, RATIOS)
+                outcome: dict[str, Any] = {"teacher_return": run["teacher_return"], "target": target}
+                outcome["teacher_seconds_alone_estimated"] = teacher_seconds
+                for rung in rungs:
+                    # real time: the curve's points, then the final evaluation when training ended
+                    points = [(p["steps"], p["seconds"], p[rung]) for p in run["curve"]]
+                    points.append((run["teacher_steps"], run["seconds_with"], run["students"][rung]["return"]))
+                    realtime = time_to_target(points, target)
+                    sequential = sequential_from_saved(teacher, specs[rung], env_id, seed, target, every, steps)
+                    offline = sequential["seconds_to_target"]
+                    total = None if offline is None else teacher_seconds + offline
+                    outcome[rung] = {
+                        "realtime_seconds_to_target": realtime,
+                        "offline_seconds_to_target": offline,
+                        "sequential_seconds_to_target": total,
+                        "ratio": realtime / total if realtime is not None and total is not None else None,
+                        "offline_curve": sequential["curve"],
+                    }
+                    print(f"{key} seed {seed} {rung}: real-time {realtime}, sequential {total}", flush=True)
+                results[f"{key} seed {seed}"] = outcome
+    path = write_result(
+        stem,
+        {
+            "benchmark": "offline_vs_realtime",
+            "mode": "from_ladder",
+            "ladder_results": names,
+            "target": TARGET,
+            "offline_steps": steps,
+            "eval_every": every,
+            "probe_steps": probe,
+            "offline_collection": "student",
+            "results": results,
+        },
+    )
+    print(f"written {path}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="smaller budgets, 2 seeds")
@@ -121,8 +225,21 @@ def main() -> None:
     parser.add_argument("--envs", nargs="*", default=list(CASES), choices=list(CASES))
     parser.add_argument("--eval-episodes", type=int, default=10)
     parser.add_argument("--name", default=None, help="result file stem (default offline_vs_realtime[_quick])")
+    parser.add_argument("--from-ladder", nargs="*", default=None, help="students_vs_teacher result names")
+    parser.add_argument("--save-dir", default=None, help="where those runs saved their teachers (--from-ladder)")
+    parser.add_argument("--rungs", nargs="*", default=["5pct", "25pct"], help="ladder rungs compared (--from-ladder)")
+    parser.add_argument("--eval-every", type=int, default=25_000, help="offline steps between evaluations")
+    parser.add_argument("--offline-steps", type=int, default=400_000, help="offline budget per rung (--from-ladder)")
+    parser.add_argument("--probe-steps", type=int, default=100_000, help="teacher steps timed alone (--from-ladder)")
     args = parser.parse_args()
     th.set_num_threads(1)
+    if args.from_ladder:
+        if args.save_dir is None:
+            parser.error("--from-ladder needs --save-dir, the folder the runs saved their teachers in")
+        stem = args.name or "offline_vs_realtime_from_ladder"
+        options = args.rungs, args.eval_every, args.offline_steps, args.probe_steps, stem
+        from_ladder(args.from_ladder, args.save_dir, *options)
+        return
     seeds = list(range(args.seeds or (2 if args.quick else 3)))
     results: dict[str, Any] = {}
     for env_id in args.envs:
