@@ -8,17 +8,18 @@ episodes, fixed seeds), for ``loss="kl"`` (SAC: the Gaussians before the tanh; P
 Reported: the return random-normalised, ``(student - random) / (teacher - random)``, per budget and seed.
 Results: ``benchmarks/results/continuous[_<name>].json``.
 
-    python -m rl_zoo3.train --algo sac --env Pendulum-v1 -f /tmp/zoo-sac --seed 0 --eval-freq -1
-    python benchmarks/continuous.py --teacher /tmp/zoo-sac/sac/Pendulum-v1_1 --jobs 2
-    python -m rl_zoo3.train --algo ppo --env Pendulum-v1 -f /tmp/zoo-ppo --seed 0 --eval-freq -1
-    python benchmarks/continuous.py --teacher /tmp/zoo-ppo/ppo/Pendulum-v1_1 --net-arch 24 --name ppo --jobs 2
-    python -m rl_zoo3.train --algo td3 --env Pendulum-v1 -f /tmp/zoo-td3 --seed 0 --eval-freq -1
-    python benchmarks/continuous.py --teacher /tmp/zoo-td3/td3/Pendulum-v1_1 --losses mse --name td3 --jobs 2
+    python -m rl_zoo3.train --algo sac --env Pendulum-v1 -f zoo-sac --seed 0 --eval-freq -1
+    python benchmarks/continuous.py --teacher zoo-sac/sac/Pendulum-v1_1 --jobs 2
+    python -m rl_zoo3.train --algo ppo --env Pendulum-v1 -f zoo-ppo --seed 0 --eval-freq -1
+    python benchmarks/continuous.py --teacher zoo-ppo/ppo/Pendulum-v1_1 --net-arch 24 --name ppo --jobs 2
+    python -m rl_zoo3.train --algo td3 --env Pendulum-v1 -f zoo-td3 --seed 0 --eval-freq -1
+    python benchmarks/continuous.py --teacher zoo-td3/td3/Pendulum-v1_1 --losses mse --name td3 --jobs 2
 """
 
 from __future__ import annotations
 
 import argparse
+import pathlib
 import statistics
 from concurrent.futures import ProcessPoolExecutor
 from typing import Any
@@ -118,6 +119,8 @@ def main() -> None:
     teacher_parameters = count_acting_parameters(teacher_model.policy)
     summary["student_share"] = runs[0]["acting_parameters"] / teacher_parameters
     settings = {key: value for key, value in vars(args).items() if key not in ("jobs", "name")}
+    # the teacher's run by its last two parts (algo/EnvId_N: no machine path in a result)
+    settings["teacher"] = "/".join(pathlib.Path(args.teacher).parts[-2:])
     name = "continuous" if args.name is None else f"continuous_{args.name}"
     student = {"net_arch": args.net_arch}
     write_result(name, {"settings": settings, "student": student, "summary": summary, "runs": runs})

@@ -8,9 +8,9 @@ from the box, everything else equal. CartPole takes the README's bounds; Acrobot
 Results: ``benchmarks/results/datafree_q_values[_<name>].json``.
 
     python benchmarks/datafree_q_values.py
-    python -m rl_zoo3.train --algo qrdqn --env CartPole-v1 -f /tmp/zoo-q --seed 0 --eval-freq -1
-    python -m rl_zoo3.train --algo dqn --env Acrobot-v1 -f /tmp/zoo-q --seed 0 --eval-freq -1
-    python benchmarks/datafree_q_values.py --zoo /tmp/zoo-q --teachers qrdqn/CartPole-v1_1 dqn/Acrobot-v1_1 \
+    python -m rl_zoo3.train --algo qrdqn --env CartPole-v1 -f zoo-q --seed 0 --eval-freq -1
+    python -m rl_zoo3.train --algo dqn --env Acrobot-v1 -f zoo-q --seed 0 --eval-freq -1
+    python benchmarks/datafree_q_values.py --zoo zoo-q --teachers qrdqn/CartPole-v1_1 dqn/Acrobot-v1_1 \
         --modes generator --name more
 """
 

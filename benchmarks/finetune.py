@@ -24,10 +24,10 @@ The README's figures (``to_ppo``'s defaults, 100 episodes per evaluation)::
     python benchmarks/finetune.py --teachers ppo/MountainCar-v0_1 --configs default --distill-steps 10000 \
         --episodes 100 --jobs 2 --name mountaincar_judged
     python -m rl_zoo3.train --algo ppo --env MinAtar/Breakout-v1 --gym-packages sb3_distill.envs \
-        -conf hyperparams/ppo.yml -f /tmp/zoo-minatar --seed 0 -n 2000000 --eval-freq -1
+        -conf hyperparams/ppo.yml -f zoo-minatar --seed 0 -n 2000000 --eval-freq -1
     python -m rl_zoo3.train --algo dqn --env MinAtar/Breakout-v1 --gym-packages sb3_distill.envs \
-        -conf hyperparams/dqn.yml -f /tmp/zoo-minatar --seed 0 -n 1000000 --eval-freq -1
-    python benchmarks/finetune.py --zoo /tmp/zoo-minatar --teachers dqn/MinAtar-Breakout-v1_1 \
+        -conf hyperparams/dqn.yml -f zoo-minatar --seed 0 -n 1000000 --eval-freq -1
+    python benchmarks/finetune.py --zoo zoo-minatar --teachers dqn/MinAtar-Breakout-v1_1 \
         ppo/MinAtar-Breakout-v1_1 --configs default --distill-steps 50000 --steps 100000 --eval-every 10000 \
         --episodes 100 --jobs 2 --name minatar_breakout_judged
 
@@ -36,7 +36,7 @@ each also of the candidate), today's distillation defaults, a MinAtar DQN teache
 
     python benchmarks/finetune.py --teachers dqn/CartPole-v1_1 --configs default --episodes 100 --eval-envs 10 \
         --jobs 2 --name cartpole_dqn_served
-    python benchmarks/finetune.py --zoo /tmp/zoo-minatar --teachers dqn/MinAtar-Breakout-v1_1 --configs default \
+    python benchmarks/finetune.py --zoo zoo-minatar --teachers dqn/MinAtar-Breakout-v1_1 --configs default \
         --distill-steps 50000 --steps 100000 --eval-every 10000 --episodes 100 --jobs 2 \
         --name minatar_breakout_dqn_served
 
@@ -47,10 +47,10 @@ anchor (``teacher``: ``to_ppo(teacher=...)``) and a longer critic warm-up (``war
         --name cartpole_dqn_teacher_anchor
     python benchmarks/finetune.py --teachers dqn/CartPole-v1_1 --configs plain no_target_kl guarded_no_anchor \
         --seeds 2 --episodes 30 --name probe_cartpole_dqn_seed2
-    python benchmarks/finetune.py --zoo /tmp/zoo-minatar --teachers dqn/MinAtar-Breakout-v1_1 --configs default \
+    python benchmarks/finetune.py --zoo zoo-minatar --teachers dqn/MinAtar-Breakout-v1_1 --configs default \
         teacher --distill-steps 50000 --steps 100000 --eval-every 10000 --episodes 50 --jobs 2 \
         --name minatar_breakout_dqn_teacher_anchor
-    python benchmarks/finetune.py --zoo /tmp/zoo-minatar --teachers dqn/MinAtar-Breakout-v1_1 --configs warmup20k \
+    python benchmarks/finetune.py --zoo zoo-minatar --teachers dqn/MinAtar-Breakout-v1_1 --configs warmup20k \
         --distill-steps 50000 --steps 100000 --eval-every 10000 --episodes 50 --name minatar_breakout_dqn_warmup20k
 
 Sharpening less (``sharpen70``, ``no_sharpen``) and a fifth of the learning rate (``lr02``)::
@@ -61,9 +61,9 @@ Sharpening less (``sharpen70``, ``no_sharpen``) and a fifth of the learning rate
         --name cartpole_ppo_sharpen70
     python benchmarks/finetune.py --teachers ppo/MountainCar-v0_1 --configs sharpen70 --distill-steps 10000 \
         --episodes 30 --name mountaincar_sharpen70
-    python benchmarks/finetune.py --zoo /tmp/zoo-minatar --teachers dqn/MinAtar-Breakout-v1_1 --configs sharpen70 \
+    python benchmarks/finetune.py --zoo zoo-minatar --teachers dqn/MinAtar-Breakout-v1_1 --configs sharpen70 \
         --distill-steps 50000 --steps 100000 --eval-every 10000 --episodes 50 --name minatar_breakout_dqn_sharpen70
-    python benchmarks/finetune.py --zoo /tmp/zoo-minatar --teachers dqn/MinAtar-Breakout-v1_1 --configs lr02 \
+    python benchmarks/finetune.py --zoo zoo-minatar --teachers dqn/MinAtar-Breakout-v1_1 --configs lr02 \
         --distill-steps 50000 --steps 100000 --eval-every 10000 --episodes 50 --name minatar_breakout_dqn_lr02
 
 ``finetune_cartpole_judged20.json``: the guard judging 20 fresh episodes of the training environment (no
@@ -74,7 +74,7 @@ training episodes of the sampled policy)::
 
     python benchmarks/finetune.py --teachers dqn/CartPole-v1_1 ppo/CartPole-v1_1 --configs default \
         --episodes 30 --jobs 2 --name cartpole_keep
-    python benchmarks/finetune.py --zoo /tmp/zoo-minatar --teachers dqn/MinAtar-Breakout-v1_1 \
+    python benchmarks/finetune.py --zoo zoo-minatar --teachers dqn/MinAtar-Breakout-v1_1 \
         ppo/MinAtar-Breakout-v1_1 --configs default --distill-steps 50000 --steps 100000 --eval-every 10000 \
         --episodes 100 --jobs 2 --name minatar_breakout_keep
 
@@ -82,7 +82,7 @@ The guard judging on an evaluation environment of its own (``eval_env``; each ju
 
     python benchmarks/finetune.py --teachers dqn/CartPole-v1_1 ppo/CartPole-v1_1 --configs eval_guard \
         --episodes 30 --jobs 2 --name cartpole_evalguard
-    python benchmarks/finetune.py --zoo /tmp/zoo-minatar --teachers dqn/MinAtar-Breakout-v1_1 \
+    python benchmarks/finetune.py --zoo zoo-minatar --teachers dqn/MinAtar-Breakout-v1_1 \
         ppo/MinAtar-Breakout-v1_1 --configs eval_guard50 --distill-steps 50000 --steps 100000 \
         --eval-every 10000 --episodes 100 --jobs 2 --name minatar_breakout_evalguard
 
@@ -402,6 +402,8 @@ def main() -> None:
             print(teacher, config, summary[f"{teacher} {config}"])
     settings = {key: value for key, value in vars(args).items() if key not in ("jobs", "name")}
     settings["config_options"] = {config: CONFIGS[config] for config in args.configs}
+    if args.zoo is not None:  # the runs' folder by name only (no machine path in a result)
+        settings["zoo"] = pathlib.Path(args.zoo).name
     write_result(
         "finetune" + (f"_{args.name}" if args.name else ""), {"settings": settings, "summary": summary, "runs": runs}
     )
