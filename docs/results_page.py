@@ -62,8 +62,15 @@ def _ladder_runs() -> dict[tuple[str, str, int], list[tuple[str, dict[str, Any]]
     return cases
 
 
+def _default_scores(run: dict[str, Any], rung: str) -> dict[str, Any]:
+    """A rung's scores with the default options: before the catch-up when the run made one."""
+    student = run["students"][rung]
+    return student.get("before_catch_up", student)
+
+
 def _median_normalized(runs: list[dict[str, Any]], rung: str) -> float | None:
-    values = [run["students"][rung]["normalized"] for run in runs if run["students"][rung]["normalized"] is not None]
+    scores = [_default_scores(run, rung)["normalized"] for run in runs]
+    values = [value for value in scores if value is not None]
     return statistics.median(values) if values else None
 
 
@@ -78,6 +85,7 @@ def ladder_summary_section() -> list[str]:
         "Random-normalised student / teacher return, median over the seeds (each seed's own teacher), the runs of",
         "one algorithm, environment and teacher budget merged from every file (hyperparameters of the commit",
         "each file records). Agreement: greedy, on the teacher's trajectories, the range over rungs and seeds.",
+        "Default options: a run made with `--catch-up` counts its students before the catch-up (see below).",
         "",
         "| algo | environment | teacher steps | seeds | teacher return (each seed) | 1.7% | 5% | 25% | agreement "
         "| files |",
@@ -86,7 +94,7 @@ def ladder_summary_section() -> list[str]:
     for (algo, env_id, steps), found in sorted(cases.items()):
         runs = [run for _, run in found]
         rungs = [_fmt(_median_normalized(runs, rung), ".2f") for rung in ("1.7pct", "5pct", "25pct")]
-        agreement = [student["agreement"] for run in runs for student in run["students"].values()]
+        agreement = [_default_scores(run, rung)["agreement"] for run in runs for rung in run["students"]]
         teachers = " / ".join(f"{run['teacher_return']:.1f}" for run in runs)
         files = ", ".join(sorted({f"`{stem}`" for stem, _ in found}))
         lines.append(
@@ -408,11 +416,75 @@ def to_dqn_margin_section() -> list[str]:
     return lines
 
 
+def catch_up_section() -> list[str]:
+    """The ladders run with ``--catch-up``: each rung before and after the catch-up, in the same run."""
+    rows = []
+    for (algo, env_id, steps), found in sorted(_ladder_runs().items()):
+        for stem, run in found:
+            if not run.get("catch_up"):
+                continue
+            cells = []
+            for rung in ("1.7pct", "5pct", "25pct"):
+                after = run["students"][rung]
+                before = after["before_catch_up"]
+                cells.append(
+                    f"{_fmt(before['normalized'], '.2f')} → {_fmt(after['normalized'], '.2f')} "
+                    f"({before['agreement']:.2f} → {after['agreement']:.2f})"
+                )
+            rows.append(
+                f"| {algo} | {env_id} | {steps // 1000}k | {run['seed']} | {run['teacher_return']:.1f} | "
+                f"{run['catch_up'] // 1000}k | {run['catch_up_seconds']:.0f} | {' | '.join(cells)} | `{stem}` |"
+            )
+    if not rows:
+        return []
+    return [
+        "## Catch-up at the end of real-time distillation (`--catch-up`)",
+        "",
+        "`RealTimeDistillCallback(catch_up=N)`: the last N observations, relabelled by the final teacher, fitted",
+        "when training ends. The same students scored before and after it, in the same run (random-normalised",
+        "return, greedy agreement in brackets).",
+        "",
+        "| algo | environment | teacher steps | seed | teacher return | kept | seconds | 1.7% | 5% | 25% | file |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+        *rows,
+        "",
+    ]
+
+
+def _from_ladder_lines(name: str, record: dict[str, Any]) -> list[str]:
+    """``offline_vs_realtime.py --from-ladder``: per saved run and rung, seconds to the target."""
+    lines = [
+        f"## Real-time against sequential distillation, strong teachers (`{name}.json`)",
+        "",
+        f"{_provenance(record)}; from the ladders {', '.join(f'`{n}`' for n in record['ladder_results'])}. Seconds "
+        f"until a student first reaches {record['target']:.0%} of the final teacher's return: real time (the run's "
+        "curve, 5 episodes a point, then its final evaluation) against the teacher's time alone (estimated from "
+        f"{record['probe_steps'] // 1000}k steps timed here) plus offline distillation of a fresh student of the same "
+        f"rung from the final teacher (student-driven, 10 episodes every {record['eval_every'] // 1000}k steps, "
+        f"at most {record['offline_steps'] // 1000}k). `n/a`: not reached.",
+        "",
+        "| run | teacher return | teacher alone (s, est.) | rung | real time (s) | offline (s) | ratio |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for run, outcome in record["results"].items():
+        for rung, row in outcome.items():
+            if not isinstance(row, dict):
+                continue
+            lines.append(
+                f"| {run} | {outcome['teacher_return']:.1f} | {outcome['teacher_seconds_alone_estimated']:.0f} | "
+                f"{rung} | {_fmt(row['realtime_seconds_to_target'], '.0f')} | "
+                f"{_fmt(row['offline_seconds_to_target'], '.0f')} | {_fmt(row['ratio'], '.2f')} |"
+            )
+    return [*lines, ""]
+
+
 def realtime_section() -> list[str]:
     lines: list[str] = []
-    for name in ("offline_vs_realtime", "offline_vs_realtime_minatar_breakout", "offline_vs_realtime_quick"):
-        record = _load(name)
-        if record is None:
+    for path in sorted(RESULTS.glob("offline_vs_realtime*.json")):
+        name = path.stem
+        record = json.loads(path.read_text())
+        if record.get("mode") == "from_ladder":
+            lines += _from_ladder_lines(name, record)
             continue
         lines += [
             f"## Real-time against sequential distillation (`{name}.json`)",
@@ -490,7 +562,7 @@ def write(path: pathlib.Path) -> None:
     for run in sorted(RESULTS.glob("students_vs_teacher_*.json")):
         if run.stem != "students_vs_teacher_quick":
             lines += students_section(run.stem, f"Students against their teachers (`{run.stem}`)")
-    lines += minatar_teachers_section()
+    lines += catch_up_section() + minatar_teachers_section()
     lines += students_section("atari", "Atari (GPU)") + atari_cpu_section()
     lines += overhead_section() + realtime_section() + datafree_section() + datafree_q_values_section()
     lines += finetune_section() + to_dqn_margin_section() + continuous_section() + distill_settings_section()
