@@ -94,7 +94,8 @@ class RealTimeDistillCallback(BaseCallback):
         and fit the students on them for ``epochs`` more passes. Students distilled in real time follow a moving
         teacher and forget its older states; this ends them on the teacher that is saved, at no environment step
         (the teacher is only read). Memory: ``catch_up`` observations (100k MinAtar frames: 60 MB; 100k Atari
-        frames: 2.8 GB). ``0``: off. Not kept in checkpoints: after a resume it holds what came since
+        frames: 2.8 GB). Off-policy, these are the replay samples last distilled, drawn from the whole buffer.
+        ``0``: off. Not kept in checkpoints: after a resume it holds what came since
     :param save_path: folder where each student is saved when training ends, as ``{name_prefix}.zip``
         (several students: ``{name_prefix}_{name}.zip``). ``None``: nowhere, except under RL-Zoo's
         ``train``, where students go to the run's folder next to the teacher, as ``{env}_student.zip``
