@@ -21,20 +21,22 @@ from sb3_distill.zoo import teacher_settings
 class ProgressLine(BaseCallback):
     """Prints one line every ``every`` timesteps: teacher return, student agreement and loss."""
 
-    def __init__(self, total: int, every: int = 10_000) -> None:
+    def __init__(self, distill: RealTimeDistillCallback, total: int, every: int = 10_000) -> None:
         super().__init__()
-        self.total, self.every, self.next_print = total, every, every
+        self.distill, self.total, self.every, self.next_print = distill, total, every, every
 
     def _on_step(self) -> bool:
         if self.num_timesteps >= self.next_print:
             self.next_print += self.every
-            values = self.logger.name_to_value
+            # the last distillation's metrics (the logger's own values are cleared each time PPO dumps them)
+            last = self.distill.last_metrics
+            values = last["students"]["student"] if last is not None else {}
             episodes = [info["r"] for info in self.model.ep_info_buffer]
             mean_return = sum(episodes) / len(episodes) if episodes else float("nan")
             print(
                 f"  {self.num_timesteps:>7}/{self.total} steps | teacher return {mean_return:6.1f} | "
-                f"student agreement {values.get('distill/agreement', float('nan')):.3f} | "
-                f"distill loss {values.get('distill/loss', float('nan')):.4f}",
+                f"student agreement {values.get('agreement', float('nan')):.3f} | "
+                f"distill loss {values.get('loss', float('nan')):.4f}",
                 flush=True,
             )
         return True
@@ -59,7 +61,7 @@ def main() -> None:
     )
     print(f"PPO learns CartPole-v1 for {args.timesteps} steps; the student is distilled after every rollout.")
     start = time.perf_counter()
-    teacher.learn(args.timesteps, callback=[distill, ProgressLine(args.timesteps)])
+    teacher.learn(args.timesteps, callback=[distill, ProgressLine(distill, args.timesteps)])
     wall_time = time.perf_counter() - start
 
     student_path = os.path.join(args.output, "student.zip")

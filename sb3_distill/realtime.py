@@ -147,6 +147,8 @@ class RealTimeDistillCallback(BaseCallback):
         self.catch_up = catch_up
         #: the last ``catch_up`` observations distilled, relabelled by the final teacher when training ends
         self.memory: TargetMemory | None = None
+        #: the metrics of the last distillation logged (what :meth:`distill` returns), kept after the logger dumps
+        self.last_metrics: dict[str, Any] | None = None
         self._caught_up_at: int | None = None
         self.save_path = save_path
         self.name_prefix = name_prefix
@@ -373,6 +375,7 @@ class RealTimeDistillCallback(BaseCallback):
         self.n_distillations += 1
         self._caught_up_at = self.n_distillations
         distiller.record(self.logger, metrics, self.n_distillations)
+        self.last_metrics = metrics
         if self.verbose >= 1:
             print(f"Caught up on the final teacher: {n_obs} observations, {metrics['time_s']:.1f} s")
         return metrics
@@ -391,6 +394,7 @@ class RealTimeDistillCallback(BaseCallback):
         assert self.distiller is not None
         self.distiller.set_obs_normalization(normalization)
         self.distiller.record(self.logger, metrics, index)
+        self.last_metrics = metrics
         return metrics
 
     # -- saving --------------------------------------------------------------------------------

@@ -83,6 +83,9 @@ def test_student_reloads_identically_and_logs_to_the_teachers_logger(algo, tmp_p
     # The acting path is counted: an [8] student against the teacher's [64, 64] actor.
     compression = teacher.logger.name_to_value["distill/compression"]
     assert 0.005 < compression < 0.02
+    # The last distillation's metrics stay readable on the callback after the logger dumps them.
+    assert distill.last_metrics is not None
+    assert distill.last_metrics["students"]["student"]["compression"] == pytest.approx(compression)
 
     save_student(student, tmp_path / "student.zip")
     same = load_student(tmp_path / "student.zip")
