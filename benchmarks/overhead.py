@@ -205,6 +205,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=None)
     parser.add_argument("--cases", nargs="*", default=list(CASES), choices=list(CASES))
     parser.add_argument("--variants", nargs="*", default=list(VARIANTS), choices=list(VARIANTS))
+    parser.add_argument("--timesteps", type=int, default=None, help="teacher steps per run (default: the case's)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1 suits these small networks)")
     parser.add_argument("--name", default=None, help="result file stem (default overhead[_quick])")
     args = parser.parse_args()
@@ -220,7 +221,7 @@ def main() -> None:
     results = {}
     for name in args.cases:
         case = CASES[name]
-        timesteps = int(case["timesteps"] * scale)
+        timesteps = args.timesteps or int(case["timesteps"] * scale)
         runs: list[str | None] = [None, *args.variants]
         seconds: dict[str, list[float]] = {str(run): [] for run in runs}
         cpu_seconds: dict[str, list[float]] = {str(run): [] for run in runs}
