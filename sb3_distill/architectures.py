@@ -61,19 +61,30 @@ class MinAtarCNN(BaseFeaturesExtractor):
     :param channels: output channels of the convolution
     :param features_dim: size of the output features
     :param channels_last: whether observations are ``(height, width, channels)``, as MinAtar gives them
+    :param pool: kernel (and stride) of a max-pooling after the convolution (1: none, the paper's network). With
+        ``pool=2`` the linear layer reads a quarter of the positions, so the same parameters buy more channels
+        and features (compared in ``benchmarks/student_architectures.py``)
     """
 
     def __init__(
-        self, observation_space: spaces.Box, channels: int = 8, features_dim: int = 16, channels_last: bool = True
+        self,
+        observation_space: spaces.Box,
+        channels: int = 8,
+        features_dim: int = 16,
+        channels_last: bool = True,
+        pool: int = 1,
     ) -> None:
         super().__init__(observation_space, features_dim)
         if len(observation_space.shape) != 3:
             raise ValueError(f"MinAtarCNN expects 3-d observations (height, width, channels), got {observation_space}")
+        if not isinstance(pool, int) or isinstance(pool, bool) or pool < 1:
+            raise ValueError(f"pool must be a positive integer (1: no pooling), got {pool!r}")
         self.channels_last = channels_last
         n_input_channels = observation_space.shape[-1 if channels_last else 0]
-        self.cnn = nn.Sequential(
-            nn.Conv2d(n_input_channels, channels, kernel_size=3, stride=1), nn.ReLU(), nn.Flatten()
-        )
+        layers: list[nn.Module] = [nn.Conv2d(n_input_channels, channels, kernel_size=3, stride=1), nn.ReLU()]
+        if pool > 1:
+            layers.append(nn.MaxPool2d(pool))
+        self.cnn = nn.Sequential(*layers, nn.Flatten())
         with th.no_grad():
             n_flatten = self.cnn(self._channels_first(th.zeros((1, *observation_space.shape)))).shape[1]
         self.linear = nn.Sequential(nn.Linear(n_flatten, features_dim), nn.ReLU())

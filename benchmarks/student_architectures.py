@@ -1,0 +1,162 @@
+"""Which MinAtar student network learns its teacher best at the same parameter budget, distilled in real time.
+
+One PPO teacher per seed (``hyperparams/ppo.yml``'s MinAtar entry) carries one callback with every
+architecture as a student, so all of them see the same batches of the same teacher; each is scored at the end
+(greedy, random-normalised: 0 random, 1 the teacher) and by its greedy agreement with the teacher on the
+teacher's own trajectories. Architectures, each sized to the ladder's 1.7% student of the teacher (nearest
+parameter count, log scale):
+
+- ``plain``: :func:`sb3_distill.ladder.minatar_cnn_student`, the ladder's own (Young & Tian's layout, narrower);
+- ``pooled``: :class:`~sb3_distill.architectures.MinAtarCNN` with ``pool=2`` and ``features_dim = 2 * channels``;
+- ``pooled-square``: the same with ``features_dim = channels``.
+
+Writes ``benchmarks/results/<name>.json``; the summary is the median over seeds of each architecture's
+normalised return and of its difference to ``plain`` on the same teacher.
+
+    python benchmarks/student_architectures.py --env MinAtar/SpaceInvaders-v1 --seeds 3 --timesteps 1000000
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import statistics
+import time
+from collections.abc import Callable
+from typing import Any
+
+import torch as th
+from common import Clock, RandomPolicy, evaluation_env, write_result, zoo_teacher
+
+from sb3_distill import RealTimeDistillCallback, ladder
+from sb3_distill.architectures import MinAtarCNN
+from sb3_distill.envs import register
+from sb3_distill.evaluation import trajectory_agreement
+from sb3_distill.ladder import Spec
+from sb3_distill.outputs import count_acting_parameters
+from sb3_distill.students import make_student
+
+
+def pooled(channels: int, features_dim: int) -> Spec:
+    """:return: a MinAtar CNN student with a 2x2 max-pooling after its convolution"""
+    kwargs = {"channels": channels, "features_dim": features_dim, "pool": 2}
+    return "MlpPolicy", {"features_extractor_class": MinAtarCNN, "features_extractor_kwargs": kwargs, "net_arch": []}
+
+
+def nearest(family: Callable[[int], Spec], teacher: Any, parameters: int) -> tuple[Spec, int]:
+    """:return: the family's spec whose acting parameters are nearest ``parameters`` (log scale), and its count"""
+    best: tuple[float, Spec, int] | None = None
+    for width in range(1, 64):
+        spec = family(width)
+        student = make_student(
+            spec[0], teacher.observation_space, teacher.action_space, teacher.policy_aliases, spec[1], seed=0
+        )
+        count = count_acting_parameters(student)
+        distance = abs(math.log(count / parameters))
+        if best is None or distance < best[0]:
+            best = (distance, spec, count)
+        if count > 2 * parameters:
+            break
+    assert best is not None
+    return best[1], best[2]
+
+
+def run(env_id: str, seed: int, steps: int, episodes: int, ratio: float) -> dict[str, Any]:
+    teacher, _ = zoo_teacher("ppo", env_id, seed)
+    rungs = ladder(teacher, [ratio])
+    (name,) = rungs
+    budget = rungs.parameters[name]
+    specs: dict[str, Spec] = {"plain": rungs[name]}
+    parameters = {"plain": budget}
+    for arm, family in (
+        ("pooled", lambda width: pooled(width, 2 * width)),
+        ("pooled-square", lambda width: pooled(width, width)),
+    ):
+        specs[arm], parameters[arm] = nearest(family, teacher, budget)
+    callback = RealTimeDistillCallback(student=specs, seed=seed)
+    began = time.perf_counter()
+    teacher.learn(steps, callback=callback)
+    seconds = time.perf_counter() - began
+    clock = Clock()
+    eval_env = evaluation_env("ppo", env_id, teacher)
+    teacher_return = clock.evaluate(teacher, eval_env, episodes)
+    random_return = clock.evaluate(RandomPolicy(teacher.action_space, seed), eval_env, episodes)
+    span = teacher_return - random_return
+    students = {}
+    for arm, student in callback.students.items():
+        score = clock.evaluate(student, eval_env, episodes)
+        students[arm] = {
+            "student_kwargs": repr(specs[arm][1]),
+            "acting_parameters": parameters[arm],
+            "compression": parameters[arm] / count_acting_parameters(teacher.policy),
+            "return": score,
+            "normalized": (score - random_return) / span if span > 0 else None,
+            "agreement": trajectory_agreement(teacher, student, evaluation_env("ppo", env_id, teacher), n_steps=2000),
+        }
+    line = ", ".join(
+        f"{arm} ({value['acting_parameters']} parameters) {value['return']:.2f}" for arm, value in students.items()
+    )
+    print(f"{env_id} seed {seed}: teacher {teacher_return:.2f}, random {random_return:.2f}; {line}", flush=True)
+    return {
+        "env": env_id,
+        "seed": seed,
+        "teacher_steps": steps,
+        "seconds": seconds,
+        "teacher_return": teacher_return,
+        "random_return": random_return,
+        "students": students,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--env", default="MinAtar/SpaceInvaders-v1")
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--first-seed", type=int, default=0)
+    parser.add_argument("--timesteps", type=int, default=1_000_000)
+    parser.add_argument("--episodes", type=int, default=50)
+    parser.add_argument("--ratio", type=float, default=0.017, help="the budget: this ladder rung's parameters")
+    parser.add_argument("--name", default=None, help="result file stem (default student_architectures_<game>)")
+    args = parser.parse_args()
+    th.set_num_threads(1)
+    register()
+    runs = [
+        run(args.env, seed, args.timesteps, args.episodes, args.ratio)
+        for seed in range(args.first_seed, args.first_seed + args.seeds)
+    ]
+    arms = list(runs[0]["students"])
+    scored = [r for r in runs if r["teacher_return"] > r["random_return"]]  # normalised scores need a teacher
+    summary = {
+        arm: {
+            "median_normalized": statistics.median(r["students"][arm]["normalized"] for r in scored),
+            "median_difference_to_plain": statistics.median(
+                r["students"][arm]["normalized"] - r["students"]["plain"]["normalized"] for r in scored
+            ),
+            "median_agreement": statistics.median(r["students"][arm]["agreement"] for r in runs),
+        }
+        if scored
+        else {"median_agreement": statistics.median(r["students"][arm]["agreement"] for r in runs)}
+        for arm in arms
+    }
+    game = args.env.split("/")[-1].split("-")[0].lower()
+    name = args.name or f"student_architectures_{game}"
+    path = write_result(
+        name,
+        {
+            "benchmark": "student_architectures",
+            "env": args.env,
+            "ratio": args.ratio,
+            "seeds": [r["seed"] for r in runs],
+            "timesteps": args.timesteps,
+            "eval_episodes": args.episodes,
+            "runs": runs,
+            "summary": summary,
+        },
+    )
+    print(f"written {path}")
+    for arm, values in summary.items():
+        print(f"  {arm}: " + ", ".join(f"{key} {value:.3f}" for key, value in values.items()))
+
+
+if __name__ == "__main__":
+    main()
