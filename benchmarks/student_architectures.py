@@ -3,8 +3,8 @@
 One PPO teacher per seed (``hyperparams/ppo.yml``'s MinAtar entry) carries one callback with every
 architecture as a student, so all of them see the same batches of the same teacher; each is scored at the end
 (greedy, random-normalised: 0 random, 1 the teacher) and by its greedy agreement with the teacher on the
-teacher's own trajectories. Architectures, each sized to the ladder's 1.7% student of the teacher (nearest
-parameter count, log scale):
+teacher's own trajectories. Architectures: the ladder's 1.7% student, and the other families at the width whose
+acting parameters are nearest its own (log scale, picked by :func:`sb3_distill.ladder`):
 
 - ``plain``: :func:`sb3_distill.ladder.minatar_cnn_student`, the ladder's own (Young & Tian's layout, narrower);
 - ``pooled``: :class:`~sb3_distill.architectures.MinAtarCNN` with ``pool=2`` and ``features_dim = 2 * channels``;
@@ -19,7 +19,6 @@ normalised return and of its difference to ``plain`` on the same teacher.
 from __future__ import annotations
 
 import argparse
-import math
 import statistics
 import time
 from collections.abc import Callable
@@ -34,7 +33,6 @@ from sb3_distill.envs import register
 from sb3_distill.evaluation import trajectory_agreement
 from sb3_distill.ladder import Spec
 from sb3_distill.outputs import count_acting_parameters
-from sb3_distill.students import make_student
 
 
 def pooled(channels: int, features_dim: int) -> Spec:
@@ -43,36 +41,21 @@ def pooled(channels: int, features_dim: int) -> Spec:
     return "MlpPolicy", {"features_extractor_class": MinAtarCNN, "features_extractor_kwargs": kwargs, "net_arch": []}
 
 
-def nearest(family: Callable[[int], Spec], teacher: Any, parameters: int) -> tuple[Spec, int]:
-    """:return: the family's spec whose acting parameters are nearest ``parameters`` (log scale), and its count"""
-    best: tuple[float, Spec, int] | None = None
-    for width in range(1, 64):
-        spec = family(width)
-        student = make_student(
-            spec[0], teacher.observation_space, teacher.action_space, teacher.policy_aliases, spec[1], seed=0
-        )
-        count = count_acting_parameters(student)
-        distance = abs(math.log(count / parameters))
-        if best is None or distance < best[0]:
-            best = (distance, spec, count)
-        if count > 2 * parameters:
-            break
-    assert best is not None
-    return best[1], best[2]
-
-
 def run(env_id: str, seed: int, steps: int, episodes: int, ratio: float) -> dict[str, Any]:
     teacher, _ = zoo_teacher("ppo", env_id, seed)
     rungs = ladder(teacher, [ratio])
     (name,) = rungs
-    budget = rungs.parameters[name]
     specs: dict[str, Spec] = {"plain": rungs[name]}
-    parameters = {"plain": budget}
-    for arm, family in (
-        ("pooled", lambda width: pooled(width, 2 * width)),
-        ("pooled-square", lambda width: pooled(width, width)),
-    ):
-        specs[arm], parameters[arm] = nearest(family, teacher, budget)
+    parameters = {"plain": rungs.parameters[name]}
+    budget = rungs.parameters[name] / count_acting_parameters(teacher.policy)  # the plain student's own ratio
+    families: dict[str, Callable[[int], Spec]] = {
+        "pooled": lambda width: pooled(width, 2 * width),
+        "pooled-square": lambda width: pooled(width, width),
+    }
+    for arm, family in families.items():  # the family's width nearest the plain student (log scale)
+        found = ladder(teacher, [budget], family=family)
+        (name,) = found
+        specs[arm], parameters[arm] = found[name], found.parameters[name]
     callback = RealTimeDistillCallback(student=specs, seed=seed)
     began = time.perf_counter()
     teacher.learn(steps, callback=callback)
