@@ -7,7 +7,7 @@ teacher's own trajectories. Architectures: the ladder's 1.7% student, and the ot
 acting parameters are nearest its own (log scale, picked by :func:`sb3_distill.ladder`):
 
 - ``plain``: :func:`sb3_distill.ladder.minatar_cnn_student`, the ladder's own (Young & Tian's layout, narrower);
-- ``pooled``: :class:`~sb3_distill.architectures.MinAtarCNN` with ``pool=2`` and ``features_dim = 2 * channels``;
+- ``pooled``: :func:`sb3_distill.ladder.minatar_pooled_student` (``pool=2``, ``features_dim = 2 * channels``);
 - ``pooled-square``: the same with ``features_dim = channels``.
 
 Writes ``benchmarks/results/<name>.json``; the summary is the median over seeds of each architecture's
@@ -28,17 +28,16 @@ import torch as th
 from common import Clock, RandomPolicy, evaluation_env, write_result, zoo_teacher
 
 from sb3_distill import RealTimeDistillCallback, ladder
-from sb3_distill.architectures import MinAtarCNN
 from sb3_distill.envs import register
 from sb3_distill.evaluation import trajectory_agreement
-from sb3_distill.ladder import Spec
+from sb3_distill.ladder import Spec, minatar_pooled_student
 from sb3_distill.outputs import count_acting_parameters
 
 
-def pooled(channels: int, features_dim: int) -> Spec:
-    """:return: a MinAtar CNN student with a 2x2 max-pooling after its convolution"""
-    kwargs = {"channels": channels, "features_dim": features_dim, "pool": 2}
-    return "MlpPolicy", {"features_extractor_class": MinAtarCNN, "features_extractor_kwargs": kwargs, "net_arch": []}
+def pooled_square(width: int) -> Spec:
+    """:return: :func:`~sb3_distill.ladder.minatar_pooled_student` with as many features as channels"""
+    spec = minatar_pooled_student(width)
+    return spec[0], {**spec[1], "features_extractor_kwargs": {"channels": width, "features_dim": width, "pool": 2}}
 
 
 def run(env_id: str, seed: int, steps: int, episodes: int, ratio: float) -> dict[str, Any]:
@@ -49,8 +48,8 @@ def run(env_id: str, seed: int, steps: int, episodes: int, ratio: float) -> dict
     parameters = {"plain": rungs.parameters[name]}
     budget = rungs.parameters[name] / count_acting_parameters(teacher.policy)  # the plain student's own ratio
     families: dict[str, Callable[[int], Spec]] = {
-        "pooled": lambda width: pooled(width, 2 * width),
-        "pooled-square": lambda width: pooled(width, width),
+        "pooled": minatar_pooled_student,
+        "pooled-square": pooled_square,
     }
     for arm, family in families.items():  # the family's width nearest the plain student (log scale)
         found = ladder(teacher, [budget], family=family)

@@ -154,6 +154,37 @@ def overhead_section() -> list[str]:
     return lines
 
 
+def student_architectures_section() -> list[str]:
+    """``student_architectures.py``: MinAtar students of one budget, side by side on the same teachers."""
+    lines: list[str] = []
+    for name in sorted(path.stem for path in RESULTS.glob("student_architectures*.json")):
+        record = _load(name)
+        if record is None:
+            continue
+        lines += [
+            f"## Student architectures at one budget (`{name}.json`)",
+            "",
+            f"{_provenance(record)}; {record['env']}, PPO teachers of {record['timesteps'] // 1000}k steps, "
+            f"seeds {record['seeds']}, {record['eval_episodes']} episodes; every architecture a student of the "
+            f"same callback, sized to the ladder's {record['ratio']:.1%} rung. Random-normalised return per seed.",
+            "",
+            "| architecture | acting parameters | "
+            + " | ".join(f"seed {r['seed']}" for r in record["runs"])
+            + " | median | median difference to plain | median agreement |",
+            "|---|---|" + "---|" * len(record["runs"]) + "---|---|---|",
+        ]
+        for arm, summary in record["summary"].items():
+            per_seed = " | ".join(_fmt(r["students"][arm]["normalized"]) for r in record["runs"])
+            parameters = sorted({r["students"][arm]["acting_parameters"] for r in record["runs"]})
+            lines.append(
+                f"| {arm} | {', '.join(map(str, parameters))} | {per_seed} | {_fmt(summary.get('median_normalized'))} "
+                f"| {_fmt(summary.get('median_difference_to_plain'))} | {_fmt(summary['median_agreement'])} |"
+            )
+        teachers = ", ".join(f"{r['teacher_return']:.1f}" for r in record["runs"])
+        lines += ["", f"Teachers' returns: {teachers}.", ""]
+    return lines
+
+
 def datafree_section() -> list[str]:
     lines: list[str] = []
     names = sorted(path.stem for path in RESULTS.glob("datafree*.json") if not path.stem.startswith("datafree_q_"))
@@ -562,7 +593,7 @@ def write(path: pathlib.Path) -> None:
     for run in sorted(RESULTS.glob("students_vs_teacher_*.json")):
         if run.stem != "students_vs_teacher_quick":
             lines += students_section(run.stem, f"Students against their teachers (`{run.stem}`)")
-    lines += catch_up_section() + minatar_teachers_section()
+    lines += catch_up_section() + student_architectures_section() + minatar_teachers_section()
     lines += students_section("atari", "Atari (GPU)") + atari_cpu_section()
     lines += overhead_section() + realtime_section() + datafree_section() + datafree_q_values_section()
     lines += finetune_section() + to_dqn_margin_section() + continuous_section() + distill_settings_section()

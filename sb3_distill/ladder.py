@@ -7,7 +7,9 @@ form that ``RealTimeDistillCallback(student={name: spec})`` and ``distill`` acce
 - :func:`atari_cnn_student` for 84x84 frame stacks: :class:`~sb3_distill.architectures.SmallCNN` with
   channels ``(width, 2 * width, 2 * width)`` and ``7 * width // 2`` features, no hidden layer after it;
 - :func:`minatar_cnn_student` for MinAtar's 10x10xC binary frames:
-  :class:`~sb3_distill.architectures.MinAtarCNN` with ``width`` channels and ``2 * width`` features.
+  :class:`~sb3_distill.architectures.MinAtarCNN` with ``width`` channels and ``2 * width`` features;
+  :func:`minatar_pooled_student`, the same with a 2x2 max-pooling after the convolution (pass it as
+  ``family=``; at 1.7% of a MinAtar teacher it learned more than the default family, see its docstring).
 
 Acting parameters (the actor path of a PPO/A2C policy, the Q-network of DQN: the same for these heads)
 of the students :func:`ladder` builds at 1.7%, 5% and 25% for the usual teachers:
@@ -75,6 +77,24 @@ def minatar_cnn_student(width: int) -> Spec:
     return "MlpPolicy", {
         "features_extractor_class": MinAtarCNN,
         "features_extractor_kwargs": {"channels": width, "features_dim": 2 * width},
+        "net_arch": [],
+    }
+
+
+def minatar_pooled_student(width: int) -> Spec:
+    """
+    MinAtar students whose linear layer reads the convolution's features max-pooled 2x2: a quarter of the
+    positions, so the same parameters buy twice the channels and features of :func:`minatar_cnn_student`.
+
+    Measured at the 1.7% budget (``benchmarks/student_architectures.py``, the two families as students of the
+    same PPO teachers, MinAtar SpaceInvaders, 1M steps, seeds 0-2): see the README's ladder section.
+
+    :param width: channels of the convolution (features: ``2 * width``)
+    :return: an ``MlpPolicy`` student with a pooling :class:`~sb3_distill.architectures.MinAtarCNN` extractor
+    """
+    return "MlpPolicy", {
+        "features_extractor_class": MinAtarCNN,
+        "features_extractor_kwargs": {"channels": width, "features_dim": 2 * width, "pool": 2},
         "net_arch": [],
     }
 

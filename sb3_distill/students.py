@@ -30,6 +30,7 @@ from sb3_distill.ladder import (
     atari_cnn_student,
     ladder,
     minatar_cnn_student,
+    minatar_pooled_student,
     mlp_student,
     student_family,
 )
@@ -47,6 +48,7 @@ __all__ = [
     "ladder",
     "make_student",
     "minatar_cnn_student",
+    "minatar_pooled_student",
     "mlp_student",
     "resolve_student_kwargs",
     "student_family",

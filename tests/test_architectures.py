@@ -9,8 +9,9 @@ from stable_baselines3 import PPO
 from stable_baselines3.common.env_util import make_vec_env
 from torch import nn
 
-from sb3_distill import RealTimeDistillCallback, load_student, save_student
+from sb3_distill import RealTimeDistillCallback, ladder, load_student, save_student
 from sb3_distill.architectures import MinAtarCNN
+from sb3_distill.students import minatar_pooled_student
 
 
 def minatar_breakout() -> None:
@@ -54,3 +55,16 @@ def test_pooled_minatar_students_distil_save_and_load(tmp_path):
 def test_a_bad_pool_is_refused(pool):
     with pytest.raises(ValueError, match="pool must be a positive integer"):
         MinAtarCNN(spaces.Box(0, 1, (10, 10, 4), dtype=bool), pool=pool)
+
+
+def test_the_pooled_family_builds_a_ladder():
+    minatar_breakout()
+    teacher = PPO("MlpPolicy", make_vec_env("MinAtar/Breakout-v1", n_envs=1, seed=0), n_steps=64, seed=0)
+    built = ladder(teacher, [0.25, 1.0], family=minatar_pooled_student)
+    for name, (_, kwargs) in built.items():
+        assert kwargs["features_extractor_kwargs"] == {
+            "channels": built.widths[name],
+            "features_dim": 2 * built.widths[name],
+            "pool": 2,
+        }
+        assert built.compression[name] == pytest.approx(built.targets[name], rel=0.25)
