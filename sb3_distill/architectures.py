@@ -81,6 +81,12 @@ class MinAtarCNN(BaseFeaturesExtractor):
             raise ValueError(f"pool must be a positive integer (1: no pooling), got {pool!r}")
         self.channels_last = channels_last
         n_input_channels = observation_space.shape[-1 if channels_last else 0]
+        height, width = observation_space.shape[:2] if channels_last else observation_space.shape[1:]
+        if pool > min(height, width) - 2:
+            raise ValueError(
+                f"pool={pool} is larger than the convolution's {height - 2}x{width - 2} output "
+                f"(observations {observation_space.shape})"
+            )
         layers: list[nn.Module] = [nn.Conv2d(n_input_channels, channels, kernel_size=3, stride=1), nn.ReLU()]
         if pool > 1:
             layers.append(nn.MaxPool2d(pool))

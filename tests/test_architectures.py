@@ -51,9 +51,18 @@ def test_pooled_minatar_students_distil_save_and_load(tmp_path):
         )
 
 
-@pytest.mark.parametrize("pool", [0, -2, 1.5, True])
-def test_a_bad_pool_is_refused(pool):
-    with pytest.raises(ValueError, match="pool must be a positive integer"):
+@pytest.mark.parametrize(
+    ("pool", "message"),
+    [
+        (0, "pool must be a positive integer"),
+        (-2, "pool must be a positive integer"),
+        (1.5, "pool must be a positive integer"),
+        (True, "pool must be a positive integer"),
+        (9, "pool=9 is larger than the convolution's 8x8 output"),
+    ],
+)
+def test_a_bad_pool_is_refused(pool, message):
+    with pytest.raises(ValueError, match=message):
         MinAtarCNN(spaces.Box(0, 1, (10, 10, 4), dtype=bool), pool=pool)
 
 
