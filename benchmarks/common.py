@@ -21,12 +21,21 @@ from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.evaluation import evaluate_policy
 from stable_baselines3.common.vec_env import VecEnv, VecNormalize
 
-from sb3_distill.evaluation import RandomPolicy  # noqa: F401  (the benchmarks import it from here)
+from sb3_distill.evaluation import (
+    RandomPolicy,  # noqa: F401  (the benchmarks import it from here)
+    normalized_return,
+)
 from sb3_distill.serialization import atomic_write_bytes
 from sb3_distill.zoo import distill_kwargs, hyperparams_file, load_hyperparams, zoo_experiment
 
 RESULTS = pathlib.Path(__file__).resolve().parent / "results"
 PACKAGES = ("sb3-distill", "stable-baselines3", "torch", "gymnasium", "numpy", "ale-py", "minatar")
+
+
+def normalized_or_none(score: float, teacher: float, random: float) -> float | None:
+    """:func:`sb3_distill.evaluation.normalized_return`, ``None`` (JSON ``null``) when the teacher is no better
+    than random, where the ratio says nothing"""
+    return normalized_return(score, teacher, random) if teacher > random else None
 
 
 def git_commit() -> str:

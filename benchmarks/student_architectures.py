@@ -25,7 +25,7 @@ from collections.abc import Callable
 from typing import Any
 
 import torch as th
-from common import Clock, RandomPolicy, evaluation_env, write_result, zoo_teacher
+from common import Clock, RandomPolicy, evaluation_env, normalized_or_none, write_result, zoo_teacher
 
 from sb3_distill import RealTimeDistillCallback, ladder
 from sb3_distill.envs import register
@@ -63,7 +63,6 @@ def run(env_id: str, seed: int, steps: int, episodes: int, ratio: float) -> dict
     eval_env = evaluation_env("ppo", env_id, teacher)
     teacher_return = clock.evaluate(teacher, eval_env, episodes)
     random_return = clock.evaluate(RandomPolicy(teacher.action_space, seed), eval_env, episodes)
-    span = teacher_return - random_return
     students = {}
     for arm, student in callback.students.items():
         score = clock.evaluate(student, eval_env, episodes)
@@ -72,7 +71,7 @@ def run(env_id: str, seed: int, steps: int, episodes: int, ratio: float) -> dict
             "acting_parameters": parameters[arm],
             "compression": parameters[arm] / count_acting_parameters(teacher.policy),
             "return": score,
-            "normalized": (score - random_return) / span if span > 0 else None,
+            "normalized": normalized_or_none(score, teacher_return, random_return),
             "agreement": trajectory_agreement(teacher, student, evaluation_env("ppo", env_id, teacher), n_steps=2000),
         }
     line = ", ".join(

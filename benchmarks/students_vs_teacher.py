@@ -50,7 +50,16 @@ from typing import Any, NamedTuple
 
 import numpy as np
 import torch as th
-from common import RESULTS, Clock, RandomPolicy, evaluation_env, sync_normalization, write_result, zoo_teacher
+from common import (
+    RESULTS,
+    Clock,
+    RandomPolicy,
+    evaluation_env,
+    normalized_or_none,
+    sync_normalization,
+    write_result,
+    zoo_teacher,
+)
 from stable_baselines3.common.callbacks import BaseCallback
 
 from sb3_distill import RealTimeDistillCallback, ladder, save_student
@@ -164,14 +173,13 @@ def run(job: Job) -> dict[str, Any]:
     clock = Clock()
     result["teacher_return"] = clock.evaluate(teacher, eval_env, episodes)
     result["random_return"] = clock.evaluate(RandomPolicy(teacher.action_space, seed), eval_env, episodes)
-    span = result["teacher_return"] - result["random_return"]
 
     def scores(student: Any) -> dict[str, Any]:
         score = clock.evaluate(student, eval_env, episodes)
         return {
             "return": score,
             "ratio": score / result["teacher_return"] if result["teacher_return"] > 0 else None,
-            "normalized": (score - result["random_return"]) / span if span > 0 else None,
+            "normalized": normalized_or_none(score, result["teacher_return"], result["random_return"]),
             "agreement": trajectory_agreement(teacher, student, evaluation_env(algo, env_id, teacher), n_steps=2000),
         }
 
