@@ -23,7 +23,8 @@ that run's curve (its rungs evaluated on 5 episodes at ``--curve-points`` points
 the sequential side distils a fresh student of the same rung offline from the saved final teacher (same
 collection as above), evaluated every ``--eval-every`` collected steps, and adds the teacher's time alone,
 estimated from ``--probe-steps`` steps of the same teacher trained alone here (the long runs were made with
-``--no-baseline``). The target is 95% of the run's final teacher return.
+``--no-baseline``). The target is 95% of the run's final teacher return. PPO and DQN runs alike: the
+teacher's algorithm, settings and ladder are the run's.
 
     python benchmarks/offline_vs_realtime.py --from-ladder students_vs_teacher_minatar_breakout_cnn_4m_seed1 \
         --save-dir runs/breakout_cnn_4m_seed1 --rungs 5pct 25pct --name offline_vs_realtime_minatar_breakout_4m
@@ -41,7 +42,7 @@ from typing import Any
 import numpy as np
 import torch as th
 from common import RESULTS, Clock, evaluation_env, write_result, zoo_teacher
-from stable_baselines3 import PPO
+from rl_zoo3.utils import ALGOS
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.policies import BasePolicy
 from students_vs_teacher import RATIOS
@@ -131,10 +132,17 @@ def run_sequential(env_id: str, steps: int, seed: int, every: int, episodes: int
 
 
 def sequential_from_saved(
-    teacher: Any, rung: tuple[Any, dict[str, Any]], env_id: str, seed: int, target: float, every: int, steps: int
+    algo: str,
+    teacher: Any,
+    rung: tuple[Any, dict[str, Any]],
+    env_id: str,
+    seed: int,
+    target: float,
+    every: int,
+    steps: int,
 ) -> dict[str, Any]:
     """Distil a fresh student of one rung offline from a saved final teacher until it reaches ``target``."""
-    env = evaluation_env("ppo", env_id, teacher)
+    env = evaluation_env(algo, env_id, teacher)
     clock = Clock()
     curve: list[tuple[int, float, float]] = []
     next_eval = [every]
@@ -151,7 +159,7 @@ def sequential_from_saved(
         teacher,
         student=rung[0],
         student_kwargs=rung[1],
-        env=zoo_experiment("ppo", env_id, n_envs=8, seed=seed + 1).env,
+        env=zoo_experiment(algo, env_id, n_envs=8, seed=seed + 1).env,
         n_steps=steps,
         collect="student",
         seed=seed,
@@ -160,9 +168,9 @@ def sequential_from_saved(
     return {"curve": curve, "seconds_to_target": time_to_target(curve, target)}
 
 
-def teacher_seconds_per_step(env_id: str, seed: int, steps: int) -> float:
+def teacher_seconds_per_step(algo: str, env_id: str, seed: int, steps: int) -> float:
     """The teacher's wall time per step trained alone, from a short run of the same settings here."""
-    teacher, _ = zoo_teacher("ppo", env_id, seed)
+    teacher, _ = zoo_teacher(algo, env_id, seed)
     began = time.perf_counter()
     teacher.learn(steps)
     return (time.perf_counter() - began) / steps
@@ -177,10 +185,10 @@ def from_ladder(
         ladder_result = json.loads((RESULTS / f"{name}.json").read_text())
         for key, entry in ladder_result["results"].items():
             for run in entry["runs"]:
-                env_id, seed = run["env"], run["seed"]
-                teacher = PPO.load(pathlib.Path(save_dir) / f"{run['saved']}_teacher.zip", device="cpu")
+                algo, env_id, seed = run["algo"], run["env"], run["seed"]
+                teacher = ALGOS[algo].load(pathlib.Path(save_dir) / f"{run['saved']}_teacher.zip", device="cpu")
                 target = TARGET * run["teacher_return"]
-                teacher_seconds = teacher_seconds_per_step(env_id, seed, probe) * run["teacher_steps"]
+                teacher_seconds = teacher_seconds_per_step(algo, env_id, seed, probe) * run["teacher_steps"]
                 specs = ladder(teacher, RATIOS)
                 outcome: dict[str, Any] = {"teacher_return": run["teacher_return"], "target": target}
                 outcome["teacher_seconds_alone_estimated"] = teacher_seconds
@@ -189,7 +197,7 @@ def from_ladder(
                     points = [(p["steps"], p["seconds"], p[rung]) for p in run["curve"]]
                     points.append((run["teacher_steps"], run["seconds_with"], run["students"][rung]["return"]))
                     realtime = time_to_target(points, target)
-                    sequential = sequential_from_saved(teacher, specs[rung], env_id, seed, target, every, steps)
+                    sequential = sequential_from_saved(algo, teacher, specs[rung], env_id, seed, target, every, steps)
                     offline = sequential["seconds_to_target"]
                     total = None if offline is None else teacher_seconds + offline
                     outcome[rung] = {
