@@ -31,7 +31,9 @@ docs: $(VENV)/.installed
 	rm -rf docs/_build
 	$(PY) -m sphinx -W --keep-going -q -b html docs docs/_build/html
 
-test: lint docs
+# lint (mypy) and docs (sphinx) are single-threaded: they run side by side on the two cores.
+test: $(VENV)/.installed
+	$(MAKE) --no-print-directory -j2 lint docs
 	$(PY) -m pytest -n 2 --dist worksteal tests
 
 # The suite against the lowest declared versions (tests/requirements-min.txt), in its own environment.
