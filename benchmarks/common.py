@@ -12,6 +12,7 @@ import pathlib
 import platform
 import subprocess
 import time
+from collections.abc import Iterator
 from importlib import metadata
 from typing import Any
 
@@ -129,11 +130,31 @@ def sync_normalization(env: VecEnv, teacher: BaseAlgorithm) -> None:
         env.training, env.norm_reward = False, False
 
 
-def evaluation_env(algo: str, env_id: str, teacher: BaseAlgorithm, seed: int = 10_000) -> VecEnv:
+def evaluation_env(algo: str, env_id: str, teacher: BaseAlgorithm, seed: int = 10_000, n_envs: int = 1) -> VecEnv:
     """
-    One environment wrapped as the entry's, for evaluation: with the teacher's observation
+    Environments wrapped as the entry's, for evaluation: with the teacher's observation
     normalisation (RL-Zoo's ``normalize: true``) as it is now, frozen.
+
+    :param n_envs: environments side by side (``evaluate_policy`` shares the episodes out among them)
     """
-    env = zoo_experiment(algo, env_id, n_envs=1, seed=seed).env
+    env = zoo_experiment(algo, env_id, n_envs=n_envs, seed=seed).env
     sync_normalization(env, teacher)
     return env
+
+
+def saved_ladder_runs(names: list[str], save_dir: str) -> Iterator[tuple[str, dict[str, Any], BaseAlgorithm]]:
+    """
+    The runs of ``students_vs_teacher.py`` results saved with ``--save-dir``, each with its final teacher.
+
+    :param names: result file stems under ``benchmarks/results/``
+    :param save_dir: the folder holding the runs' saved files (``<algo>_<env>_<seed>_teacher.zip``...)
+    :return: for each run, its ``"<algo> <env>"`` key, its record and its teacher (loaded on the CPU)
+    """
+    for name in names:
+        ladder_result = json.loads((RESULTS / f"{name}.json").read_text())
+        for key, entry in ladder_result["results"].items():
+            for run in entry["runs"]:
+                if "saved" not in run:
+                    raise SystemExit(f"{name}: {key} seed {run['seed']} ran without --save-dir: nothing to load")
+                path = pathlib.Path(save_dir) / f"{run['saved']}_teacher.zip"
+                yield key, run, ALGOS[run["algo"]].load(path, device="cpu")

@@ -33,16 +33,13 @@ teacher's algorithm, settings and ladder are the run's.
 from __future__ import annotations
 
 import argparse
-import json
-import pathlib
 import statistics
 import time
 from typing import Any
 
 import numpy as np
 import torch as th
-from common import RESULTS, Clock, evaluation_env, write_result, zoo_teacher
-from rl_zoo3.utils import ALGOS
+from common import Clock, evaluation_env, saved_ladder_runs, write_result, zoo_teacher
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.policies import BasePolicy
 from students_vs_teacher import RATIOS
@@ -181,34 +178,30 @@ def from_ladder(
 ) -> None:
     """The ``--from-ladder`` mode: real-time curves of saved long runs against offline distillation afterwards."""
     results: dict[str, Any] = {}
-    for name in names:
-        ladder_result = json.loads((RESULTS / f"{name}.json").read_text())
-        for key, entry in ladder_result["results"].items():
-            for run in entry["runs"]:
-                algo, env_id, seed = run["algo"], run["env"], run["seed"]
-                teacher = ALGOS[algo].load(pathlib.Path(save_dir) / f"{run['saved']}_teacher.zip", device="cpu")
-                target = TARGET * run["teacher_return"]
-                teacher_seconds = teacher_seconds_per_step(algo, env_id, seed, probe) * run["teacher_steps"]
-                specs = ladder(teacher, RATIOS)
-                outcome: dict[str, Any] = {"teacher_return": run["teacher_return"], "target": target}
-                outcome["teacher_seconds_alone_estimated"] = teacher_seconds
-                for rung in rungs:
-                    # real time: the curve's points, then the final evaluation when training ended
-                    points = [(p["steps"], p["seconds"], p[rung]) for p in run["curve"]]
-                    points.append((run["teacher_steps"], run["seconds_with"], run["students"][rung]["return"]))
-                    realtime = time_to_target(points, target)
-                    sequential = sequential_from_saved(algo, teacher, specs[rung], env_id, seed, target, every, steps)
-                    offline = sequential["seconds_to_target"]
-                    total = None if offline is None else teacher_seconds + offline
-                    outcome[rung] = {
-                        "realtime_seconds_to_target": realtime,
-                        "offline_seconds_to_target": offline,
-                        "sequential_seconds_to_target": total,
-                        "ratio": realtime / total if realtime is not None and total is not None else None,
-                        "offline_curve": sequential["curve"],
-                    }
-                    print(f"{key} seed {seed} {rung}: real-time {realtime}, sequential {total}", flush=True)
-                results[f"{key} seed {seed}"] = outcome
+    for key, run, teacher in saved_ladder_runs(names, save_dir):
+        algo, env_id, seed = run["algo"], run["env"], run["seed"]
+        target = TARGET * run["teacher_return"]
+        teacher_seconds = teacher_seconds_per_step(algo, env_id, seed, probe) * run["teacher_steps"]
+        specs = ladder(teacher, RATIOS)
+        outcome: dict[str, Any] = {"teacher_return": run["teacher_return"], "target": target}
+        outcome["teacher_seconds_alone_estimated"] = teacher_seconds
+        for rung in rungs:
+            # real time: the curve's points, then the final evaluation when training ended
+            points = [(p["steps"], p["seconds"], p[rung]) for p in run["curve"]]
+            points.append((run["teacher_steps"], run["seconds_with"], run["students"][rung]["return"]))
+            realtime = time_to_target(points, target)
+            sequential = sequential_from_saved(algo, teacher, specs[rung], env_id, seed, target, every, steps)
+            offline = sequential["seconds_to_target"]
+            total = None if offline is None else teacher_seconds + offline
+            outcome[rung] = {
+                "realtime_seconds_to_target": realtime,
+                "offline_seconds_to_target": offline,
+                "sequential_seconds_to_target": total,
+                "ratio": realtime / total if realtime is not None and total is not None else None,
+                "offline_curve": sequential["curve"],
+            }
+            print(f"{key} seed {seed} {rung}: real-time {realtime}, sequential {total}", flush=True)
+        results[f"{key} seed {seed}"] = outcome
     path = write_result(
         stem,
         {
