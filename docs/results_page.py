@@ -482,6 +482,44 @@ def catch_up_section() -> list[str]:
     ]
 
 
+def reevaluated_section() -> list[str]:
+    """``reevaluate_ladders.py``: saved ladders scored again on more, other episodes, beside the runs' own scores."""
+    lines: list[str] = []
+    sources: list[str] = []
+    for path in sorted(RESULTS.glob("reevaluated_*.json")):
+        record = json.loads(path.read_text())
+        ladders = ", ".join(f"`{name}`" for name in record["ladder_results"])
+        sources.append(f"- `{path.stem}`: {_provenance(record)}; seed {record['eval_seed']}; from {ladders}.")
+        if not lines:
+            lines += [
+                "## Saved ladders evaluated again (`reevaluated_*.json`)",
+                "",
+                "The final teacher and students of saved runs, scored again on more episodes of another evaluation",
+                "seed (`benchmarks/reevaluate_ladders.py`): random-normalised return on these episodes, the run's",
+                "own figure (its final evaluation) in brackets; the last row of a file, the medians over its seeds.",
+                "",
+                "| file | game | seed | teacher return | 1.7% | 5% | 25% |",
+                "|---|---|---|---|---|---|---|",
+            ]
+        for key, entry in record["results"].items():
+            for run in entry["runs"]:
+                cells = [
+                    f"{_fmt(value['normalized'], '.2f')} ({_fmt(value['run_normalized'], '.2f')})"
+                    for value in run["students"].values()
+                ]
+                lines.append(
+                    f"| `{path.stem}` ({record['episodes']} episodes) | {key} | {run['seed']} | "
+                    f"{run['teacher_return']:.1f} ({run['run_teacher_return']:.1f}) | {' | '.join(cells)} |"
+                )
+            summary = entry["summary"]
+            cells = [
+                f"{_fmt(summary['normalized'][rung], '.2f')} ({_fmt(summary['run_normalized'][rung], '.2f')})"
+                for rung in summary["normalized"]
+            ]
+            lines.append(f"| `{path.stem}` | {key} | median | {summary['teacher_return']:.1f} | {' | '.join(cells)} |")
+    return [*lines, "", *sources, ""] if lines else []
+
+
 def _from_ladder_lines(name: str, record: dict[str, Any]) -> list[str]:
     """``offline_vs_realtime.py --from-ladder``: per saved run and rung, seconds to the target."""
     lines = [
@@ -593,7 +631,8 @@ def write(path: pathlib.Path) -> None:
     for run in sorted(RESULTS.glob("students_vs_teacher_*.json")):
         if run.stem != "students_vs_teacher_quick":
             lines += students_section(run.stem, f"Students against their teachers (`{run.stem}`)")
-    lines += catch_up_section() + student_architectures_section() + minatar_teachers_section()
+    lines += catch_up_section() + reevaluated_section() + student_architectures_section()
+    lines += minatar_teachers_section()
     lines += students_section("atari", "Atari (GPU)") + atari_cpu_section()
     lines += overhead_section() + realtime_section() + datafree_section() + datafree_q_values_section()
     lines += finetune_section() + to_dqn_margin_section() + continuous_section() + distill_settings_section()
