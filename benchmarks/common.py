@@ -10,6 +10,7 @@ import json
 import os
 import pathlib
 import platform
+import statistics
 import subprocess
 import time
 from collections.abc import Iterator
@@ -37,6 +38,12 @@ def normalized_or_none(score: float, teacher: float, random: float) -> float | N
     """:func:`sb3_distill.evaluation.normalized_return`, ``None`` (JSON ``null``) when the teacher is no better
     than random, where the ratio says nothing"""
     return normalized_return(score, teacher, random) if teacher > random else None
+
+
+def median_or_none(values: list[float | None]) -> float | None:
+    """The median of the values that are there (``None`` when there are none)."""
+    present = [value for value in values if value is not None]
+    return statistics.median(present) if present else None
 
 
 def git_commit() -> str:

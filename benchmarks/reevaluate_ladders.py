@@ -18,12 +18,19 @@ from __future__ import annotations
 
 import argparse
 import pathlib
-import statistics
 import time
 from typing import Any
 
 import torch as th
-from common import Clock, RandomPolicy, evaluation_env, normalized_or_none, saved_ladder_runs, write_result
+from common import (
+    Clock,
+    RandomPolicy,
+    evaluation_env,
+    median_or_none,
+    normalized_or_none,
+    saved_ladder_runs,
+    write_result,
+)
 from stable_baselines3.common.vec_env import VecNormalize
 
 from sb3_distill import load_student
@@ -60,15 +67,13 @@ def reevaluate(key: str, run: dict[str, Any], teacher: Any, save_dir: str, episo
 def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
     """Medians over seeds of the teacher's return and of each rung, this evaluation's and the run's."""
 
-    def median(values: list[float | None]) -> float | None:
-        present = [value for value in values if value is not None]
-        return statistics.median(present) if present else None
+    def per_rung(field: str) -> dict[str, float | None]:
+        return {rung: median_or_none([run["students"][rung][field] for run in runs]) for rung in runs[0]["students"]}
 
-    rungs = runs[0]["students"]
     return {
-        "teacher_return": median([run["teacher_return"] for run in runs]),
-        "normalized": {rung: median([run["students"][rung]["normalized"] for run in runs]) for rung in rungs},
-        "run_normalized": {rung: median([run["students"][rung]["run_normalized"] for run in runs]) for rung in rungs},
+        "teacher_return": median_or_none([run["teacher_return"] for run in runs]),
+        "normalized": per_rung("normalized"),
+        "run_normalized": per_rung("run_normalized"),
     }
 
 

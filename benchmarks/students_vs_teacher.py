@@ -55,6 +55,7 @@ from common import (
     Clock,
     RandomPolicy,
     evaluation_env,
+    median_or_none,
     normalized_or_none,
     sync_normalization,
     write_result,
@@ -212,12 +213,6 @@ def run(job: Job) -> dict[str, Any]:
         flush=True,
     )
     return result
-
-
-def median_or_none(values: list[float | None]) -> float | None:
-    """The median of the values that are there (``None`` when there are none)."""
-    present = [value for value in values if value is not None]
-    return statistics.median(present) if present else None
 
 
 def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
