@@ -102,7 +102,7 @@ CASES: dict[str, dict[str, Any]] = {
         "student_kwargs": {"net_arch": [16]},
     },
     # hyperparams/ppo.yml's MinAtar entry: Young & Tian's CNN teacher, the entry's 5% MinAtarCNN student; its
-    # ladder is three MinAtarCNN students (which do not pack, see sb3_distill/packing.py).
+    # ladder is three MinAtarCNN students (packed as patch products, see sb3_distill/packing.py).
     "ppo/MinAtar/Breakout-v1/cnn": zoo_ppo_case(
         "MinAtar/Breakout-v1",
         {
@@ -149,6 +149,7 @@ VARIANTS = (
     "ladder",
     "ladder-foreground",
     "ladder-unpacked",
+    "ladder-unpacked-foreground",
     "ladder-4epochs",
 )
 
@@ -190,9 +191,11 @@ def train(
             options["student"] = ladder(teacher)
         else:
             options.update(student=policy, student_kwargs=case["student_kwargs"])
-        callback_class = {"ladder-unpacked": UnpackedCallback, "one-channels-first": ChannelsFirstCallback}.get(
-            variant, RealTimeDistillCallback
-        )
+        callback_class = {
+            "ladder-unpacked": UnpackedCallback,
+            "ladder-unpacked-foreground": UnpackedCallback,
+            "one-channels-first": ChannelsFirstCallback,
+        }.get(variant, RealTimeDistillCallback)
         callback = callback_class(**options)
     start, start_cpu = time.perf_counter(), time.process_time()
     teacher.learn(timesteps, callback=callback)
@@ -284,6 +287,7 @@ def main() -> None:
                 "one-4epochs": "the same, epochs=4",
                 "ladder": "sb3_distill.ladder(teacher): 1.7%, 5%, 25% students",
                 "ladder-unpacked": "the same, students run one by one (no packing)",
+                "ladder-unpacked-foreground": "the ladder one by one, background=False",
                 "ladder-4epochs": "the same, epochs=4",
                 "one-channels-first": "one, image batches left channels-first in memory",
             },

@@ -1,4 +1,4 @@
-"""Several MLP students computed as one network: a minibatch costs a few matrix products, whatever their number.
+"""Several small students computed as one network: a minibatch costs a few matrix products, whatever their number.
 
 Small students are cheap in arithmetic but not in calls: each layer, activation and head is a separate
 operation, forward and backward, and with three students (a ladder) and a value head each, a minibatch
@@ -6,15 +6,22 @@ took some forty of them. The students all read the same observations, so their f
 ``Linear`` (their weights concatenated) and their later layers one block-diagonal ``Linear``: every student's
 policy and value chain, all at once.
 
+What the chains read (their features) is computed once for all students:
+
+- ``FlattenExtractor`` (SB3's ``MlpPolicy`` on vectors): the flattened observations, shared by every student;
+- :class:`~sb3_distill.architectures.MinAtarCNN` without pooling: each student's 3x3 convolution is a
+  ``Linear`` over the observations' 3x3 patches, cut out once per minibatch, so every student's convolution
+  is one matrix product over them; each student's feature layer then reads its own channels, its columns
+  reordered to the patches' position-major layout (the same function as the extractor's). Run as
+  convolutions (concatenated into one, the linear layers block-diagonal) the same students took 1.02x the
+  time of one by one; as patch products, a MinAtar ladder's update over a rollout 0.9x (README, "Overhead").
+
 The distiller packs two or more students (one alone gains nothing: measured 12% slower). A student packs
 when each of its chains (``ActorCriticPolicy``: ``mlp_extractor``'s policy and value
 networks with ``action_net`` and ``value_net``, discrete actions; ``DQNPolicy``: its ``q_net``) is a sequence
-of ``Linear`` layers and element-wise activations on SB3's flattened observation (convolutional students do
-not pack: three ``MinAtarCNN`` students run with their convolutions concatenated into one, and their linear
-layers block-diagonal, took 1.02x the time of one by one, median of 7 alternations, 1024 observations, 4
-epochs: their updates are bound by the convolutions' arithmetic, not by the number of calls). Chains of the
-same shape (depth and activations) form one group. The students keep their own parameters: the packed weights are
-rebuilt from them at every pass, so gradients, optimisers and saved files stay each student's own, and the
+of ``Linear`` layers and element-wise activations on features of one of the extractors above. Chains of the
+same shape (depth and activations) form one group. The students keep their own parameters: the packed weights
+are rebuilt from them at every pass, so gradients, optimisers and saved files stay each student's own, and the
 outputs equal the students' own up to float rounding (``tests/test_packing.py``).
 """
 
@@ -26,10 +33,13 @@ from dataclasses import dataclass
 import torch as th
 from gymnasium import spaces
 from stable_baselines3.common.policies import ActorCriticPolicy, BasePolicy
+from stable_baselines3.common.preprocessing import get_flattened_obs_dim, preprocess_obs
 from stable_baselines3.common.torch_layers import BaseFeaturesExtractor, FlattenExtractor, MlpExtractor
 from stable_baselines3.dqn.policies import DQNPolicy
 from torch import nn
 from torch.nn import functional as F
+
+from sb3_distill.architectures import MinAtarCNN
 
 #: Activations applied element by element (packing applies one to every student's units at once).
 ELEMENTWISE = (
@@ -56,6 +66,8 @@ class _Chain:
 
     layers: list[nn.Linear]
     activations: list[nn.Module]
+    #: the features extractor whose output the first layer reads
+    extractor: BaseFeaturesExtractor
 
     @property
     def signature(self) -> tuple[str, ...]:
@@ -67,8 +79,10 @@ class _Chain:
         return self.layers[-1].out_features
 
 
-def _chain(modules: Sequence[nn.Module]) -> _Chain | None:
+def _chain(modules: Sequence[nn.Module], extractor: BaseFeaturesExtractor) -> _Chain | None:
     """The chain of ``Linear`` layers and element-wise activations, or ``None`` when the modules are anything else."""
+    if not _packable_extractor(extractor):
+        return None
     layers: list[nn.Linear] = []
     activations: list[nn.Module] = []
     for module in modules:
@@ -84,35 +98,83 @@ def _chain(modules: Sequence[nn.Module]) -> _Chain | None:
             return None
     if not layers or len(activations) != len(layers) - 1:
         return None  # empty, or ending with an activation
-    return _Chain(layers, activations)
+    return _Chain(layers, activations, extractor)
+
+
+def _packable_extractor(extractor: BaseFeaturesExtractor) -> bool:
+    """SB3's ``FlattenExtractor``, or a :class:`MinAtarCNN` without pooling (its convolution as patch products)."""
+    if type(extractor) is FlattenExtractor:
+        return True
+    if type(extractor) is not MinAtarCNN or any(isinstance(module, nn.MaxPool2d) for module in extractor.cnn):
+        return False
+    conv, _ = _minatar_layers(extractor)
+    geometry = (conv.kernel_size, conv.stride, conv.padding, conv.dilation, conv.groups)
+    return geometry == ((3, 3), (1, 1), (0, 0), (1, 1), 1) and conv.bias is not None
+
+
+def _minatar_layers(extractor: MinAtarCNN) -> tuple[nn.Conv2d, nn.Linear]:
+    """:return: the extractor's convolution and linear layer (each followed by a ReLU)"""
+    conv, linear = extractor.cnn[0], extractor.linear[0]
+    assert isinstance(conv, nn.Conv2d)
+    assert isinstance(linear, nn.Linear)
+    return conv, linear
 
 
 def _chains(student: BasePolicy, with_values: bool) -> list[_Chain] | None:
     """``[scores]`` or ``[scores, values]`` chains of a packable student, else ``None``."""
     if type(student) is ActorCriticPolicy:  # PPO's and A2C's "MlpPolicy", not a subclass that may compute otherwise
-        extractors = [student.pi_features_extractor, student.vf_features_extractor]
         if not isinstance(student.action_space, spaces.Discrete) or type(student.mlp_extractor) is not MlpExtractor:
             return None
-        if not all(type(extractor) is FlattenExtractor for extractor in extractors):
-            return None
         mlp = student.mlp_extractor
-        found = [_chain([*mlp.policy_net, student.action_net])]
+        found = [_chain([*mlp.policy_net, student.action_net], student.pi_features_extractor)]
         if with_values:
-            found.append(_chain([*mlp.value_net, student.value_net]))
+            found.append(_chain([*mlp.value_net, student.value_net], student.vf_features_extractor))
     elif type(student) is DQNPolicy:  # DQN's "MlpPolicy"
-        if type(student.q_net.features_extractor) is not FlattenExtractor:
-            return None
-        found = [_chain(list(student.q_net.q_net))]
+        found = [_chain(list(student.q_net.q_net), student.q_net.features_extractor)]
     else:
         return None
     return None if any(chain is None for chain in found) else found  # type: ignore[return-value]
 
 
-def _features_extractor(student: BasePolicy) -> BaseFeaturesExtractor:
-    if isinstance(student, ActorCriticPolicy):
-        return student.pi_features_extractor
-    assert isinstance(student, DQNPolicy)
-    return student.q_net.features_extractor
+def _patches(obs: th.Tensor, channels_last: bool) -> th.Tensor:
+    """
+    :param obs: ``(batch, height, width, channels)`` (or channels first, with ``channels_last=False``)
+    :return: the 3x3 patches ``(batch, positions, 9 * channels)``, positions row by row, each patch ordered
+        (row, column, channel) as :func:`_patch_weight` orders a convolution's weight
+    """
+    frames = obs if channels_last else obs.permute(0, 2, 3, 1)
+    height, width = frames.shape[1] - 2, frames.shape[2] - 2
+    cut = [frames[:, row : row + height, column : column + width] for row in range(3) for column in range(3)]
+    return th.cat(cut, dim=3).reshape(len(frames), height * width, -1)
+
+
+def _patch_weight(conv: nn.Conv2d) -> th.Tensor:
+    """A 3x3 convolution's weight as a ``Linear`` weight over :func:`_patches` ``(out_channels, 9 * channels)``."""
+    return conv.weight.permute(0, 2, 3, 1).reshape(conv.out_channels, -1)
+
+
+def _minatar_features(obs: th.Tensor, extractors: list[MinAtarCNN]) -> list[th.Tensor]:
+    """
+    The features of several :class:`MinAtarCNN` extractors (no pooling) on the same observations.
+
+    Their convolutions are one ``Linear`` over the patches; each extractor's linear layer reads its own
+    channels, position-major here where the extractor flattens channel-major, so its weight's columns are
+    reordered instead of the maps.
+    """
+    layers = [_minatar_layers(extractor) for extractor in extractors]
+    convs = [conv for conv, _ in layers]
+    patches = _patches(obs, extractors[0].channels_last)
+    weight = th.cat([_patch_weight(conv) for conv in convs])
+    biases = [conv.bias for conv in convs if conv.bias is not None]  # all have one (_packable_extractor)
+    maps = F.relu(F.linear(patches, weight, th.cat(biases)))  # (batch, positions, channels)
+    positions = maps.shape[1]
+    features, start = [], 0
+    for conv, linear in layers:
+        units = maps[:, :, start : start + conv.out_channels].reshape(len(maps), -1)
+        start += conv.out_channels
+        columns = linear.weight.reshape(linear.out_features, conv.out_channels, positions).transpose(1, 2)
+        features.append(F.relu(F.linear(units, columns.reshape(linear.out_features, -1), linear.bias)))
+    return features
 
 
 class PackedStudents:
@@ -132,6 +194,19 @@ class PackedStudents:
         self.value_index = th.as_tensor(
             [self.names.index(name) for name in self.value_names], dtype=th.long, device=self._first.device
         )
+        all_chains = [chain for name in self.names for chain in chains[name]]
+        self._flatten = any(type(chain.extractor) is FlattenExtractor for chain in all_chains)
+        self._minatar: list[MinAtarCNN] = []
+        for chain in all_chains:
+            if isinstance(chain.extractor, MinAtarCNN) and not any(chain.extractor is e for e in self._minatar):
+                self._minatar.append(chain.extractor)
+        # where each extractor's features lie in the features of :meth:`_features`: (start, stop)
+        self._slices: dict[int, tuple[int, int]] = {}
+        width = get_flattened_obs_dim(self._first.observation_space) if self._flatten else 0
+        for extractor in self._minatar:
+            self._slices[id(extractor)] = (width, width + extractor.features_dim)
+            width += extractor.features_dim
+        self._width = width
         groups: dict[tuple[str, ...], list[tuple[str, int, _Chain]]] = {}
         for name in self.names:
             for index, chain in enumerate(chains[name]):
@@ -156,18 +231,38 @@ class PackedStudents:
             chains[name] = found
         observation_spaces = {repr(student.observation_space) for student in students.values()}
         n_scores = {found[0].out_features for found in chains.values()}
-        if len(observation_spaces) != 1 or len(n_scores) != 1:
+        normalize = {student.normalize_images for student in students.values()}
+        layouts = {
+            c.extractor.channels_last for found in chains.values() for c in found if type(c.extractor) is MinAtarCNN
+        }
+        if len(observation_spaces) != 1 or len(n_scores) != 1 or len(normalize) != 1 or len(layouts) > 1:
             return None
         return cls(students, chains)
 
-    @staticmethod
-    def _run_group(features: th.Tensor, chains: list[_Chain]) -> list[th.Tensor]:
+    def _features(self, obs: th.Tensor) -> th.Tensor:
+        """Every extractor's features side by side ``(batch, width)``: the flattened observations first, if read."""
+        preprocessed = preprocess_obs(obs, self._first.observation_space, normalize_images=self._first.normalize_images)
+        assert isinstance(preprocessed, th.Tensor)
+        parts = [preprocessed.flatten(1)] if self._flatten else []
+        if self._minatar:
+            parts.extend(_minatar_features(preprocessed, self._minatar))
+        return parts[0] if len(parts) == 1 else th.cat(parts, dim=1)
+
+    def _first_weight(self, chain: _Chain) -> th.Tensor:
+        """A chain's first weight over all the features (zero where it reads another extractor's)."""
+        weight = chain.layers[0].weight
+        if type(chain.extractor) is FlattenExtractor:
+            return weight if weight.shape[1] == self._width else F.pad(weight, (0, self._width - weight.shape[1]))
+        start, stop = self._slices[id(chain.extractor)]
+        return F.pad(weight, (start, self._width - stop))
+
+    def _run_group(self, features: th.Tensor, chains: list[_Chain]) -> list[th.Tensor]:
         hidden = features
         for depth in range(len(chains[0].layers)):
             layers = [chain.layers[depth] for chain in chains]
             bias = th.cat([layer.bias for layer in layers])
-            if depth == 0:  # every chain reads the same features: one wide layer
-                weight = th.cat([layer.weight for layer in layers])
+            if depth == 0:  # every chain reads the features (its own part of them): one wide layer
+                weight = th.cat([self._first_weight(chain) for chain in chains])
             else:  # each chain reads its own units: block-diagonal
                 weight = th.block_diag(*[layer.weight for layer in layers])
             hidden = F.linear(hidden, weight, bias)
@@ -180,8 +275,7 @@ class PackedStudents:
         :param obs: observations, as the students' ``extract_features`` take them
         :return: scores ``(batch, students, actions)`` and values ``(batch, len(value_names))``
         """
-        features = BasePolicy.extract_features(self._first, obs, _features_extractor(self._first))
-        assert isinstance(features, th.Tensor)
+        features = self._features(obs)
         outputs: dict[tuple[str, int], th.Tensor] = {}
         for group in self._groups:
             for (name, index, _), output in zip(

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import copy
 
+import numpy as np
 import pytest
 import torch as th
 from stable_baselines3 import DQN, PPO
+from stable_baselines3.common.policies import BasePolicy
 from torch import nn
 
 from sb3_distill import ladder
@@ -59,6 +61,49 @@ def test_packed_students_learn_exactly_as_one_by_one(algo, loss):
         assert all(not th.equal(a, b) for a, b in zip(trained.parameters(), before.parameters(), strict=True)), name
 
 
+def minatar_observations(n: int, seed: int = 0) -> th.Tensor:
+    """Binary 10x10x4 frames, as MinAtar Breakout gives them."""
+    return th.as_tensor(np.random.default_rng(seed).random((n, 10, 10, 4)) < 0.2, dtype=th.float32)
+
+
+def cnn(channels: int, **kwargs) -> tuple[str, dict]:
+    extractor = {"channels": channels, "features_dim": 2 * channels}
+    return "MlpPolicy", {"features_extractor_class": MinAtarCNN, "features_extractor_kwargs": extractor, **kwargs}
+
+
+@pytest.mark.parametrize("algo", [PPO, DQN], ids=str)
+def test_minatar_cnn_students_pack_and_learn_exactly_as_one_by_one(algo):
+    """Their convolutions run as one product over patches; a separate value extractor and an MLP pack beside them."""
+    teacher = synthetic_teacher(algo, "MinAtar/Breakout-v1")
+    specs = {"narrow": cnn(3), "wide": cnn(12, net_arch=[8]), "mlp": ("MlpPolicy", {"net_arch": [8]})}
+    if algo is PPO:
+        specs["own_value"] = cnn(5, share_features_extractor=False)
+    packed, each = packed_and_each(teacher, specs, epochs=2, batch_size=64)
+    assert packed.packed is not None
+    obs = minatar_observations(384)
+    scores, values = packed.packed(obs[:16])
+    for index, (name, student) in enumerate(packed.students.items()):  # the outputs first: the students' own
+        if algo is DQN:
+            own = student.q_net(obs[:16])
+        else:
+            features = BasePolicy.extract_features(student, obs[:16], student.pi_features_extractor)
+            own = student.action_net(student.mlp_extractor.forward_actor(features))
+        assert th.allclose(scores[:, index], own, atol=1e-5), name
+    if algo is PPO:
+        own_values = th.cat([student.predict_values(obs[:16]) for student in packed.students.values()], dim=1)
+        assert th.allclose(values, own_values, atol=1e-5)
+    initial = copy.deepcopy(each.students)
+    for _ in range(3):
+        packed_metrics, each_metrics = packed.update(obs), each.update(obs)
+    for name in specs:
+        for p_packed, p_each in zip(packed.students[name].parameters(), each.students[name].parameters(), strict=True):
+            assert th.allclose(p_packed, p_each, atol=1e-5), name
+        for key, value in each_metrics["students"][name].items():
+            assert packed_metrics["students"][name][key] == pytest.approx(value, rel=1e-4, abs=1e-6), (name, key)
+        trained, before = (getattr(s[name], "q_net", s[name]) for s in (packed.students, initial))
+        assert all(not th.equal(a, b) for a, b in zip(trained.parameters(), before.parameters(), strict=True)), name
+
+
 def test_students_without_value_distillation_and_with_it_pack_together():
     teacher = synthetic_teacher(PPO)
     students = students_for(teacher, {"a": ("MlpPolicy", {"net_arch": [4]}), "b": ("MlpPolicy", {"net_arch": [6]})})
@@ -86,7 +131,9 @@ def test_what_does_not_pack_runs_one_by_one():
     assert PackedStudents.build(students_for(teacher, softmax), dict.fromkeys(softmax, True)) is None
     minatar = synthetic_teacher(PPO, "MinAtar/Breakout-v1")
     cnn = {name: ("MlpPolicy", {"features_extractor_class": MinAtarCNN, "net_arch": []}) for name in "st"}
-    assert PackedStudents.build(students_for(minatar, cnn), dict.fromkeys(cnn, True)) is None
+    assert PackedStudents.build(students_for(minatar, cnn), dict.fromkeys(cnn, True)) is not None
+    pooled = {**cnn, "u": ("MlpPolicy", {**cnn["s"][1], "features_extractor_kwargs": {"pool": 2}})}
+    assert PackedStudents.build(students_for(minatar, pooled), dict.fromkeys(pooled, True)) is None
     continuous = synthetic_teacher(PPO, "Pendulum-v1")
     distiller = Distiller(Teacher(continuous), students_for(continuous, mlp), DistillConfig(), seed=0)
     assert distiller.packed is None
