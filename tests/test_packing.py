@@ -36,6 +36,20 @@ def packed_and_each(teacher, specs: dict, **config) -> tuple[Distiller, Distille
     return packed, each
 
 
+def assert_learn_alike(packed: Distiller, each: Distiller, obs: th.Tensor, updates: int) -> None:
+    """Packed and one-by-one students end with the same weights and metrics, and every student learned."""
+    initial = copy.deepcopy(each.students)
+    for _ in range(updates):
+        packed_metrics, each_metrics = packed.update(obs), each.update(obs)
+    for name in each.students:
+        for p_packed, p_each in zip(packed.students[name].parameters(), each.students[name].parameters(), strict=True):
+            assert th.allclose(p_packed, p_each, atol=1e-5), name
+        for key, value in each_metrics["students"][name].items():
+            assert packed_metrics["students"][name][key] == pytest.approx(value, rel=1e-4, abs=1e-6), (name, key)
+        trained, before = (getattr(s[name], "q_net", s[name]) for s in (packed.students, initial))  # not DQN's target
+        assert all(not th.equal(a, b) for a, b in zip(trained.parameters(), before.parameters(), strict=True)), name
+
+
 @pytest.mark.parametrize(
     ("algo", "loss"), [(PPO, "kl"), (PPO, "mse"), (PPO, "nll"), (DQN, "kl"), (DQN, "mse")], ids=str
 )
@@ -48,17 +62,7 @@ def test_packed_students_learn_exactly_as_one_by_one(algo, loss):
     }
     packed, each = packed_and_each(teacher, specs, loss=loss, epochs=3, batch_size=64)
     assert packed.packed is not None
-    initial = copy.deepcopy(each.students)
-    obs = observations()
-    for _ in range(5):
-        packed_metrics, each_metrics = packed.update(obs), each.update(obs)
-    for name in specs:
-        for p_packed, p_each in zip(packed.students[name].parameters(), each.students[name].parameters(), strict=True):
-            assert th.allclose(p_packed, p_each, atol=1e-5), name
-        for key, value in each_metrics["students"][name].items():
-            assert packed_metrics["students"][name][key] == pytest.approx(value, rel=1e-4, abs=1e-6), (name, key)
-        trained, before = (getattr(s[name], "q_net", s[name]) for s in (packed.students, initial))  # not DQN's target
-        assert all(not th.equal(a, b) for a, b in zip(trained.parameters(), before.parameters(), strict=True)), name
+    assert_learn_alike(packed, each, observations(), updates=5)
 
 
 def minatar_observations(n: int, seed: int = 0) -> th.Tensor:
@@ -92,16 +96,7 @@ def test_minatar_cnn_students_pack_and_learn_exactly_as_one_by_one(algo):
     if algo is PPO:
         own_values = th.cat([student.predict_values(obs[:16]) for student in packed.students.values()], dim=1)
         assert th.allclose(values, own_values, atol=1e-5)
-    initial = copy.deepcopy(each.students)
-    for _ in range(3):
-        packed_metrics, each_metrics = packed.update(obs), each.update(obs)
-    for name in specs:
-        for p_packed, p_each in zip(packed.students[name].parameters(), each.students[name].parameters(), strict=True):
-            assert th.allclose(p_packed, p_each, atol=1e-5), name
-        for key, value in each_metrics["students"][name].items():
-            assert packed_metrics["students"][name][key] == pytest.approx(value, rel=1e-4, abs=1e-6), (name, key)
-        trained, before = (getattr(s[name], "q_net", s[name]) for s in (packed.students, initial))
-        assert all(not th.equal(a, b) for a, b in zip(trained.parameters(), before.parameters(), strict=True)), name
+    assert_learn_alike(packed, each, obs, updates=3)
 
 
 def test_students_without_value_distillation_and_with_it_pack_together():
