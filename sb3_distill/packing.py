@@ -151,24 +151,19 @@ def _minatar_features(obs: th.Tensor, extractors: list[MinAtarCNN]) -> list[th.T
     """
     The features of several :class:`MinAtarCNN` extractors (no pooling) on the same observations.
 
-    Their convolutions are one ``Linear`` over the patches; each extractor's linear layer reads its own
-    channels, position-major here where the extractor flattens channel-major, so its weight's columns are
-    reordered instead of the maps.
+    Their convolutions are one ``Linear`` over the patches; the maps are then laid out channel-major, as each
+    extractor flattens its convolution's output, so each extractor's linear layer reads its own channels as a
+    view (and their gradients come back as one concatenation, not one zero-filled map per extractor).
     """
     layers = [_minatar_layers(extractor) for extractor in extractors]
     convs = [conv for conv, _ in layers]
-    patches = _patches(obs, extractors[0].channels_last)
     weight = th.cat([conv.weight.reshape(conv.out_channels, -1) for conv in convs])
     biases = [conv.bias for conv in convs if conv.bias is not None]  # all have one (_packable_extractor)
-    maps = F.relu(F.linear(patches, weight, th.cat(biases)))  # (batch, positions, channels)
-    positions = maps.shape[1]
-    features, start = [], 0
-    for conv, linear in layers:
-        units = maps[:, :, start : start + conv.out_channels].reshape(len(maps), -1)
-        start += conv.out_channels
-        columns = linear.weight.reshape(linear.out_features, conv.out_channels, positions).transpose(1, 2)
-        features.append(F.relu(F.linear(units, columns.reshape(linear.out_features, -1), linear.bias)))
-    return features
+    maps = F.linear(_patches(obs, extractors[0].channels_last), weight, th.cat(biases))  # (batch, positions, channels)
+    # channel-major, then the ReLU: its backward pass then runs on contiguous gradients (3x faster than strided)
+    channel_major = F.relu(maps.transpose(1, 2).contiguous())
+    chunks = channel_major.split([conv.out_channels for conv in convs], dim=1)
+    return [F.relu(linear(chunk.flatten(1))) for (_, linear), chunk in zip(layers, chunks, strict=True)]
 
 
 class PackedStudents:
