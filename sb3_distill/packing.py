@@ -160,7 +160,7 @@ def _minatar_features(obs: th.Tensor, extractors: list[MinAtarCNN]) -> list[th.T
     weight = th.cat([conv.weight.reshape(conv.out_channels, -1) for conv in convs])
     biases = [conv.bias for conv in convs if conv.bias is not None]  # all have one (_packable_extractor)
     maps = F.linear(_patches(obs, extractors[0].channels_last), weight, th.cat(biases))  # (batch, positions, channels)
-    # channel-major, then the ReLU: its backward pass then runs on contiguous gradients (3x faster than strided)
+    # channel-major, then the ReLU: its backward pass then runs on contiguous gradients (strided ones: slower)
     channel_major = F.relu(maps.transpose(1, 2).contiguous())
     chunks = channel_major.split([conv.out_channels for conv in convs], dim=1)
     return [F.relu(linear(chunk.flatten(1))) for (_, linear), chunk in zip(layers, chunks, strict=True)]
