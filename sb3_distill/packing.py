@@ -139,12 +139,19 @@ def _chains(student: BasePolicy, with_values: bool) -> list[_Chain] | None:
 def _patches(obs: th.Tensor, channels_last: bool) -> th.Tensor:
     """
     :param obs: ``(batch, height, width, channels)`` (or channels first, with ``channels_last=False``)
-    :return: the 3x3 patches ``(batch, positions, channels * 9)``, positions row by row, each patch ordered
-        (channel, row, column) as a convolution's weight ``(out_channels, channels, 3, 3)`` is
+    :return: the 3x3 patches ``(batch, positions, 9 * channels)``, positions row by row, each patch ordered
+        (row, column, channel) as :func:`_patch_weight` orders a convolution's weight
     """
     frames = obs if channels_last else obs.permute(0, 2, 3, 1)
-    windows = frames.unfold(1, 3, 1).unfold(2, 3, 1)  # a view (batch, rows, columns, channels, 3, 3): one copy below
+    # A view (batch, rows, columns, 3, 3, channels), then one copy: with the channels innermost it reads the
+    # frames in runs (4x faster than with them outermost, measured on MinAtar frames).
+    windows = frames.unfold(1, 3, 1).unfold(2, 3, 1).permute(0, 1, 2, 4, 5, 3)
     return windows.reshape(len(frames), windows.shape[1] * windows.shape[2], -1)
+
+
+def _patch_weight(conv: nn.Conv2d) -> th.Tensor:
+    """A 3x3 convolution's weight as a ``Linear`` weight over :func:`_patches`: ``(out_channels, 9 * channels)``."""
+    return conv.weight.permute(0, 2, 3, 1).reshape(conv.out_channels, -1)
 
 
 def _minatar_features(obs: th.Tensor, extractors: list[MinAtarCNN]) -> list[th.Tensor]:
@@ -157,7 +164,7 @@ def _minatar_features(obs: th.Tensor, extractors: list[MinAtarCNN]) -> list[th.T
     """
     layers = [_minatar_layers(extractor) for extractor in extractors]
     convs = [conv for conv, _ in layers]
-    weight = th.cat([conv.weight.reshape(conv.out_channels, -1) for conv in convs])
+    weight = th.cat([_patch_weight(conv) for conv in convs])
     biases = [conv.bias for conv in convs if conv.bias is not None]  # all have one (_packable_extractor)
     maps = F.linear(_patches(obs, extractors[0].channels_last), weight, th.cat(biases))  # (batch, positions, channels)
     # channel-major, then the ReLU: its backward pass then runs on contiguous gradients (strided ones: slower)
