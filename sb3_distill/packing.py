@@ -11,10 +11,10 @@ What the chains read (their features) is computed once for all students:
 - ``FlattenExtractor`` (SB3's ``MlpPolicy`` on vectors): the flattened observations, shared by every student;
 - :class:`~sb3_distill.architectures.MinAtarCNN` without pooling: each student's 3x3 convolution is a
   ``Linear`` over the observations' 3x3 patches, cut out once per minibatch, so every student's convolution
-  is one matrix product over them; each student's feature layer then reads its own channels, its columns
-  reordered to the patches' position-major layout (the same function as the extractor's). Run as
-  convolutions (concatenated into one, the linear layers block-diagonal) the same students took 1.02x the
-  time of one by one; as patch products, a MinAtar ladder's update over a rollout 0.9x (README, "Overhead").
+  is one matrix product over them; each student's feature layer then reads its own channels of the maps,
+  laid out as the extractor flattens them. Run as convolutions (concatenated into one, the linear layers
+  block-diagonal) the same students took 1.02x the time of one by one; as patch products, a MinAtar ladder's
+  update over a rollout takes 0.8x (README, "Overhead").
 
 The distiller packs two or more students (one alone gains nothing: measured 12% slower). A student packs
 when each of its chains (``ActorCriticPolicy``: ``mlp_extractor``'s policy and value
