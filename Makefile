@@ -52,6 +52,7 @@ $(VENV)/.installed-bench: $(VENV)/.installed
 bench: $(VENV)/.installed-bench
 	$(PY) -m pytest -m slow tests || test $$? -eq 5
 	$(PY) benchmarks/overhead.py
+	$(PY) benchmarks/packing.py
 	$(PY) benchmarks/offline_vs_realtime.py
 	$(PY) benchmarks/students_vs_teacher.py --quick
 	$(PY) benchmarks/datafree.py --quick

@@ -154,6 +154,29 @@ def overhead_section() -> list[str]:
     return lines
 
 
+def packing_section() -> list[str]:
+    """``packing.py``: one fit of a ladder, its students packed and one by one."""
+    record = _load("packing")
+    if record is None:
+        return []
+    lines = [
+        "## Packed students (`packing.json`)",
+        "",
+        f"{_provenance(record)}; median CPU time of one fit over the same labelled observations, packed and one",
+        f"by one alternated {record['alternations']} times (`benchmarks/packing.py`).",
+        "",
+        "| teacher | observations | packed (ms) | one by one (ms) | packed / one by one |",
+        "|---|---|---|---|---|",
+    ]
+    for case, result in record["cases"].items():
+        medians = result["median_cpu_seconds"]
+        lines.append(
+            f"| {case} | {result['observations']} | {medians['packed'] * 1e3:.1f} | "
+            f"{medians['one_by_one'] * 1e3:.1f} | {result['ratio']:.3f} |"
+        )
+    return [*lines, ""]
+
+
 def student_architectures_section() -> list[str]:
     """``student_architectures.py``: MinAtar students of one budget, side by side on the same teachers."""
     lines: list[str] = []
@@ -634,7 +657,8 @@ def write(path: pathlib.Path) -> None:
     lines += catch_up_section() + reevaluated_section() + student_architectures_section()
     lines += minatar_teachers_section()
     lines += students_section("atari", "Atari (GPU)") + atari_cpu_section()
-    lines += overhead_section() + realtime_section() + datafree_section() + datafree_q_values_section()
+    lines += overhead_section() + packing_section() + realtime_section()
+    lines += datafree_section() + datafree_q_values_section()
     lines += finetune_section() + to_dqn_margin_section() + continuous_section() + distill_settings_section()
     lines += vs_imitation_section() + bc_ablation_section()
     lines += deployment_section()

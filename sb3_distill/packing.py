@@ -14,7 +14,7 @@ What the chains read (their features) is computed once for all students:
   is one matrix product over them; each student's feature layer then reads its own channels of the maps,
   laid out as the extractor flattens them. Run as convolutions (concatenated into one, the linear layers
   block-diagonal) the same students took 1.02x the time of one by one; as patch products, a MinAtar ladder's
-  update over a rollout takes 0.8x (README, "Overhead").
+  update over a rollout takes 0.64-0.73x (``benchmarks/packing.py``).
 
 The distiller packs two or more students (one alone gains nothing: measured 12% slower). A student packs
 when each of its chains (``ActorCriticPolicy``: ``mlp_extractor``'s policy and value
