@@ -7,6 +7,7 @@ import copy
 import numpy as np
 import pytest
 import torch as th
+from gymnasium import spaces
 from stable_baselines3 import DQN, PPO
 from stable_baselines3.common.policies import BasePolicy
 from torch import nn
@@ -97,6 +98,31 @@ def test_minatar_cnn_students_pack_and_learn_exactly_as_one_by_one(algo):
         own_values = th.cat([student.predict_values(obs[:16]) for student in packed.students.values()], dim=1)
         assert th.allclose(values, own_values, atol=1e-5)
     assert_learn_alike(packed, each, obs, updates=3)
+
+
+def test_channels_first_minatar_cnn_students_pack_with_their_own_outputs():
+    """``MinAtarCNN(channels_last=False)`` on (channels, height, width) frames: the patches follow the layout."""
+    space = spaces.Box(0.0, 1.0, (4, 10, 10), dtype=np.float32)
+    students = {
+        name: make_student(
+            "MlpPolicy",
+            space,
+            spaces.Discrete(3),
+            PPO.policy_aliases,
+            {**cnn(channels)[1], "features_extractor_kwargs": {"channels": channels, "channels_last": False}},
+            seed=channels,
+        )
+        for name, channels in (("a", 3), ("b", 7))
+    }
+    packed = PackedStudents.build(students, dict.fromkeys(students, True))
+    assert packed is not None
+    obs = minatar_observations(16).permute(0, 3, 1, 2).contiguous()
+    scores, values = packed(obs)
+    for index, student in enumerate(students.values()):
+        features = student.extract_features(obs)
+        logits = student.action_net(student.mlp_extractor.forward_actor(features))
+        assert th.allclose(scores[:, index], logits, atol=1e-5)
+        assert th.allclose(values[:, index], student.predict_values(obs).flatten(), atol=1e-5)
 
 
 def test_students_without_value_distillation_and_with_it_pack_together():
