@@ -196,9 +196,10 @@ class PackedStudents:
         for chain in all_chains:
             if isinstance(chain.extractor, MinAtarCNN) and not any(chain.extractor is e for e in self._minatar):
                 self._minatar.append(chain.extractor)
-        # where each extractor's features lie in the features of :meth:`_features`: (start, stop)
-        self._slices: dict[int, tuple[int, int]] = {}
+        # where each chain's features lie in the features of :meth:`_features`: (start, stop)
         width = get_flattened_obs_dim(self._first.observation_space) if self._flatten else 0
+        self._flatten_slice = (0, width)
+        self._slices: dict[int, tuple[int, int]] = {}
         for extractor in self._minatar:
             self._slices[id(extractor)] = (width, width + extractor.features_dim)
             width += extractor.features_dim
@@ -247,10 +248,9 @@ class PackedStudents:
     def _first_weight(self, chain: _Chain) -> th.Tensor:
         """A chain's first weight over all the features (zero where it reads another extractor's)."""
         weight = chain.layers[0].weight
-        if type(chain.extractor) is FlattenExtractor:
-            return weight if weight.shape[1] == self._width else F.pad(weight, (0, self._width - weight.shape[1]))
-        start, stop = self._slices[id(chain.extractor)]
-        return F.pad(weight, (start, self._width - stop))
+        flatten = type(chain.extractor) is FlattenExtractor
+        start, stop = self._flatten_slice if flatten else self._slices[id(chain.extractor)]
+        return weight if (start, stop) == (0, self._width) else F.pad(weight, (start, self._width - stop))
 
     def _run_group(self, features: th.Tensor, chains: list[_Chain]) -> list[th.Tensor]:
         hidden = features
