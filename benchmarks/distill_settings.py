@@ -13,6 +13,8 @@ Results: ``benchmarks/results/distill_settings[_<name>].json``.
 
     python benchmarks/distill_settings.py --jobs 2                       # PPO CartPole + MinAtar Breakout, DQN CartPole
     python benchmarks/distill_settings.py --cases ppo/MinAtar/Breakout-v1 --steps 300000 --name minatar
+    python benchmarks/distill_settings.py --cases ppo/MinAtar/SpaceInvaders-v1 --seeds 0 --settings e4_b128 e2_b128 \
+        e1_b128 --eval-episodes 100 --name minatar_spaceinvaders_1m_seed0     # a 1M-step CNN teacher
 """
 
 from __future__ import annotations
@@ -45,7 +47,12 @@ CASES: dict[str, int] = {
     "ppo/CartPole-v1": 100_000,
     "dqn/CartPole-v1": 50_000,
     "ppo/MinAtar/Breakout-v1": 300_000,
+    # stronger teachers, MinAtar CNN ladders (one case and seed per run, merged by ``--name``)
+    "ppo/MinAtar/SpaceInvaders-v1": 1_000_000,
+    "ppo/MinAtar/Freeway-v1": 1_000_000,
+    "dqn/MinAtar/Breakout-v1": 1_000_000,
 }
+DEFAULT_CASES = ["ppo/CartPole-v1", "dqn/CartPole-v1", "ppo/MinAtar/Breakout-v1"]
 
 
 def run(case: str, steps: int, seed: int, settings: list[str], episodes: int) -> dict[str, Any]:
@@ -126,7 +133,7 @@ def summarize(runs: list[dict[str, Any]], settings: list[str]) -> dict[str, Any]
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--cases", nargs="+", default=list(CASES), choices=list(CASES))
+    parser.add_argument("--cases", nargs="+", default=DEFAULT_CASES, choices=list(CASES))
     parser.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=list(SETTINGS))
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--steps", type=int, default=None, help="teacher steps of every case (default: per case)")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import pathlib
+import re
 import statistics
 from typing import Any
 
@@ -290,30 +291,53 @@ def continuous_section() -> list[str]:
     return lines
 
 
+def _settings_rows(case: str, runs: list[dict[str, Any]], settings: dict[str, Any]) -> list[str]:
+    """One row per setting: median cost, and per rung the median (lowest) random-normalised return over runs."""
+    teacher = statistics.median(run["teacher_return"] for run in runs)
+    rows = []
+    for name, setting in settings.items():
+        cost = statistics.median(run["settings"][name]["cost"] for run in runs)
+        rungs = []
+        for rung in ("1.7pct", "5pct", "25pct"):
+            values = [run["settings"][name]["students"].get(rung, {}).get("normalized") for run in runs]
+            known = [value for value in values if value is not None]
+            median, lowest = (statistics.median(known), min(known)) if known else (None, None)
+            rungs.append(f"{_fmt(median, '.2f')} ({_fmt(lowest, '.2f')})")
+        described = ", ".join(str(x) for x in setting)
+        rows.append(f"| {case} | {teacher:.2f} | {name} ({described}) | {cost:.3f} | {' | '.join(rungs)} |")
+    return rows
+
+
 def distill_settings_section() -> list[str]:
-    lines: list[str] = []
+    """``distill_settings*.json``; files that differ only by ``_seed<N>`` are merged into one table."""
+    groups: dict[str, list[pathlib.Path]] = {}
     for path in sorted(RESULTS.glob("distill_settings*.json")):
-        record = _load(path.stem)
-        assert record is not None
+        groups.setdefault(re.sub(r"_seed\d+$", "", path.stem), []).append(path)
+    lines: list[str] = []
+    for group, paths in groups.items():
+        records = [_load(path.stem) for path in paths]
+        runs: dict[str, list[dict[str, Any]]] = {}
+        for record in records:
+            assert record is not None
+            for case, result in record["results"].items():
+                runs.setdefault(case, []).extend(result["runs"])
+        first = records[0]
+        assert first is not None
+        seeds = sorted({run["seed"] for case_runs in runs.values() for run in case_runs})
+        files = ", ".join(f"`{path.name}`" for path in paths)
         lines += [
-            f"## The callback's epochs and batch size: cost against quality (`{path.name}`)",
+            f"## The callback's epochs and batch size: cost against quality (`{group}`)",
             "",
-            f"{_provenance(record)}; seeds {record['seeds']}; every setting distils its own ladder from the same "
-            "teacher run. Cost: (teacher seconds + the setting's distillation seconds) / teacher seconds. "
-            "Quality: the students' median random-normalised return at the end (lowest seed in brackets).",
+            f"{_provenance(first)}; seeds {seeds}; {first['eval_episodes']} evaluation episodes; from {files}. "
+            "Every setting distils its own ladder from the same teacher run. Cost: (teacher seconds + the "
+            "setting's distillation seconds) / teacher seconds, median. Quality: the students' median "
+            "random-normalised return at the end (lowest seed in brackets); teacher: its median return.",
             "",
-            "| teacher | setting (epochs, batch, lr) | cost | 1.7% | 5% | 25% |",
-            "|---|---|---|---|---|---|",
+            "| teacher | return | setting (epochs, batch, lr) | cost | 1.7% | 5% | 25% |",
+            "|---|---|---|---|---|---|---|",
         ]
-        for case, result in record["results"].items():
-            for name, entry in result["summary"].items():
-                rungs = []
-                for rung in ("1.7pct", "5pct", "25pct"):
-                    value = entry.get(rung, {})
-                    median, lowest = value.get("normalized_median"), value.get("normalized_lowest")
-                    rungs.append(f"{_fmt(median, '.2f')} ({_fmt(lowest, '.2f')})")
-                setting = ", ".join(str(x) for x in record["settings"][name])
-                lines.append(f"| {case} | {name} ({setting}) | {entry['cost']:.3f} | {' | '.join(rungs)} |")
+        for case, case_runs in runs.items():
+            lines += _settings_rows(case, case_runs, first["settings"])
         lines.append("")
     return lines
 
