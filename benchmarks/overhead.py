@@ -5,7 +5,8 @@ Variants, all with the callback's default options unless named: ``one`` student 
 ladder run one student after another (``ladder-unpacked``: without :mod:`sb3_distill.packing`), one student and
 the ladder fitted in the training thread (``one-foreground``, ``ladder-foreground``: ``background=False``, as
 before the background thread), with ``epochs=4`` (``one-4epochs``, ``ladder-4epochs``, the default before
-``benchmarks/distill_settings.py``), and one student with image batches left channels-first in memory
+``benchmarks/distill_settings.py``), the ladder with ``epochs=1`` (``ladder-1epoch``,
+``ladder-1epoch-foreground``), and one student with image batches left channels-first in memory
 (``one-channels-first``, as before the distiller stored them channels-last). Every repeat runs the
 teacher alone and each variant in this one process, in a rotating order; the figure is the median
 ratio over the repeats; "accounted" (wall time / (wall time - seconds spent distilling), measured inside each
@@ -151,6 +152,8 @@ VARIANTS = (
     "ladder-unpacked",
     "ladder-unpacked-foreground",
     "ladder-4epochs",
+    "ladder-1epoch",
+    "ladder-1epoch-foreground",
 )
 
 
@@ -185,6 +188,8 @@ def train(
         options: dict[str, Any] = {"seed": seed}
         if variant.endswith("-4epochs"):
             options["epochs"] = 4
+        if "-1epoch" in variant:
+            options["epochs"] = 1
         if variant.endswith("-foreground"):
             options["background"] = False
         if variant.startswith("ladder"):
@@ -289,6 +294,8 @@ def main() -> None:
                 "ladder-unpacked": "the same, students run one by one (no packing)",
                 "ladder-unpacked-foreground": "the ladder one by one, background=False",
                 "ladder-4epochs": "the same, epochs=4",
+                "ladder-1epoch": "the ladder, epochs=1",
+                "ladder-1epoch-foreground": "the ladder, epochs=1, background=False",
                 "one-channels-first": "one, image batches left channels-first in memory",
             },
             "cases": results,
