@@ -63,8 +63,15 @@ def run(case: str, steps: int, seed: int, settings: list[str], episodes: int) ->
     callbacks = {}
     for name in settings:
         epochs, batch_size, learning_rate = SETTINGS[name]
+        # In the training thread: with background threads the settings' distillations would overlap the
+        # teacher and each other, and the cost below could not be read off (the students learn the same).
         callbacks[name] = RealTimeDistillCallback(
-            student=rungs, epochs=epochs, batch_size=batch_size, learning_rate=learning_rate, seed=seed
+            student=rungs,
+            epochs=epochs,
+            batch_size=batch_size,
+            learning_rate=learning_rate,
+            seed=seed,
+            background=False,
         )
     began = time.perf_counter()
     teacher.learn(steps, callback=list(callbacks.values()))
