@@ -50,6 +50,7 @@ CASES: dict[str, int] = {
     # stronger teachers, MinAtar CNN ladders (one case and seed per run, merged by ``--name``)
     "ppo/MinAtar/SpaceInvaders-v1": 1_000_000,
     "ppo/MinAtar/Freeway-v1": 1_000_000,
+    "ppo/MinAtar/Asterix-v1": 1_000_000,
     "dqn/MinAtar/Breakout-v1": 1_000_000,
 }
 DEFAULT_CASES = ["ppo/CartPole-v1", "dqn/CartPole-v1", "ppo/MinAtar/Breakout-v1"]
