@@ -25,6 +25,7 @@ from stable_baselines3.common.policies import BasePolicy
 from stable_baselines3.common.type_aliases import Schedule
 
 from sb3_distill.distiller import DistillConfig, Distiller, check_positive
+from sb3_distill.fit_process import FitProcess, PendingFit
 from sb3_distill.internals import n_updates
 from sb3_distill.normalization import obs_normalization_of
 from sb3_distill.serialization import PathLike, atomic_torch_save, check_save_path, torch_load
@@ -104,7 +105,9 @@ class RealTimeDistillCallback(BaseCallback):
     :param seed: seed of the students' initialisation and of the callback's private generators
         (``None``: derived from the teacher's ``seed`` when it has one, else fresh entropy)
     :param background: fit the students in a background thread while the teacher goes on (same result;
-        ``students``, ``save`` and the end of training wait for it); ``False``: in the training loop
+        ``students``, ``save`` and the end of training wait for it); ``"process"``: in a second process
+        (:mod:`~sb3_distill.fit_process`: no interpreter lock shared with the teacher; the same result);
+        ``False``: in the training loop
     :param verbose: 1 prints a line when distillation starts and when students are saved
     """
 
@@ -126,10 +129,12 @@ class RealTimeDistillCallback(BaseCallback):
         save_path: PathLike | None = None,
         name_prefix: str | None = None,
         seed: int | None = None,
-        background: bool = True,
+        background: bool | str = True,
         verbose: int = 0,
     ) -> None:
         super().__init__(verbose=verbose)
+        if background not in (True, False, "process"):
+            raise ValueError(f"background must be True (a thread), False or 'process', got {background!r}")
         self.config = DistillConfig(
             loss=loss,
             temperature=temperature,
@@ -164,8 +169,9 @@ class RealTimeDistillCallback(BaseCallback):
         self.n_distillations = 0
         self._total_timesteps: int | None = None
         self._executor: ThreadPoolExecutor | None = None
+        self._fit_process: FitProcess | None = None
         #: the distillation not yet logged: its metrics (a future), number and the teacher's normalisation then
-        self._pending: tuple[Future[dict[str, Any]], int, dict[str, Any] | None] | None = None
+        self._pending: tuple[Future[dict[str, Any]] | PendingFit, int, dict[str, Any] | None] | None = None
 
     # -- students ------------------------------------------------------------------------------
 
@@ -277,6 +283,9 @@ class RealTimeDistillCallback(BaseCallback):
         if self._executor is not None:
             self._executor.shutdown()
             self._executor = None
+        if self._fit_process is not None:
+            self._fit_process.close()
+            self._fit_process = None
         self.save_students()
 
     def _maybe_distill(self, min_new: int) -> None:
@@ -288,7 +297,7 @@ class RealTimeDistillCallback(BaseCallback):
         if self._source.n_new < min_new:
             return
         self._updates_seen = n_updates(self.model)
-        self._start_distillation(self.background)
+        self._start_distillation(bool(self.background))
 
     def distill(self) -> dict[str, Any]:
         """
@@ -319,20 +328,25 @@ class RealTimeDistillCallback(BaseCallback):
         progress_remaining = self._progress_remaining()
         self.n_distillations += 1
         normalization = obs_normalization_of(self.model.get_vec_normalize_env())
-        future: Future[dict[str, Any]]
+        future: Future[dict[str, Any]] | PendingFit
         if background and distiller.draws_random is False:
             start_time = time.perf_counter()
             obs_tensor, labelled = distiller.label(obs_tensor, targets)
             label_seconds = time.perf_counter() - start_time
+            if self.background == "process":
+                if self._fit_process is None:
+                    self._fit_process = FitProcess(distiller)
+                future = self._fit_process.submit(obs_tensor, labelled, progress_remaining, epochs, label_seconds)
+            else:
 
-            def fit() -> dict[str, Any]:
-                start_time = time.perf_counter()
-                metrics = distiller.fit(obs_tensor, labelled, progress_remaining, epochs)
-                return distiller.with_time(metrics, label_seconds + time.perf_counter() - start_time)
+                def fit() -> dict[str, Any]:
+                    start_time = time.perf_counter()
+                    metrics = distiller.fit(obs_tensor, labelled, progress_remaining, epochs)
+                    return distiller.with_time(metrics, label_seconds + time.perf_counter() - start_time)
 
-            if self._executor is None:
-                self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sb3-distill")
-            future = self._executor.submit(fit)
+                if self._executor is None:
+                    self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sb3-distill")
+                future = self._executor.submit(fit)
         else:
             future = Future()
             future.set_result(distiller.update(obs_tensor, progress_remaining, epochs=epochs, targets=targets))

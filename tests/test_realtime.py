@@ -6,6 +6,7 @@ import csv
 import os
 import threading
 import warnings
+from unittest.mock import patch
 
 import gymnasium as gym
 import numpy as np
@@ -22,7 +23,8 @@ from stable_baselines3.common.vec_env import VecNormalize
 from stable_baselines3.dqn.policies import DQNPolicy
 from torch import nn
 
-from sb3_distill import ModuleStudent, RealTimeDistillCallback, load_student, save_student, wrap_env
+from sb3_distill import ModuleStudent, RealTimeDistillCallback, ladder, load_student, save_student, wrap_env
+from sb3_distill.fit_process import FitProcess
 from sb3_distill.outputs import policy_outputs
 from sb3_distill.sources import RolloutSource
 from tests.conftest import (
@@ -638,6 +640,43 @@ class TestBackgroundFitting:
             else:
                 assert fitted_in == {"MainThread"}
         assert th.equal(students[True], students[False])
+
+    @pytest.mark.parametrize(
+        ("algo", "steps", "overrides"),
+        [("ppo", 2048, {}), ("dqn", 2500, {"learning_starts": 200, "train_freq": 4, "gradient_steps": 1})],
+    )
+    def test_students_fitted_in_a_second_process_are_the_foregrounds(self, algo, steps, overrides, tmp_path):
+        students, callbacks = {}, {}
+        for background in ("process", False):
+            teacher = make_teacher(algo, seed=2, **overrides)
+            distill = RealTimeDistillCallback(student=ladder(teacher), seed=0, background=background)
+            with patch.object(FitProcess, "submit", autospec=True, side_effect=FitProcess.submit) as submit:
+                teacher.learn(steps, callback=distill)
+            assert distill.n_distillations >= 4
+            # the first distillation runs in the foreground (it checks that fitting draws no random numbers)
+            assert submit.call_count == (distill.n_distillations - 1 if background else 0)
+            students[background] = {
+                name: th.cat([p.detach().flatten() for p in student.parameters()])
+                for name, student in distill.students.items()
+            }
+            callbacks[background] = distill
+        for name in students[False]:
+            assert th.equal(students["process"][name], students[False][name]), name
+        # What a fit changes besides the weights came back too: the optimisers and the minibatch generator.
+        process, foreground = callbacks["process"].distiller, callbacks[False].distiller
+        assert process.rng.bit_generator.state == foreground.rng.bit_generator.state
+        for name, optimizer in process.optimizers.items():
+            theirs = foreground.optimizers[name].state_dict()["state"]
+            for index, state in optimizer.state_dict()["state"].items():
+                assert th.equal(state["exp_avg"], theirs[index]["exp_avg"])
+        assert process.total_time_s > 0
+        callbacks["process"].save(tmp_path / "callback.pt")  # and it saves and loads as any callback
+        loaded = RealTimeDistillCallback.load(tmp_path / "callback.pt")
+        assert loaded.background == "process"
+
+    def test_background_takes_true_false_or_process(self):
+        with pytest.raises(ValueError, match="background must be True"):
+            RealTimeDistillCallback(student="MlpPolicy", background="processes")
 
     def test_a_student_that_draws_random_numbers_stays_in_the_foreground(self):
         without = make_teacher("ppo", seed=3)

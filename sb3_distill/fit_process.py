@@ -1,0 +1,160 @@
+"""Fitting the students in a second process (``RealTimeDistillCallback(background="process")``).
+
+A background thread shares Python's interpreter lock with the teacher, whose collection is Python-bound: with
+small students, whose updates are many small operations, the two threads take turns more than they overlap.
+A process has its own interpreter. It holds a copy of the distiller (its students, optimisers and packing;
+not the teacher), and every job carries the students' weights and the distiller's fit state from the training
+process and returns them updated: the training process stays the one that owns them, and what the worker
+holds between jobs is never read. The teacher labels each batch in the training process, as with a thread,
+so the worker never needs it.
+"""
+
+from __future__ import annotations
+
+import copy
+import io
+import multiprocessing
+import pickle
+import time
+from concurrent.futures import Future, ProcessPoolExecutor
+from typing import Any
+
+import torch as th
+
+from sb3_distill.distiller import Distiller
+from sb3_distill.outputs import PolicyOutputs
+
+#: the worker's distiller (one per worker process)
+_WORKER_DISTILLER: Distiller | None = None
+
+
+class _TeacherFacts:
+    """What fitting reads of the teacher (its policy only for continuous actions), without its model."""
+
+    def __init__(self, distiller: Distiller) -> None:
+        teacher = distiller.teacher
+        self.kind = teacher.kind
+        self.acting_parameters = teacher.acting_parameters
+        self.device = teacher.device
+        self.policy = teacher.policy if distiller.continuous else None
+
+
+def _to_bytes(value: Any) -> bytes:
+    buffer = io.BytesIO()
+    th.save(value, buffer)
+    return buffer.getvalue()
+
+
+def _from_bytes(data: bytes) -> Any:
+    return th.load(io.BytesIO(data), weights_only=False)
+
+
+def fit_state(distiller: Distiller) -> dict[str, Any]:
+    """:return: what a fit changes: the students' weights, their optimisers, the minibatch generator, counters"""
+    return {
+        "students": {name: student.state_dict() for name, student in distiller.students.items()},
+        "optimizers": {name: optimizer.state_dict() for name, optimizer in distiller.optimizers.items()},
+        "numpy_rng": distiller.rng.bit_generator.state,
+        "skipped_updates": dict(distiller.skipped_updates),
+        "non_finite_targets": distiller.non_finite_targets,
+    }
+
+
+def load_fit_state(distiller: Distiller, state: dict[str, Any]) -> None:
+    """Give ``distiller`` what :func:`fit_state` returned (weights copied in place: packing reads them)."""
+    for name, student in distiller.students.items():
+        student.load_state_dict(state["students"][name])
+    for name, optimizer in distiller.optimizers.items():
+        optimizer.load_state_dict(state["optimizers"][name])
+    distiller.rng.bit_generator.state = state["numpy_rng"]
+    distiller.skipped_updates = dict(state["skipped_updates"])
+    distiller.non_finite_targets = int(state["non_finite_targets"])
+
+
+def _start_worker(payload: bytes, n_threads: int) -> None:
+    global _WORKER_DISTILLER
+    th.set_num_threads(n_threads)
+    _WORKER_DISTILLER = pickle.loads(payload)
+
+
+def _fit_in_worker(job: bytes) -> bytes:
+    distiller = _WORKER_DISTILLER
+    assert distiller is not None, "the worker was not started"
+    start_time = time.perf_counter()
+    state, obs, targets, progress_remaining, epochs = _from_bytes(job)
+    load_fit_state(distiller, state)
+    metrics = distiller.fit(obs, targets, progress_remaining, epochs)
+    return _to_bytes((fit_state(distiller), metrics, time.perf_counter() - start_time))
+
+
+class PendingFit:
+    """A fit running in the worker; :meth:`result` waits for it and gives its state back to the distiller."""
+
+    def __init__(self, future: Future[bytes], distiller: Distiller, label_seconds: float) -> None:
+        self.future = future
+        self.distiller = distiller
+        self.label_seconds = label_seconds
+        self._metrics: dict[str, Any] | None = None
+
+    def done(self) -> bool:
+        return self.future.done()
+
+    def result(self) -> dict[str, Any]:
+        """:return: the fit's metrics, ``time_s`` the labelling's and the worker's (its errors are raised here)"""
+        if self._metrics is None:
+            state, metrics, seconds = _from_bytes(self.future.result())
+            load_fit_state(self.distiller, state)
+            self._metrics = self.distiller.with_time(metrics, self.label_seconds + seconds)
+        return self._metrics
+
+
+class FitProcess:
+    """
+    One worker process fitting a distiller's students on batches the teacher labelled in this process.
+
+    :param distiller: the distiller whose students are fitted (its teacher stays here)
+    """
+
+    def __init__(self, distiller: Distiller) -> None:
+        self.distiller = distiller
+        worker_copy = copy.copy(distiller)
+        worker_copy.teacher = _TeacherFacts(distiller)  # type: ignore[assignment]
+        try:
+            payload = pickle.dumps(worker_copy)
+        except (pickle.PicklingError, TypeError, AttributeError) as error:
+            raise ValueError(
+                f"background='process' needs students, optimisers and options that can be pickled: {error}; "
+                "use background=True (a thread) instead"
+            ) from error
+        if "forkserver" in multiprocessing.get_all_start_methods():
+            # The server imports torch and this package once per run; each worker forks from it at once.
+            context = multiprocessing.get_context("forkserver")
+            context.set_forkserver_preload([__name__])
+        else:
+            context = multiprocessing.get_context("spawn")
+        self.executor = ProcessPoolExecutor(
+            max_workers=1,
+            mp_context=context,
+            initializer=_start_worker,
+            initargs=(payload, th.get_num_threads()),
+        )
+
+    def submit(
+        self, obs: th.Tensor, targets: PolicyOutputs, progress_remaining: float, epochs: int, label_seconds: float
+    ) -> PendingFit:
+        """
+        Fit the students on labelled observations in the worker.
+
+        :param obs: the observations, as :meth:`Distiller.label` returned them (their memory layout travels)
+        :param targets: the teacher's outputs for them
+        :param progress_remaining: the teacher's remaining progress, for learning-rate schedules
+        :param epochs: passes over ``obs``
+        :param label_seconds: the seconds the labelling took here (added to the fit's ``time_s``)
+        :return: the pending fit (its ``result`` brings the students' new weights back into this process)
+        """
+        job = _to_bytes((fit_state(self.distiller), obs, targets, progress_remaining, epochs))
+        return PendingFit(self.executor.submit(_fit_in_worker, job), self.distiller, label_seconds)
+
+    def close(self) -> None:
+        """Stop the worker (after the job in progress)."""
+        self.executor.shutdown()
