@@ -17,8 +17,10 @@ import multiprocessing
 import pickle
 import time
 from concurrent.futures import Future, ProcessPoolExecutor
+from multiprocessing.context import BaseContext
 from typing import Any
 
+import cloudpickle
 import torch as th
 
 from sb3_distill.distiller import Distiller
@@ -119,17 +121,19 @@ class FitProcess:
         self.distiller = distiller
         worker_copy = copy.copy(distiller)
         worker_copy.teacher = _TeacherFacts(distiller)  # type: ignore[assignment]
-        try:
-            payload = pickle.dumps(worker_copy)
+        try:  # cloudpickle, as SB3 saves its data: schedules may be lambdas, students defined in a script
+            payload = cloudpickle.dumps(worker_copy)
         except (pickle.PicklingError, TypeError, AttributeError) as error:
             raise ValueError(
                 f"background='process' needs students, optimisers and options that can be pickled: {error}; "
                 "use background=True (a thread) instead"
             ) from error
+        context: BaseContext
         if "forkserver" in multiprocessing.get_all_start_methods():
             # The server imports torch and this package once per run; each worker forks from it at once.
-            context = multiprocessing.get_context("forkserver")
-            context.set_forkserver_preload([__name__])
+            forkserver = multiprocessing.get_context("forkserver")
+            forkserver.set_forkserver_preload([__name__])
+            context = forkserver
         else:
             context = multiprocessing.get_context("spawn")
         self.executor = ProcessPoolExecutor(

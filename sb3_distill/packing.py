@@ -199,16 +199,26 @@ class PackedStudents:
         # where each chain's features lie in the features of :meth:`_features`: (start, stop)
         width = get_flattened_obs_dim(self._first.observation_space) if self._flatten else 0
         self._flatten_slice = (0, width)
-        self._slices: dict[int, tuple[int, int]] = {}
-        for extractor in self._minatar:
-            self._slices[id(extractor)] = (width, width + extractor.features_dim)
-            width += extractor.features_dim
-        self._width = width
+        self._slices, self._width = self._minatar_slices()
         groups: dict[tuple[str, ...], list[tuple[str, int, _Chain]]] = {}
         for name in self.names:
             for index, chain in enumerate(chains[name]):
                 groups.setdefault(chain.signature, []).append((name, index, chain))
         self._groups = list(groups.values())
+
+    def _minatar_slices(self) -> tuple[dict[int, tuple[int, int]], int]:
+        """:return: each MinAtar extractor's features ``(start, stop)`` by its ``id``, and the features' width"""
+        width = self._flatten_slice[1]
+        slices = {}
+        for extractor in self._minatar:
+            slices[id(extractor)] = (width, width + extractor.features_dim)
+            width += extractor.features_dim
+        return slices, width
+
+    def __setstate__(self, state: dict[str, object]) -> None:
+        # Unpickled (fitted in a second process): the extractors are new objects, with new ids.
+        self.__dict__.update(state)
+        self._slices, self._width = self._minatar_slices()
 
     @classmethod
     def build(cls, students: Mapping[str, BasePolicy], with_values: Mapping[str, bool]) -> PackedStudents | None:

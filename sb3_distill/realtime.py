@@ -245,6 +245,10 @@ class RealTimeDistillCallback(BaseCallback):
         self._student_paths = self._resolve_student_paths()
         if self.catch_up > 0 and self.memory is None:
             self.memory = self._make_memory()
+        if self.background == "process":  # started now: what cannot go to a process is refused before any step
+            if self._fit_process is not None:
+                self._fit_process.close()
+            self._fit_process = FitProcess(self.distiller)
         if self.verbose >= 1:
             for name, compression in self.distiller.compression.items():
                 teacher_name = type(self.model).__name__
@@ -333,9 +337,7 @@ class RealTimeDistillCallback(BaseCallback):
             start_time = time.perf_counter()
             obs_tensor, labelled = distiller.label(obs_tensor, targets)
             label_seconds = time.perf_counter() - start_time
-            if self.background == "process":
-                if self._fit_process is None:
-                    self._fit_process = FitProcess(distiller)
+            if self._fit_process is not None:
                 future = self._fit_process.submit(obs_tensor, labelled, progress_remaining, epochs, label_seconds)
             else:
 

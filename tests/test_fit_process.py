@@ -1,0 +1,50 @@
+"""Fitting in a second process: the students, optimisers and generator come back as a fit here leaves them."""
+
+from __future__ import annotations
+
+import copy
+import threading
+
+import pytest
+import torch as th
+from stable_baselines3 import DQN, PPO
+
+from sb3_distill.distiller import DistillConfig, Distiller
+from sb3_distill.fit_process import FitProcess
+from sb3_distill.teachers import Teacher
+from tests.test_distiller import synthetic_teacher
+from tests.test_packing import cnn, minatar_observations, students_for
+
+
+@pytest.mark.parametrize("algo", [PPO, DQN], ids=str)
+def test_packed_minatar_cnn_students_fitted_in_a_process_end_as_fitted_here(algo):
+    teacher = synthetic_teacher(algo, "MinAtar/Breakout-v1")
+    specs = {"narrow": cnn(3), "wide": cnn(12, net_arch=[8]), "mlp": ("MlpPolicy", {"net_arch": [8]})}
+    here = Distiller(Teacher(teacher), students_for(teacher, specs), DistillConfig(epochs=2, batch_size=64), seed=0)
+    assert here.packed is not None  # the worker's copy packs them too (its extractors are new objects)
+    there = copy.deepcopy(here)
+    worker = FitProcess(there)
+    try:
+        for seed in range(3):
+            obs, targets = here.label(minatar_observations(256, seed=seed))
+            expected = here.fit(obs, targets, progress_remaining=0.5)
+            metrics = worker.submit(obs, targets, 0.5, epochs=2, label_seconds=0.0).result()
+            assert metrics["students"] == expected["students"]
+    finally:
+        worker.close()
+    for name, student in here.students.items():
+        for mine, theirs in zip(student.parameters(), there.students[name].parameters(), strict=True):
+            assert th.equal(mine, theirs), name
+    assert here.rng.bit_generator.state == there.rng.bit_generator.state
+    assert there.total_time_s > 0
+
+
+def test_a_distiller_that_cannot_be_pickled_is_refused_before_any_fit():
+    teacher = synthetic_teacher(PPO)
+    students = students_for(teacher, {"a": ("MlpPolicy", {"net_arch": [4]})})
+    students["a"].lock = threading.Lock()  # no process can receive a lock
+    distiller = Distiller(Teacher(teacher), students, DistillConfig(learning_rate=lambda progress: 1e-3 * progress))
+    with pytest.raises(ValueError, match=r"background=.process. needs .* pickled"):
+        FitProcess(distiller)
+    del students["a"].lock
+    FitProcess(distiller).close()  # a lambda schedule goes (cloudpickle, as SB3 saves)
