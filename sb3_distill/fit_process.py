@@ -17,6 +17,7 @@ import multiprocessing
 import pickle
 import time
 from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from multiprocessing.context import BaseContext
 from typing import Any
 
@@ -77,6 +78,10 @@ def _start_worker(payload: bytes, n_threads: int) -> None:
     global _WORKER_DISTILLER
     th.set_num_threads(n_threads)
     _WORKER_DISTILLER = pickle.loads(payload)
+
+
+def _started() -> bool:
+    return _WORKER_DISTILLER is not None
 
 
 def _fit_in_worker(job: bytes) -> bytes:
@@ -142,6 +147,14 @@ class FitProcess:
             initializer=_start_worker,
             initargs=(payload, th.get_num_threads()),
         )
+        try:  # started now, not at the first fit: a worker that cannot start fails before the teacher's first step
+            self.executor.submit(_started).result()
+        except (BrokenProcessPool, OSError, RuntimeError) as error:
+            self.executor.shutdown(wait=False, cancel_futures=True)
+            raise RuntimeError(
+                "background='process' could not start its worker process: a script that trains needs the "
+                "`if __name__ == '__main__':` guard (as with SB3's SubprocVecEnv); or use background=True"
+            ) from error
 
     def submit(
         self, obs: th.Tensor, targets: PolicyOutputs, progress_remaining: float, epochs: int, label_seconds: float

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import copy
+import subprocess
+import sys
 import threading
 
 import pytest
@@ -48,3 +50,21 @@ def test_a_distiller_that_cannot_be_pickled_is_refused_before_any_fit():
         FitProcess(distiller)
     del students["a"].lock
     FitProcess(distiller).close()  # a lambda schedule goes (cloudpickle, as SB3 saves)
+
+
+def test_a_script_without_the_main_guard_gets_a_clear_error_before_the_first_step(tmp_path):
+    script = tmp_path / "train.py"
+    script.write_text(
+        "from stable_baselines3 import PPO\n"
+        "from sb3_distill import RealTimeDistillCallback\n"
+        "class Counting(RealTimeDistillCallback):\n"
+        "    def _on_step(self):\n"
+        "        print('stepped', flush=True)\n"
+        "        return True\n"
+        "teacher = PPO('MlpPolicy', 'CartPole-v1', n_steps=64, seed=0)\n"
+        "teacher.learn(256, callback=Counting(student='MlpPolicy', background='process'))\n"
+    )
+    done = subprocess.run([sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert done.returncode != 0
+    assert "if __name__ == '__main__':" in done.stderr
+    assert "stepped" not in done.stdout
