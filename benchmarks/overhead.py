@@ -298,7 +298,9 @@ def main() -> None:
                 "ladder-4epochs": "the same, epochs=4",
                 "ladder-1epoch": "the ladder, epochs=1",
                 "ladder-1epoch-foreground": "the ladder, epochs=1, background=False",
-                "ladder-process": "the ladder, background='process' (fitted in a second process)",
+                "ladder-process": (
+                    "the ladder, background='process' (fitted in a second process, whose CPU time the CPU ratio omits)"
+                ),
                 "one-channels-first": "one, image batches left channels-first in memory",
             },
             "cases": results,
