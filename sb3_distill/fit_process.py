@@ -15,6 +15,7 @@ import copy
 import io
 import multiprocessing
 import pickle
+import sys
 import time
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -74,9 +75,9 @@ def load_fit_state(distiller: Distiller, state: dict[str, Any]) -> None:
     distiller.non_finite_targets = int(state["non_finite_targets"])
 
 
-def _start_worker(payload: bytes, n_threads: int) -> None:
+def _start_worker(payload: bytes) -> None:
     global _WORKER_DISTILLER
-    th.set_num_threads(n_threads)
+    th.set_num_threads(1)  # one core for the students (small networks); forked, also what keeps OpenMP safe
     _WORKER_DISTILLER = pickle.loads(payload)
 
 
@@ -133,19 +134,8 @@ class FitProcess:
                 f"background='process' needs students, optimisers and options that can be pickled: {error}; "
                 "use background=True (a thread) instead"
             ) from error
-        context: BaseContext
-        if "forkserver" in multiprocessing.get_all_start_methods():
-            # The server imports torch and this package once per run; each worker forks from it at once.
-            forkserver = multiprocessing.get_context("forkserver")
-            forkserver.set_forkserver_preload([__name__])
-            context = forkserver
-        else:
-            context = multiprocessing.get_context("spawn")
         self.executor = ProcessPoolExecutor(
-            max_workers=1,
-            mp_context=context,
-            initializer=_start_worker,
-            initargs=(payload, th.get_num_threads()),
+            max_workers=1, mp_context=self._context(distiller), initializer=_start_worker, initargs=(payload,)
         )
         try:  # started now, not at the first fit: a worker that cannot start fails before the teacher's first step
             self.executor.submit(_started).result()
@@ -155,6 +145,22 @@ class FitProcess:
                 "background='process' could not start its worker process: a script that trains needs the "
                 "`if __name__ == '__main__':` guard (as with SB3's SubprocVecEnv); or use background=True"
             ) from error
+
+    @staticmethod
+    def _context(distiller: Distiller) -> BaseContext:
+        """
+        How the worker starts: forked on Linux with students on the CPU (at once, and a script needs no main
+        guard), else from a fork server (CUDA cannot be used in a forked child; a script needs the guard).
+        """
+        methods = multiprocessing.get_all_start_methods()
+        on_cpu = all(p.device.type == "cpu" for student in distiller.students.values() for p in student.parameters())
+        if sys.platform.startswith("linux") and on_cpu and "fork" in methods:
+            return multiprocessing.get_context("fork")
+        if "forkserver" in methods:
+            forkserver = multiprocessing.get_context("forkserver")
+            forkserver.set_forkserver_preload([__name__])  # the server imports torch and this package once
+            return forkserver
+        return multiprocessing.get_context("spawn")
 
     def submit(
         self, obs: th.Tensor, targets: PolicyOutputs, progress_remaining: float, epochs: int, label_seconds: float
