@@ -132,7 +132,7 @@ class FitProcess:
         except (pickle.PicklingError, TypeError, AttributeError) as error:
             raise ValueError(
                 f"background='process' needs students, optimisers and options that can be pickled: {error}; "
-                "use background=True (a thread) instead"
+                "use background='thread' instead"
             ) from error
         self.executor = ProcessPoolExecutor(
             max_workers=1, mp_context=self._context(distiller), initializer=_start_worker, initargs=(payload,)
@@ -143,8 +143,14 @@ class FitProcess:
             self.executor.shutdown(wait=False, cancel_futures=True)
             raise RuntimeError(
                 "background='process' could not start its worker process: a script that trains needs the "
-                "`if __name__ == '__main__':` guard (as with SB3's SubprocVecEnv); or use background=True"
+                "`if __name__ == '__main__':` guard (as with SB3's SubprocVecEnv); or use background='thread'"
             ) from error
+
+    @staticmethod
+    def can_fork(distiller: Distiller) -> bool:
+        """:return: whether the worker is forked (Linux, students on the CPU): it starts at once, no main guard"""
+        on_cpu = all(p.device.type == "cpu" for student in distiller.students.values() for p in student.parameters())
+        return sys.platform.startswith("linux") and on_cpu and "fork" in multiprocessing.get_all_start_methods()
 
     @staticmethod
     def _context(distiller: Distiller) -> BaseContext:
@@ -152,11 +158,9 @@ class FitProcess:
         How the worker starts: forked on Linux with students on the CPU (at once, and a script needs no main
         guard), else from a fork server (CUDA cannot be used in a forked child; a script needs the guard).
         """
-        methods = multiprocessing.get_all_start_methods()
-        on_cpu = all(p.device.type == "cpu" for student in distiller.students.values() for p in student.parameters())
-        if sys.platform.startswith("linux") and on_cpu and "fork" in methods:
+        if FitProcess.can_fork(distiller):
             return multiprocessing.get_context("fork")
-        if "forkserver" in methods:
+        if "forkserver" in multiprocessing.get_all_start_methods():
             forkserver = multiprocessing.get_context("forkserver")
             forkserver.set_forkserver_preload([__name__])  # the server imports torch and this package once
             return forkserver

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import time
+import warnings
 from collections.abc import Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
@@ -58,8 +59,9 @@ class RealTimeDistillCallback(BaseCallback):
     during the rollout (recorded, with the rollout buffer's values), so no second teacher pass is needed;
     other teachers label the batch when it is distilled.
 
-    By default (``background=True``) the students' gradient steps run in a second thread while the teacher
-    collects its next rollout: the teacher is read (labelled) only in the training thread, each distillation
+    By default (``background=True``) the students' gradient steps run beside the teacher while it collects its
+    next rollout, in a second process where one can be forked (Linux, students on the CPU), else in a second
+    thread: the teacher is read (labelled) only in the training thread, each distillation
     starts after the previous one has finished, in the same order, on the same private generators, so the
     students end exactly as they would in the foreground. Students whose update draws random numbers (dropout,
     say: checked on the first distillation) stay in the foreground, so that the teacher's generators never move.
@@ -104,10 +106,10 @@ class RealTimeDistillCallback(BaseCallback):
         ``"{env}_student"`` in an RL-Zoo run)
     :param seed: seed of the students' initialisation and of the callback's private generators
         (``None``: derived from the teacher's ``seed`` when it has one, else fresh entropy)
-    :param background: fit the students in a background thread while the teacher goes on (same result;
-        ``students``, ``save`` and the end of training wait for it); ``"process"``: in a second process
-        (:mod:`~sb3_distill.fit_process`: no interpreter lock shared with the teacher; the same result);
-        ``False``: in the training loop
+    :param background: fit the students beside the teacher while it goes on (same result; ``students``,
+        ``save`` and the end of training wait for it): ``True``, in a second process when it can be forked
+        (Linux, students on the CPU; :mod:`~sb3_distill.fit_process`: no interpreter lock shared with the
+        teacher), else in a thread; ``"process"`` or ``"thread"`` to choose; ``False``: in the training loop
     :param verbose: 1 prints a line when distillation starts and when students are saved
     """
 
@@ -133,8 +135,8 @@ class RealTimeDistillCallback(BaseCallback):
         verbose: int = 0,
     ) -> None:
         super().__init__(verbose=verbose)
-        if background not in (True, False, "process"):
-            raise ValueError(f"background must be True (a thread), False or 'process', got {background!r}")
+        if background not in (True, False, "thread", "process"):
+            raise ValueError(f"background must be True, False, 'thread' or 'process', got {background!r}")
         self.config = DistillConfig(
             loss=loss,
             temperature=temperature,
@@ -245,14 +247,25 @@ class RealTimeDistillCallback(BaseCallback):
         self._student_paths = self._resolve_student_paths()
         if self.catch_up > 0 and self.memory is None:
             self.memory = self._make_memory()
-        if self.background == "process":  # started now: what cannot go to a process is refused before any step
-            if self._fit_process is not None:
-                self._fit_process.close()
-            self._fit_process = FitProcess(self.distiller)
+        self._start_fit_process()
         if self.verbose >= 1:
             for name, compression in self.distiller.compression.items():
                 teacher_name = type(self.model).__name__
                 print(f"Distilling {teacher_name} into {name!r}: {compression:.2%} of the teacher's acting parameters")
+
+    def _start_fit_process(self) -> None:
+        """Start the worker process if the students are fitted in one (now: what cannot go fails before any step)."""
+        assert self.distiller is not None
+        if self._fit_process is not None:
+            self._fit_process.close()
+            self._fit_process = None
+        if self.background == "process":
+            self._fit_process = FitProcess(self.distiller)
+        elif self.background is True and FitProcess.can_fork(self.distiller):
+            try:
+                self._fit_process = FitProcess(self.distiller)
+            except ValueError as error:  # the same students, fitted in a thread instead
+                warnings.warn(f"{error}: the students are fitted in a thread", stacklevel=2)
 
     def _on_training_start(self) -> None:
         # learn()'s own arguments (SB3 passes its locals): the budget, previous steps included when resuming.

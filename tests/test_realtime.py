@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import os
+import sys
 import threading
 import warnings
 from unittest.mock import patch
@@ -626,7 +627,7 @@ class TestBackgroundFitting:
     )
     def test_the_same_students_as_in_the_foreground(self, algo, steps, overrides):
         students = {}
-        for background in (True, False):
+        for background in ("thread", False):
             teacher = make_teacher(algo, seed=2, **overrides)
             module = ThreadRecorder()
             distill = RealTimeDistillCallback(student=module, seed=0, background=background)
@@ -639,7 +640,7 @@ class TestBackgroundFitting:
                 assert distill.distiller.draws_random is False
             else:
                 assert fitted_in == {"MainThread"}
-        assert th.equal(students[True], students[False])
+        assert th.equal(students["thread"], students[False])
 
     @pytest.mark.parametrize(
         ("algo", "steps", "overrides"),
@@ -678,13 +679,21 @@ class TestBackgroundFitting:
         with pytest.raises(ValueError, match="background must be True"):
             RealTimeDistillCallback(student="MlpPolicy", background="processes")
 
+    def test_by_default_the_students_are_fitted_in_a_forked_process_on_linux(self):
+        teacher = make_teacher("ppo", seed=0)
+        distill = RealTimeDistillCallback(student="MlpPolicy", student_kwargs={"net_arch": [8]}, seed=0)
+        with patch.object(FitProcess, "submit", autospec=True, side_effect=FitProcess.submit) as submit:
+            teacher.learn(1024, callback=distill)
+        forks = sys.platform.startswith("linux")
+        assert submit.call_count == (distill.n_distillations - 1 if forks else 0)
+
     def test_a_student_that_draws_random_numbers_stays_in_the_foreground(self):
         without = make_teacher("ppo", seed=3)
         without.learn(1024)
         torch_state = th.get_rng_state().clone()
         module = ThreadRecorder(dropout=0.1)  # built before the teacher is seeded: its initialisation draws
         teacher = make_teacher("ppo", seed=3)
-        distill = RealTimeDistillCallback(student=module, seed=1)
+        distill = RealTimeDistillCallback(student=module, seed=1, background="thread")
         teacher.learn(1024, callback=distill)
         assert distill.distiller.draws_random is True
         assert set(module.threads) == {"MainThread"}
@@ -692,13 +701,17 @@ class TestBackgroundFitting:
         assert th.equal(policy_vector(without), policy_vector(teacher))
         assert th.equal(th.get_rng_state(), torch_state)
 
-    def test_an_error_in_the_background_is_raised_in_the_training_loop(self):
+    @pytest.mark.parametrize("background", ["thread", "process"])
+    def test_an_error_in_the_background_is_raised_in_the_training_loop(self, background):
         teacher = make_teacher("ppo", seed=0)
         module = ThreadRecorder(fail_after=6)  # the first distillation (2 epochs of 2 minibatches) passes
-        distill = RealTimeDistillCallback(student=module, seed=0)
+        distill = RealTimeDistillCallback(student=module, seed=0, background=background)
         with pytest.raises(RuntimeError, match="the student broke"):
             teacher.learn(4096, callback=distill)
-        assert "sb3-distill_0" in module.threads
+        if background == "thread":
+            assert "sb3-distill_0" in module.threads
+        else:  # the worker fitted (and broke) its own copy; here only the first, foreground distillation ran
+            assert module.threads == ["MainThread"] * 4
 
 
 def test_catch_up_fits_the_students_to_the_final_teacher_on_the_last_observations(tmp_path):
