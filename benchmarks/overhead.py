@@ -6,12 +6,12 @@ after another (``ladder-unpacked``: without :mod:`sb3_distill.packing`), one stu
 training thread (``one-foreground``, ``ladder-foreground``: ``background=False``, as before the background thread),
 with ``epochs=4`` (``one-4epochs``, ``ladder-4epochs``, the default before ``benchmarks/distill_settings.py``), the
 ladder with ``epochs=1`` (``ladder-1epoch``, ``ladder-1epoch-foreground``), the ladder fitted in a second thread or
-process (``ladder-thread``, ``ladder-process``, ``ladder-4epochs-process``; the default forks a process on Linux),
-and one student with image batches left channels-first in memory (``one-channels-first``, as before the distiller
-stored them channels-last). Every repeat runs the teacher alone and each variant in this one process, in a rotating
-order; the figure is the median ratio over the repeats; "accounted" (wall time / (wall time - seconds spent
-distilling), measured inside each run) only for the foreground variants, whose distillation does not overlap the
-teacher. Writes ``benchmarks/results/overhead[_quick].json``.
+process (``ladder-thread``, ``one-thread``, ``ladder-process``, ``ladder-4epochs-process``; the default forks a
+process on Linux), and one student with image batches left channels-first in memory (``one-channels-first``, as
+before the distiller stored them channels-last). Every repeat runs the teacher alone and each variant in this one
+process, in a rotating order; the figure is the median ratio over the repeats; "accounted" (wall time / (wall time
+- seconds spent distilling), measured inside each run) only for the foreground variants, whose distillation does
+not overlap the teacher. Writes ``benchmarks/results/overhead[_quick].json``.
 
     python benchmarks/overhead.py            # full: 7 repeats (about an hour on 2 CPU cores)
     python benchmarks/overhead.py --quick    # 3 repeats, smaller budgets
@@ -155,6 +155,7 @@ VARIANTS = (
     "ladder-1epoch",
     "ladder-1epoch-foreground",
     "ladder-thread",
+    "one-thread",
     "ladder-process",
     "ladder-4epochs-process",
 )
@@ -305,6 +306,7 @@ def main() -> None:
                 "ladder-1epoch-foreground": "the ladder, epochs=1, background=False",
                 "ladder-4epochs-process": "the ladder, epochs=4, background='process'",
                 "ladder-thread": "the ladder, background='thread' (the default before it forked a process on Linux)",
+                "one-thread": "one student, background='thread'",
                 "ladder-process": (
                     "the ladder, background='process' (fitted in a second process, whose CPU time the CPU ratio omits)"
                 ),

@@ -53,23 +53,29 @@ def _from_bytes(data: bytes) -> Any:
     return th.load(io.BytesIO(data), weights_only=False)
 
 
-def fit_state(distiller: Distiller) -> dict[str, Any]:
-    """:return: what a fit changes: the students' weights, their optimisers, the minibatch generator, counters"""
-    return {
-        "students": {name: student.state_dict() for name, student in distiller.students.items()},
-        "optimizers": {name: optimizer.state_dict() for name, optimizer in distiller.optimizers.items()},
+def fit_state(distiller: Distiller, with_weights: bool = True) -> dict[str, Any]:
+    """
+    :param with_weights: with the students' weights and optimiser states (else the generator and counters only)
+    :return: what a fit changes: the students' weights, their optimisers, the minibatch generator, counters
+    """
+    state: dict[str, Any] = {
         "numpy_rng": distiller.rng.bit_generator.state,
         "skipped_updates": dict(distiller.skipped_updates),
         "non_finite_targets": distiller.non_finite_targets,
     }
+    if with_weights:
+        state["students"] = {name: student.state_dict() for name, student in distiller.students.items()}
+        state["optimizers"] = {name: optimizer.state_dict() for name, optimizer in distiller.optimizers.items()}
+    return state
 
 
 def load_fit_state(distiller: Distiller, state: dict[str, Any]) -> None:
     """Give ``distiller`` what :func:`fit_state` returned (weights copied in place: packing reads them)."""
-    for name, student in distiller.students.items():
-        student.load_state_dict(state["students"][name])
-    for name, optimizer in distiller.optimizers.items():
-        optimizer.load_state_dict(state["optimizers"][name])
+    if "students" in state:
+        for name, student in distiller.students.items():
+            student.load_state_dict(state["students"][name])
+        for name, optimizer in distiller.optimizers.items():
+            optimizer.load_state_dict(state["optimizers"][name])
     distiller.rng.bit_generator.state = state["numpy_rng"]
     distiller.skipped_updates = dict(state["skipped_updates"])
     distiller.non_finite_targets = int(state["non_finite_targets"])
@@ -98,9 +104,10 @@ def _fit_in_worker(job: bytes) -> bytes:
 class PendingFit:
     """A fit running in the worker; :meth:`result` waits for it and gives its state back to the distiller."""
 
-    def __init__(self, future: Future[bytes], distiller: Distiller, label_seconds: float) -> None:
+    def __init__(self, future: Future[bytes], process: FitProcess, label_seconds: float) -> None:
         self.future = future
-        self.distiller = distiller
+        self.process = process
+        self.distiller = process.distiller
         self.label_seconds = label_seconds
         self._metrics: dict[str, Any] | None = None
 
@@ -112,6 +119,7 @@ class PendingFit:
         if self._metrics is None:
             state, metrics, seconds = _from_bytes(self.future.result())
             load_fit_state(self.distiller, state)
+            self.process.worker_is_current = True
             self._metrics = self.distiller.with_time(metrics, self.label_seconds + seconds)
         return self._metrics
 
@@ -125,6 +133,8 @@ class FitProcess:
 
     def __init__(self, distiller: Distiller) -> None:
         self.distiller = distiller
+        #: whether the worker holds the students' weights and optimiser states as they are here
+        self.worker_is_current = False
         worker_copy = copy.copy(distiller)
         worker_copy.teacher = _TeacherFacts(distiller)  # type: ignore[assignment]
         try:  # cloudpickle, as SB3 saves its data: schedules may be lambdas, students defined in a script
@@ -179,8 +189,15 @@ class FitProcess:
         :param label_seconds: the seconds the labelling took here (added to the fit's ``time_s``)
         :return: the pending fit (its ``result`` brings the students' new weights back into this process)
         """
-        job = _to_bytes((fit_state(self.distiller), obs, targets, progress_remaining, epochs))
-        return PendingFit(self.executor.submit(_fit_in_worker, job), self.distiller, label_seconds)
+        # The weights and optimiser states travel only when they changed here (a fit in the foreground); the
+        # generator always does: drawing the next batch here (replay sampling) moves it.
+        state = fit_state(self.distiller, with_weights=not self.worker_is_current)
+        job = _to_bytes((state, obs, targets, progress_remaining, epochs))
+        return PendingFit(self.executor.submit(_fit_in_worker, job), self, label_seconds)
+
+    def state_changed(self) -> None:
+        """Say that the students changed in this process (a fit in the foreground): the next job carries them."""
+        self.worker_is_current = False
 
     def close(self) -> None:
         """Stop the worker (after the job in progress)."""

@@ -365,6 +365,8 @@ class RealTimeDistillCallback(BaseCallback):
         else:
             future = Future()
             future.set_result(distiller.update(obs_tensor, progress_remaining, epochs=epochs, targets=targets))
+            if self._fit_process is not None:
+                self._fit_process.state_changed()
         self._pending = (future, self.n_distillations, normalization)
 
     def _make_memory(self) -> TargetMemory:
@@ -400,6 +402,8 @@ class RealTimeDistillCallback(BaseCallback):
             for begin in range(0, n_obs, CATCH_UP_CHUNK):
                 obs, targets = memory.get(order[begin : begin + CATCH_UP_CHUNK], device)
                 metrics = distiller.update(obs, progress_remaining, epochs=1, targets=targets)
+        if self._fit_process is not None:
+            self._fit_process.state_changed()
         metrics["time_s"] = time.perf_counter() - start_time
         self.n_distillations += 1
         self._caught_up_at = self.n_distillations
