@@ -3,10 +3,12 @@
 A background thread shares Python's interpreter lock with the teacher, whose collection is Python-bound: with
 small students, whose updates are many small operations, the two threads take turns more than they overlap.
 A process has its own interpreter. It holds a copy of the distiller (its students, optimisers and packing;
-not the teacher), and every job carries the students' weights and the distiller's fit state from the training
-process and returns them updated: the training process stays the one that owns them, and what the worker
-holds between jobs is never read. The teacher labels each batch in the training process, as with a thread,
-so the worker never needs it.
+not the teacher). Every job returns the students' weights, optimiser states and minibatch generator as the
+fit left them, and the training process loads them: it stays the one that owns them, as with a thread. A job
+carries the generator (drawing a replay batch moves it) and, when they changed in the training process (a fit
+in the foreground), the weights and optimiser states. The teacher labels each batch in the training process,
+so the worker never needs it. What the process costs per fit (sending the batch, bringing back the state) pays
+off for on-policy teachers, whose fits cover a whole rollout; ``benchmarks/overhead.py`` measures it.
 """
 
 from __future__ import annotations
