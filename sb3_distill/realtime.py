@@ -271,11 +271,7 @@ class RealTimeDistillCallback(BaseCallback):
             self._fit_process = None
         if self.background == "process":
             self._fit_process = FitProcess(self.distiller)
-        elif (
-            self.background is True and isinstance(self._source, RolloutSource) and FitProcess.can_fork(self.distiller)
-        ):
-            # On-policy teachers only: a fit over a whole rollout outweighs what a process adds to each (the
-            # batches and states it sends); off-policy teachers distil small batches often, and a thread costs less.
+        elif self.background is True and self._forks_by_default():
             try:
                 self._fit_process = FitProcess(self.distiller)
             except ValueError as error:  # the same students, fitted in a thread instead
