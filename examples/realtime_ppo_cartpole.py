@@ -83,7 +83,7 @@ def main() -> None:
         (
             "wall time",
             f"{wall_time:.1f} s  (teacher training; the students' updates took {distill.distiller.total_time_s:.1f} s, "
-            f"in a background thread beside it)",
+            "beside it)",
         ),
         ("student saved to", student_path),
     ]

@@ -342,7 +342,7 @@ class RealTimeDistillCallback(BaseCallback):
     def _start_distillation(self, background: bool) -> None:
         """
         Take the new observations, have the teacher label them in this thread, and fit the students on them:
-        in the background thread when allowed, else here. The previous distillation is finished first.
+        beside the teacher (a thread or a process) when allowed, else here. The previous one is finished first.
         """
         distiller = self.distiller
         assert distiller is not None
@@ -433,7 +433,7 @@ class RealTimeDistillCallback(BaseCallback):
             return None
         future, index, normalization = self._pending
         self._pending = None
-        metrics = future.result()  # an error raised in the background thread is raised here
+        metrics = future.result()  # an error raised in the background (thread or process) is raised here
         assert self.distiller is not None
         self.distiller.set_obs_normalization(normalization)
         self.distiller.record(self.logger, metrics, index)
