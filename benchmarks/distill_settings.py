@@ -51,6 +51,7 @@ CASES: dict[str, int] = {
     "ppo/MinAtar/SpaceInvaders-v1": 1_000_000,
     "ppo/MinAtar/Freeway-v1": 1_000_000,
     "ppo/MinAtar/Asterix-v1": 1_000_000,
+    "ppo/MinAtar/Seaquest-v1": 1_000_000,
     "dqn/MinAtar/Breakout-v1": 1_000_000,
 }
 DEFAULT_CASES = ["ppo/CartPole-v1", "dqn/CartPole-v1", "ppo/MinAtar/Breakout-v1"]
