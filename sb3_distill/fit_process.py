@@ -109,7 +109,6 @@ class PendingFit:
     def __init__(self, future: Future[bytes], process: FitProcess, label_seconds: float) -> None:
         self.future = future
         self.process = process
-        self.distiller = process.distiller
         self.label_seconds = label_seconds
         self._metrics: dict[str, Any] | None = None
 
@@ -120,9 +119,9 @@ class PendingFit:
         """:return: the fit's metrics, ``time_s`` the labelling's and the worker's (its errors are raised here)"""
         if self._metrics is None:
             state, metrics, seconds = _from_bytes(self.future.result())
-            load_fit_state(self.distiller, state)
+            load_fit_state(self.process.distiller, state)
             self.process.worker_is_current = True
-            self._metrics = self.distiller.with_time(metrics, self.label_seconds + seconds)
+            self._metrics = self.process.distiller.with_time(metrics, self.label_seconds + seconds)
         return self._metrics
 
 
