@@ -51,8 +51,8 @@ def git_commit() -> str:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
         dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True)
         return commit + ("+dirty" if dirty.stdout.strip() else "")
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
+    except (OSError, subprocess.CalledProcessError):  # a copy of the tree without git: the commit, if given
+        return os.environ.get("BENCHMARK_COMMIT", "unknown")
 
 
 def machine() -> dict[str, Any]:
@@ -112,15 +112,16 @@ class Clock:
 
 
 def zoo_teacher(
-    algo: str, env_id: str, seed: int, overrides: dict[str, Any] | None = None
+    algo: str, env_id: str, seed: int, overrides: dict[str, Any] | None = None, vec_env_type: str = "dummy"
 ) -> tuple[BaseAlgorithm, dict[str, Any]]:
     """
     A teacher built from ``hyperparams/<algo>.yml`` as RL-Zoo would, untrained.
 
     :param overrides: model arguments that replace the entry's (``policy_kwargs``, ``learning_rate``...)
+    :param vec_env_type: ``"dummy"`` or ``"subproc"`` (the environments stepped in subprocesses)
     :return: the teacher and the entry's distillation options (its ``RealTimeDistillCallback`` arguments)
     """
-    experiment = zoo_experiment(algo, env_id, seed=seed)
+    experiment = zoo_experiment(algo, env_id, seed=seed, vec_env_type=vec_env_type)
     kwargs = {key: value for key, value in experiment.model_kwargs.items() if key != "policy"}
     kwargs.update(overrides or {})
     teacher = ALGOS[algo](experiment.model_kwargs["policy"], experiment.env, seed=seed, **kwargs)

@@ -412,14 +412,21 @@ def bc_ablation_section() -> list[str]:
     return [*lines, ""]
 
 
-def atari_cpu_section() -> list[str]:
+def atari_checkpoints_section() -> list[str]:
     lines: list[str] = []
-    for path in sorted(RESULTS.glob("atari_cpu*.json")):
+    paths = sorted(RESULTS.glob("atari_cpu*.json")) + sorted(RESULTS.glob("atari_gpu*.json"))
+    for path in paths:
         record = _load(path.stem)
         assert record is not None
-        done = "completed" if record["completed"] else "not completed: the checkpoints it reached"
+        if record["completed"]:
+            done = "completed"
+        elif record.get("stopped_by_budget"):
+            done = f"stopped by its {record['max_seconds']:.0f} s wall-clock budget"
+        else:
+            done = "not completed: the checkpoints it reached"
+        where = record["machine"].get("gpu", "CPU") if record.get("device", "cpu").startswith("cuda") else "CPU"
         lines += [
-            f"## Atari on CPU (`{path.name}`)",
+            f"## Atari on {where} (`{path.name}`)",
             "",
             f"{_provenance(record)}; {record['algo'].upper()} {record['env']}, seed {record['seed']}, "
             f"{record['teacher_steps_done']:,} of {record['teacher_steps']:,} teacher steps ({done}); "
@@ -432,7 +439,7 @@ def atari_cpu_section() -> list[str]:
             lines.append(
                 f"| {point['steps']:,} | {point['seconds']:.0f} | {point['teacher']:.1f} | {point['student']:.1f} |"
             )
-        if record["completed"]:
+        if "teacher_return" in record:
             lines += [
                 "",
                 f"Final, {record['compression']:.2%} student: teacher {record['teacher_return']:.1f}, student "
@@ -680,7 +687,7 @@ def write(path: pathlib.Path) -> None:
             lines += students_section(run.stem, f"Students against their teachers (`{run.stem}`)")
     lines += catch_up_section() + reevaluated_section() + student_architectures_section()
     lines += minatar_teachers_section()
-    lines += students_section("atari", "Atari (GPU)") + atari_cpu_section()
+    lines += students_section("atari", "Atari (GPU)") + atari_checkpoints_section()
     lines += overhead_section() + packing_section() + realtime_section()
     lines += datafree_section() + datafree_q_values_section()
     lines += finetune_section() + to_dqn_margin_section() + continuous_section() + distill_settings_section()

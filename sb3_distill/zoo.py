@@ -241,6 +241,7 @@ def zoo_experiment(
     entry: str | None = None,
     n_envs: int | None = None,
     seed: int = 0,
+    vec_env_type: str = "dummy",
 ) -> ZooExperiment:
     """
     Prepare an entry exactly as ``rl_zoo3.train`` would (reading, preprocessing, wrapped env), without training.
@@ -251,6 +252,8 @@ def zoo_experiment(
     :param entry: the key to read (default: the one RL-Zoo picks for ``env_id``)
     :param n_envs: environments to create (default: the entry's ``n_envs``)
     :param seed: the environments' seed
+    :param vec_env_type: ``"dummy"`` or ``"subproc"`` (RL-Zoo's ``--vec-env``: environments stepped in
+        subprocesses, the same settings; a script using it needs ``if __name__ == "__main__":``)
     :return: the prepared experiment; close its ``env`` when done
     """
     from rl_zoo3.exp_manager import ExperimentManager
@@ -267,7 +270,14 @@ def zoo_experiment(
         single = Path(folder) / "entry.yml"
         single.write_text(yaml.safe_dump({env_id: hyperparams[key]}))
         manager = ExperimentManager(
-            argparse.Namespace(), algo, env_id, log_folder=folder, config=str(single), verbose=0, seed=seed
+            argparse.Namespace(),
+            algo,
+            env_id,
+            log_folder=folder,
+            config=str(single),
+            verbose=0,
+            seed=seed,
+            vec_env_type=vec_env_type,
         )
         with contextlib.redirect_stdout(io.StringIO()):  # RL-Zoo prints the hyperparameters it reads
             raw, _ = manager.read_hyperparameters()
