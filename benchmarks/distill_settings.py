@@ -35,6 +35,7 @@ from sb3_distill.evaluation import trajectory_agreement
 RATIOS = (0.017, 0.05, 0.25)
 #: name -> (epochs, batch_size, learning_rate); "e4_b128" is the callback's default before this benchmark
 SETTINGS: dict[str, tuple[int, int, float]] = {
+    "e8_b128": (8, 128, 1e-3),
     "e4_b128": (4, 128, 1e-3),
     "e2_b128": (2, 128, 1e-3),
     "e1_b128": (1, 128, 1e-3),
@@ -53,6 +54,8 @@ CASES: dict[str, int] = {
     "ppo/MinAtar/Asterix-v1": 1_000_000,
     "ppo/MinAtar/Seaquest-v1": 1_000_000,
     "dqn/MinAtar/Breakout-v1": 1_000_000,
+    "dqn/MinAtar/Asterix-v1": 1_000_000,
+    "dqn/MinAtar/SpaceInvaders-v1": 1_000_000,
 }
 DEFAULT_CASES = ["ppo/CartPole-v1", "dqn/CartPole-v1", "ppo/MinAtar/Breakout-v1"]
 
