@@ -262,6 +262,8 @@ def zoo_experiment(
     from sb3_distill.envs import require_env
     from sb3_distill.internals import preprocess_zoo_hyperparams
 
+    if vec_env_type not in ("dummy", "subproc"):
+        raise ValueError(f"vec_env_type must be 'dummy' or 'subproc', not {vec_env_type!r}")
     require_env(env_id)
     path = Path(config) if config is not None else hyperparams_file(algo)
     hyperparams = load_hyperparams(path)

@@ -150,3 +150,19 @@ def test_an_edited_file_in_an_invalid_shape_names_the_key(tmp_path, edit, messag
 
 def test_outside_rl_zoo_there_is_no_run():
     assert current_zoo_run() is None
+
+
+def test_zoo_experiment_steps_environments_in_subprocesses_when_asked():
+    from stable_baselines3.common.vec_env import SubprocVecEnv
+
+    experiment = zoo.zoo_experiment("ppo", "CartPole-v1", n_envs=2, vec_env_type="subproc")
+    try:
+        assert isinstance(experiment.env, SubprocVecEnv)
+        assert experiment.env.reset().shape == (2, 4)
+    finally:
+        experiment.env.close()
+
+
+def test_zoo_experiment_refuses_an_unknown_vec_env_type():
+    with pytest.raises(ValueError, match="vec_env_type must be 'dummy' or 'subproc', not 'threads'"):
+        zoo.zoo_experiment("ppo", "CartPole-v1", vec_env_type="threads")
