@@ -26,6 +26,7 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 from typing import Any
 
+import numpy as np
 import torch as th
 from common import Clock, RandomPolicy, evaluation_env, write_result, zoo_teacher
 
@@ -33,10 +34,13 @@ from sb3_distill import RealTimeDistillCallback, ladder
 from sb3_distill.evaluation import trajectory_agreement
 
 RATIOS = (0.017, 0.05, 0.25)
-#: name -> (epochs, batch_size, learning_rate); "e4_b128" is the callback's default before this benchmark
-SETTINGS: dict[str, tuple[int, int, float]] = {
+#: name -> (epochs, batch_size, learning_rate[, max_grad_norm]); "e4_b128" is the callback's default before
+#: this benchmark
+SETTINGS: dict[str, tuple[float, ...]] = {
     "e8_b128": (8, 128, 1e-3),
+    "e8_b128_clip05": (8, 128, 1e-3, 0.5),
     "e4_b128": (4, 128, 1e-3),
+    "e4_b128_clip05": (4, 128, 1e-3, 0.5),
     "e2_b128": (2, 128, 1e-3),
     "e1_b128": (1, 128, 1e-3),
     "e2_b256": (2, 256, 1e-3),
@@ -60,6 +64,37 @@ CASES: dict[str, int] = {
 DEFAULT_CASES = ["ppo/CartPole-v1", "dqn/CartPole-v1", "ppo/MinAtar/Breakout-v1"]
 
 
+def teacher_states(teacher: Any, env: Any, n_steps: int) -> th.Tensor:
+    """The observations of ``n_steps`` greedy teacher steps, as the student's input tensor."""
+    obs, seen = env.reset(), []
+    for _ in range(n_steps // env.num_envs):
+        seen.append(obs)
+        obs, *_ = env.step(teacher.predict(obs, deterministic=True)[0])
+    env.close()
+    return teacher.policy.obs_to_tensor(np.concatenate(seen))[0].cpu()
+
+
+@th.no_grad()
+def collapse_signs(student: Any, obs: th.Tensor) -> dict[str, Any]:
+    """
+    What a student that stopped learning looks like on the teacher's states: how many distinct greedy actions
+    it takes, and the fraction of its ReLU units (every channel at every position) never active on them.
+    """
+    outputs: list[th.Tensor] = []
+    hooks = [
+        m.register_forward_hook(lambda _m, _i, out: outputs.append(out))
+        for m in student.modules()
+        if isinstance(m, th.nn.ReLU)
+    ]
+    try:
+        actions = student.predict(obs.numpy(), deterministic=True)[0]
+    finally:
+        for hook in hooks:
+            hook.remove()
+    never = [float((out.reshape(len(out), -1) > 0).sum(0).eq(0).float().mean()) for out in outputs]
+    return {"distinct_actions": len(np.unique(actions)), "dead_relu_fraction": never}
+
+
 def run(case: str, steps: int, seed: int, settings: list[str], episodes: int) -> dict[str, Any]:
     th.set_num_threads(1)
     algo, env_id = case.split("/", 1)
@@ -67,14 +102,15 @@ def run(case: str, steps: int, seed: int, settings: list[str], episodes: int) ->
     rungs = ladder(teacher, RATIOS)
     callbacks = {}
     for name in settings:
-        epochs, batch_size, learning_rate = SETTINGS[name]
+        epochs, batch_size, learning_rate, *clip = SETTINGS[name]
         # In the training thread: with background threads the settings' distillations would overlap the
         # teacher and each other, and the cost below could not be read off (the students learn the same).
         callbacks[name] = RealTimeDistillCallback(
             student=rungs,
-            epochs=epochs,
-            batch_size=batch_size,
+            epochs=int(epochs),
+            batch_size=int(batch_size),
             learning_rate=learning_rate,
+            max_grad_norm=clip[0] if clip else None,
             seed=seed,
             background=False,
         )
@@ -85,6 +121,7 @@ def run(case: str, steps: int, seed: int, settings: list[str], episodes: int) ->
     teacher_seconds = wall - sum(distill_seconds.values())
 
     eval_env = evaluation_env(algo, env_id, teacher)
+    probe = teacher_states(teacher, evaluation_env(algo, env_id, teacher), 2000)
     clock = Clock()
     teacher_return = clock.evaluate(teacher, eval_env, episodes)
     random_return = clock.evaluate(RandomPolicy(teacher.action_space, seed), eval_env, episodes)
@@ -109,6 +146,7 @@ def run(case: str, steps: int, seed: int, settings: list[str], episodes: int) ->
                 "agreement": trajectory_agreement(
                     teacher, student, evaluation_env(algo, env_id, teacher), n_steps=2000
                 ),
+                **collapse_signs(student, probe),
             }
         result["settings"][name] = {
             "distill_seconds": distill_seconds[name],

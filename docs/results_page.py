@@ -292,19 +292,26 @@ def continuous_section() -> list[str]:
 
 
 def _settings_rows(case: str, runs: list[dict[str, Any]], settings: dict[str, Any]) -> list[str]:
-    """One row per setting: median cost, and per rung the median (lowest) random-normalised return over runs."""
-    teacher = statistics.median(run["teacher_return"] for run in runs)
+    """
+    One row per setting: median cost, and per rung the median (lowest) random-normalised return over the runs
+    that have the setting (their number in brackets after its name when not all do).
+    """
     rows = []
     for name, setting in settings.items():
-        cost = statistics.median(run["settings"][name]["cost"] for run in runs)
+        having = [run for run in runs if name in run["settings"]]
+        if not having:
+            continue
+        teacher = statistics.median(run["teacher_return"] for run in having)
+        cost = statistics.median(run["settings"][name]["cost"] for run in having)
         rungs = []
         for rung in ("1.7pct", "5pct", "25pct"):
-            values = [run["settings"][name]["students"].get(rung, {}).get("normalized") for run in runs]
+            values = [run["settings"][name]["students"].get(rung, {}).get("normalized") for run in having]
             known = [value for value in values if value is not None]
             median, lowest = (statistics.median(known), min(known)) if known else (None, None)
             rungs.append(f"{_fmt(median, '.2f')} ({_fmt(lowest, '.2f')})")
         described = ", ".join(str(x) for x in setting)
-        rows.append(f"| {case} | {teacher:.2f} | {name} ({described}) | {cost:.3f} | {' | '.join(rungs)} |")
+        seeds = "" if len(having) == len(runs) else f"; {len(having)} of {len(runs)} seeds"
+        rows.append(f"| {case} | {teacher:.2f} | {name} ({described}{seeds}) | {cost:.3f} | {' | '.join(rungs)} |")
     return rows
 
 
@@ -323,6 +330,7 @@ def distill_settings_section() -> list[str]:
                 runs.setdefault(case, []).extend(result["runs"])
         first = records[0]
         assert first is not None
+        settings = {name: value for record in records if record for name, value in record["settings"].items()}
         seeds = sorted({run["seed"] for case_runs in runs.values() for run in case_runs})
         files = ", ".join(f"`{path.name}`" for path in paths)
         lines += [
@@ -333,11 +341,11 @@ def distill_settings_section() -> list[str]:
             "setting's distillation seconds) / teacher seconds, median. Quality: the students' median "
             "random-normalised return at the end (lowest seed in brackets); teacher: its median return.",
             "",
-            "| teacher | return | setting (epochs, batch, lr) | cost | 1.7% | 5% | 25% |",
+            "| teacher | return | setting (epochs, batch, lr[, max grad norm]) | cost | 1.7% | 5% | 25% |",
             "|---|---|---|---|---|---|---|",
         ]
         for case, case_runs in runs.items():
-            lines += _settings_rows(case, case_runs, first["settings"])
+            lines += _settings_rows(case, case_runs, settings)
         lines.append("")
     return lines
 
