@@ -17,6 +17,7 @@ from typing import Any, NamedTuple
 import cloudpickle
 import numpy as np
 import torch as th
+import torch.nn.functional as F
 from gymnasium import spaces
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.logger import Logger
@@ -45,6 +46,9 @@ from sb3_distill.sources import TargetMemory
 from sb3_distill.spaces import spaces_mismatch
 from sb3_distill.students import SINGLE_STUDENT, StudentSpec, make_students
 from sb3_distill.teachers import Teacher
+
+#: Updates in a row with one greedy action (the teacher taking several) after which a student is called collapsed.
+COLLAPSE_UPDATES = 10
 
 
 def check_positive(name: str, value: Any, integer: bool = False, allow_zero: bool = False) -> None:
@@ -166,11 +170,14 @@ class _Sums:
     agree: th.Tensor
     updates: list[int]
     seen: list[int]
+    #: discrete actions: how often each student's greedy action was each action, ``(students, actions)``
+    chosen: th.Tensor
 
     @classmethod
-    def zeros(cls, n_students: int, device: th.device) -> _Sums:
+    def zeros(cls, n_students: int, device: th.device, n_actions: int = 0) -> _Sums:
         loss, value_loss, agree = (th.zeros(n_students, device=device) for _ in range(3))
-        return cls(loss, value_loss, agree, [0] * n_students, [0] * n_students)
+        chosen = th.zeros(n_students, n_actions, dtype=th.long, device=device)
+        return cls(loss, value_loss, agree, [0] * n_students, [0] * n_students, chosen)
 
 
 def fused_optimizer(optimizer: th.optim.Optimizer) -> th.optim.Optimizer:
@@ -252,6 +259,9 @@ class Distiller:
         self._warned_non_finite_targets = False
         self.total_time_s = 0.0
         self._warned_non_finite = False
+        #: per student: whether it ever took several greedy actions, and for how many updates since it took one
+        self.varied: dict[str, bool] = {}
+        self.constant_updates: dict[str, int] = {}
         numpy_seed, torch_seed = np.random.SeedSequence(seed).generate_state(2)
         #: the distiller's own NumPy generator (minibatch order, replay sampling): never the global one
         self.rng = np.random.default_rng(int(numpy_seed))
@@ -477,7 +487,8 @@ class Distiller:
             scaled_actions(self.teacher.policy, targets.scores) if self.continuous else targets.scores.argmax(dim=-1)
         )
         learning_rate = self.config.learning_rate_at(progress_remaining)
-        sums = _Sums.zeros(len(self.students), obs.device)
+        n_actions = 0 if self.continuous else targets.scores.shape[-1]
+        sums = _Sums.zeros(len(self.students), obs.device, n_actions)
         for student in self.students.values():
             if not student.training:  # SB3's predict() switches to eval mode itself; stay in train mode after
                 student.set_training_mode(True)
@@ -500,7 +511,10 @@ class Distiller:
                 if self.packed is None or not self._packed_step(batch, sums, count_agreement):
                     self._step(batch, sums, count_agreement)
         students = {name: self._metrics(index, name, sums) for index, name in enumerate(self.students)}
-        return {"learning_rate": learning_rate, "students": students}
+        metrics: dict[str, Any] = {"learning_rate": learning_rate, "students": students}
+        if not self.continuous:
+            metrics["teacher_greedy_actions"] = len(th.unique(teacher_actions))
+        return metrics
 
     def with_time(self, metrics: dict[str, Any], seconds: float) -> dict[str, Any]:
         """:return: ``metrics`` with ``time_s``, the seconds an update took (also added to ``total_time_s``)"""
@@ -585,7 +599,9 @@ class Distiller:
             if count_agreement:
                 sums.seen[index] += len(batch.actions)
         if count_agreement:
-            sums.agree += (scores.detach().argmax(dim=-1) == batch.actions.unsqueeze(1)).sum(dim=0)
+            greedy = scores.detach().argmax(dim=-1)  # (batch, students)
+            sums.agree += (greedy == batch.actions.unsqueeze(1)).sum(dim=0)
+            sums.chosen += F.one_hot(greedy, sums.chosen.shape[1]).sum(dim=0)
         return True
 
     def _backward_and_step(self, names: list[str], losses: list[th.Tensor]) -> None:
@@ -638,7 +654,9 @@ class Distiller:
                     actions = scaled_actions(self.students[name], scores.detach())
                     sums.agree[index] += ((actions - batch.actions) ** 2).sum()
                 else:
-                    sums.agree[index] += (scores.detach().argmax(dim=-1) == batch.actions).sum()
+                    greedy = scores.detach().argmax(dim=-1)
+                    sums.agree[index] += (greedy == batch.actions).sum()
+                    sums.chosen[index] += F.one_hot(greedy, sums.chosen.shape[1]).sum(dim=0)
                 sums.seen[index] += len(batch.actions)
 
     def _metrics(self, index: int, name: str, sums: _Sums) -> dict[str, float]:
@@ -653,6 +671,8 @@ class Distiller:
         }
         if self.distill_value[name]:
             metrics["value_loss"] = sums.value_loss[index].item() / updates if updates else float("nan")
+        if not self.continuous and seen:
+            metrics["greedy_actions"] = int((sums.chosen[index] > 0).sum())
         return metrics
 
     def record(self, logger: Logger, metrics: Mapping[str, Any], n_distillations: int) -> None:
@@ -668,10 +688,39 @@ class Distiller:
         logger.record(prefix + "learning_rate", metrics["learning_rate"])
         logger.record(prefix + "n_distillations", n_distillations, exclude="tensorboard")
         logger.record(prefix + "non_finite_targets", self.non_finite_targets)
+        if "teacher_greedy_actions" in metrics:
+            logger.record(prefix + "teacher_greedy_actions", metrics["teacher_greedy_actions"])
         for name, values in metrics["students"].items():
             student_prefix = prefix if len(self.students) == 1 else f"{prefix}{name}/"
             for key, value in values.items():
                 logger.record(student_prefix + key, value)
+        self.watch_for_collapse(metrics)
+
+    def watch_for_collapse(self, metrics: Mapping[str, Any]) -> None:
+        """
+        Warn (once per student) when a student that took several greedy actions now takes one for every
+        observation, update after update, while the teacher takes several: its units have stopped responding
+        to the input (every ReLU of a layer dead, say) and gradient steps cannot bring it back. Seen with
+        DQN teachers on MinAtar when students get many passes (``epochs`` 4-8; ``benchmarks/distill_settings.py``).
+
+        :param metrics: what :meth:`update` returned
+        """
+        teacher_actions = metrics.get("teacher_greedy_actions", 0)
+        for name, values in metrics["students"].items():
+            actions = values.get("greedy_actions")
+            if actions is None:
+                continue
+            self.varied[name] = self.varied.get(name, False) or actions > 1
+            constant = actions == 1 and teacher_actions > 1 and self.varied[name]
+            self.constant_updates[name] = self.constant_updates.get(name, 0) + 1 if constant else 0
+            if self.constant_updates[name] == COLLAPSE_UPDATES:
+                warnings.warn(
+                    f"student {name!r} has taken one greedy action for every observation of the last "
+                    f"{COLLAPSE_UPDATES} updates while the teacher took {teacher_actions}: it has collapsed (its "
+                    f"units no longer respond to the input) and will not recover. Lower learning_rate or epochs, "
+                    f"or set max_grad_norm, and distil it again (distill/{name}/greedy_actions is logged)",
+                    RuntimeWarning,
+                )
 
     # -- checkpoints ---------------------------------------------------------------------------
 

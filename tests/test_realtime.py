@@ -24,11 +24,21 @@ from stable_baselines3.common.vec_env import VecNormalize
 from stable_baselines3.dqn.policies import DQNPolicy
 from torch import nn
 
-from sb3_distill import ModuleStudent, RealTimeDistillCallback, ladder, load_student, save_student, wrap_env
+from sb3_distill import (
+    ModuleStudent,
+    RealTimeDistillCallback,
+    ladder,
+    load_student,
+    load_teacher,
+    save_student,
+    wrap_env,
+)
+from sb3_distill.distiller import COLLAPSE_UPDATES
 from sb3_distill.fit_process import FitProcess
 from sb3_distill.outputs import policy_outputs
 from sb3_distill.sources import RolloutSource
 from tests.conftest import (
+    PUBLISHED,
     RecordingDistillCallback,
     greedy_agreement,
     make_teacher,
@@ -363,6 +373,58 @@ def test_non_finite_loss_skips_the_update_and_warns_once():
     assert teacher.logger.name_to_value["distill/skipped_updates"] >= 2 * 4
     for old, new in zip(before, module.parameters(), strict=True):
         assert th.equal(old, new.detach())
+
+
+def test_a_student_collapsed_to_one_action_is_warned_about_once():
+    # RL-Zoo's published PPO CartPole agent (its greedy actions take both actions on every rollout); once the
+    # ReLU student takes both too, all its hidden units are killed: it answers every observation with one action.
+    teacher = load_teacher(PUBLISHED / "ppo" / "CartPole-v1_1", device="cpu")
+    teacher.set_env(make_vec_env("CartPole-v1", n_envs=teacher.n_envs, seed=0))
+    distill = RealTimeDistillCallback(
+        "MlpPolicy",
+        student_kwargs={"net_arch": [16], "activation_fn": nn.ReLU},
+        learning_rate=1e-2,
+        seed=0,
+        background=False,
+    )
+
+    class KillHiddenUnits(BaseCallback):
+        killed_at: int | None = None
+
+        def _on_step(self) -> bool:
+            return True
+
+        def _on_rollout_end(self) -> None:
+            metrics = distill.last_metrics
+            if self.killed_at is None and metrics and metrics["students"]["student"]["greedy_actions"] == 2:
+                student = distill.students["student"]
+                student.mlp_extractor.policy_net[0].bias.data.fill_(-1e3)  # every ReLU of the layer dead
+                self.killed_at = distill.n_distillations
+
+    kill = KillHiddenUnits()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        teacher.learn(30 * teacher.n_steps * teacher.n_envs, callback=[distill, kill])
+    assert kill.killed_at is not None
+    assert distill.n_distillations - kill.killed_at >= 12
+    collapsed = [w for w in caught if "has collapsed" in str(w.message)]
+    assert len(collapsed) == 1
+    assert "student 'student' has taken one greedy action" in str(collapsed[0].message)
+    assert teacher.logger.name_to_value["distill/greedy_actions"] == 1
+    assert teacher.logger.name_to_value["distill/teacher_greedy_actions"] == 2
+    assert distill.distiller.constant_updates["student"] >= COLLAPSE_UPDATES
+
+
+def test_a_healthy_student_is_not_called_collapsed():
+    teacher = load_teacher(PUBLISHED / "ppo" / "CartPole-v1_1", device="cpu")
+    teacher.set_env(make_vec_env("CartPole-v1", n_envs=teacher.n_envs, seed=0))
+    distill = RealTimeDistillCallback("MlpPolicy", student_kwargs={"net_arch": [8]}, seed=0, background=False)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        teacher.learn(16 * teacher.n_steps * teacher.n_envs, callback=distill)
+    assert not [w for w in caught if "has collapsed" in str(w.message)]
+    assert distill.distiller.varied["student"]
+    assert distill.distiller.constant_updates["student"] == 0
 
 
 class TestBadInputFailsBeforeTheFirstStep:
