@@ -34,13 +34,16 @@ from sb3_distill import RealTimeDistillCallback, ladder
 from sb3_distill.evaluation import trajectory_agreement
 
 RATIOS = (0.017, 0.05, 0.25)
-#: name -> (epochs, batch_size, learning_rate[, max_grad_norm]); "e4_b128" is the callback's default before
-#: this benchmark
-SETTINGS: dict[str, tuple[float, ...]] = {
+#: name -> (epochs, batch_size, learning_rate[, max_grad_norm[, temperature]]); "e4_b128" is the callback's
+#: default before this benchmark
+SETTINGS: dict[str, tuple[float | None, ...]] = {
     "e8_b128": (8, 128, 1e-3),
     "e8_b128_clip05": (8, 128, 1e-3, 0.5),
     "e4_b128": (4, 128, 1e-3),
     "e4_b128_clip05": (4, 128, 1e-3, 0.5),
+    "e8_b128_t01": (8, 128, 1e-3, None, 0.1),
+    "e4_b128_t01": (4, 128, 1e-3, None, 0.1),
+    "e8_b128_lr025": (8, 128, 2.5e-4),
     "e2_b128": (2, 128, 1e-3),
     "e1_b128": (1, 128, 1e-3),
     "e2_b256": (2, 256, 1e-3),
@@ -102,7 +105,8 @@ def run(case: str, steps: int, seed: int, settings: list[str], episodes: int) ->
     rungs = ladder(teacher, RATIOS)
     callbacks = {}
     for name in settings:
-        epochs, batch_size, learning_rate, *clip = SETTINGS[name]
+        epochs, batch_size, learning_rate, *more = SETTINGS[name]
+        max_grad_norm, temperature = [*more, None, None][:2]
         # In the training thread: with background threads the settings' distillations would overlap the
         # teacher and each other, and the cost below could not be read off (the students learn the same).
         callbacks[name] = RealTimeDistillCallback(
@@ -110,7 +114,8 @@ def run(case: str, steps: int, seed: int, settings: list[str], episodes: int) ->
             epochs=int(epochs),
             batch_size=int(batch_size),
             learning_rate=learning_rate,
-            max_grad_norm=clip[0] if clip else None,
+            max_grad_norm=max_grad_norm,
+            temperature=temperature,
             seed=seed,
             background=False,
         )
