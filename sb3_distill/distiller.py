@@ -699,9 +699,10 @@ class Distiller:
     def watch_for_collapse(self, metrics: Mapping[str, Any]) -> None:
         """
         Warn (once per student) when a student that took several greedy actions now takes one for every
-        observation, update after update, while the teacher takes several: its units have stopped responding
-        to the input (every ReLU of a layer dead, say) and gradient steps cannot bring it back. Seen with
-        DQN teachers on MinAtar when students get many passes (``epochs`` 4-8; ``benchmarks/distill_settings.py``).
+        observation, update after update, while the teacher takes several: it may have collapsed (every ReLU
+        of a layer dead, which no gradient step undoes), seen with DQN teachers on MinAtar when students get
+        many passes (``epochs`` 4-8; ``benchmarks/distill_settings.py``). Small students there also passed
+        through such stretches and recovered, so this is a warning to look, not a verdict.
 
         :param metrics: what :meth:`update` returned
         """
@@ -716,9 +717,9 @@ class Distiller:
             if self.constant_updates[name] == COLLAPSE_UPDATES:
                 warnings.warn(
                     f"student {name!r} has taken one greedy action for every observation of the last "
-                    f"{COLLAPSE_UPDATES} updates while the teacher took {teacher_actions}: it has collapsed (its "
-                    f"units no longer respond to the input) and will not recover. Lower learning_rate or epochs, "
-                    f"or set max_grad_norm, and distil it again (distill/{name}/greedy_actions is logged)",
+                    f"{COLLAPSE_UPDATES} updates while the teacher took {teacher_actions}: it may have collapsed "
+                    f"(every unit of a layer dead, which no gradient step undoes). If distill/{name}/greedy_actions "
+                    f"stays at 1, lower learning_rate or epochs and distil it again",
                     RuntimeWarning,
                 )
 
