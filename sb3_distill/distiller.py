@@ -47,8 +47,12 @@ from sb3_distill.spaces import spaces_mismatch
 from sb3_distill.students import SINGLE_STUDENT, StudentSpec, make_students
 from sb3_distill.teachers import Teacher
 
-#: Updates in a row with one greedy action (the teacher taking several) after which a student is called collapsed.
+#: Updates in a row with the same outputs for every observation (the teacher's varying) after which a student is
+#: called collapsed.
 COLLAPSE_UPDATES = 10
+#: The largest ``output_spread`` of a student called constant: a dead layer gives every observation the outputs
+#: of the biases after it (a spread of 0 up to rounding), a live student spreads its outputs far wider.
+CONSTANT_SPREAD = 1e-4
 
 
 def check_positive(name: str, value: Any, integer: bool = False, allow_zero: bool = False) -> None:
@@ -172,12 +176,26 @@ class _Sums:
     seen: list[int]
     #: discrete actions: how often each student's greedy action was each action, ``(students, actions)``
     chosen: th.Tensor
+    #: the largest spread of each student's outputs over one minibatch's observations (max - min, any output)
+    spread: th.Tensor
 
     @classmethod
     def zeros(cls, n_students: int, device: th.device, n_actions: int = 0) -> _Sums:
-        loss, value_loss, agree = (th.zeros(n_students, device=device) for _ in range(3))
+        loss, value_loss, agree, spread = (th.zeros(n_students, device=device) for _ in range(4))
         chosen = th.zeros(n_students, n_actions, dtype=th.long, device=device)
-        return cls(loss, value_loss, agree, [0] * n_students, [0] * n_students, chosen)
+        return cls(loss, value_loss, agree, [0] * n_students, [0] * n_students, chosen, spread)
+
+
+def output_spread(scores: th.Tensor) -> th.Tensor:
+    """
+    How far outputs differ between observations: the largest ``max - min`` over the batch of any one output.
+
+    :param scores: ``(batch, outputs)``, or ``(batch, students, outputs)`` for packed students
+    :return: a scalar, or one spread per student
+    """
+    if len(scores) == 0:
+        return scores.new_zeros(scores.shape[1:-1])
+    return (scores.amax(dim=0) - scores.amin(dim=0)).amax(dim=-1)
 
 
 def fused_optimizer(optimizer: th.optim.Optimizer) -> th.optim.Optimizer:
@@ -260,7 +278,6 @@ class Distiller:
         self.total_time_s = 0.0
         self._warned_non_finite = False
         #: per student: whether it ever took several greedy actions, and for how many updates since it took one
-        self.varied: dict[str, bool] = {}
         self.constant_updates: dict[str, int] = {}
         numpy_seed, torch_seed = np.random.SeedSequence(seed).generate_state(2)
         #: the distiller's own NumPy generator (minibatch order, replay sampling): never the global one
@@ -514,6 +531,7 @@ class Distiller:
         metrics: dict[str, Any] = {"learning_rate": learning_rate, "students": students}
         if not self.continuous:
             metrics["teacher_greedy_actions"] = len(th.unique(teacher_actions))
+        metrics["teacher_output_spread"] = output_spread(targets.scores).item()
         return metrics
 
     def with_time(self, metrics: dict[str, Any], seconds: float) -> dict[str, Any]:
@@ -602,6 +620,7 @@ class Distiller:
             greedy = scores.detach().argmax(dim=-1)  # (batch, students)
             sums.agree += (greedy == batch.actions.unsqueeze(1)).sum(dim=0)
             sums.chosen += F.one_hot(greedy, sums.chosen.shape[1]).sum(dim=0)
+            sums.spread = th.maximum(sums.spread, output_spread(scores.detach()))
         return True
 
     def _backward_and_step(self, names: list[str], losses: list[th.Tensor]) -> None:
@@ -657,6 +676,7 @@ class Distiller:
                     greedy = scores.detach().argmax(dim=-1)
                     sums.agree[index] += (greedy == batch.actions).sum()
                     sums.chosen[index] += F.one_hot(greedy, sums.chosen.shape[1]).sum(dim=0)
+                sums.spread[index] = th.maximum(sums.spread[index], output_spread(scores.detach()))
                 sums.seen[index] += len(batch.actions)
 
     def _metrics(self, index: int, name: str, sums: _Sums) -> dict[str, float]:
@@ -673,6 +693,8 @@ class Distiller:
             metrics["value_loss"] = sums.value_loss[index].item() / updates if updates else float("nan")
         if not self.continuous and seen:
             metrics["greedy_actions"] = int((sums.chosen[index] > 0).sum())
+        if seen:
+            metrics["output_spread"] = sums.spread[index].item()
         return metrics
 
     def record(self, logger: Logger, metrics: Mapping[str, Any], n_distillations: int) -> None:
@@ -688,8 +710,9 @@ class Distiller:
         logger.record(prefix + "learning_rate", metrics["learning_rate"])
         logger.record(prefix + "n_distillations", n_distillations, exclude="tensorboard")
         logger.record(prefix + "non_finite_targets", self.non_finite_targets)
-        if "teacher_greedy_actions" in metrics:
-            logger.record(prefix + "teacher_greedy_actions", metrics["teacher_greedy_actions"])
+        for key in ("teacher_greedy_actions", "teacher_output_spread"):
+            if key in metrics:
+                logger.record(prefix + key, metrics[key])
         for name, values in metrics["students"].items():
             student_prefix = prefix if len(self.students) == 1 else f"{prefix}{name}/"
             for key, value in values.items():
@@ -698,28 +721,29 @@ class Distiller:
 
     def watch_for_collapse(self, metrics: Mapping[str, Any]) -> None:
         """
-        Warn (once per student) when a student that took several greedy actions now takes one for every
-        observation, update after update, while the teacher takes several: it may have collapsed (every ReLU
-        of a layer dead, which no gradient step undoes), seen with DQN teachers on MinAtar when students get
-        many passes (``epochs`` 4-8; ``benchmarks/distill_settings.py``). Small students there also passed
-        through such stretches and recovered, so this is a warning to look, not a verdict.
+        Warn (once per student) when a student gives the same outputs for every observation, update after
+        update, while the teacher's vary: it has collapsed. Every unit of one of its ReLU layers is dead, so what
+        follows sees the same input whatever the observation, and no gradient reaches the layers before: it does
+        not recover. Seen with DQN teachers on MinAtar when students get many passes (``epochs`` 4-8;
+        ``benchmarks/distill_settings.py``). A student that takes one greedy action for a while with outputs
+        that still vary is not collapsed (small students pass through such stretches and recover).
 
         :param metrics: what :meth:`update` returned
         """
-        teacher_actions = metrics.get("teacher_greedy_actions", 0)
+        teacher_varies = metrics.get("teacher_output_spread", 0.0) > CONSTANT_SPREAD
         for name, values in metrics["students"].items():
-            actions = values.get("greedy_actions")
-            if actions is None:
+            spread = values.get("output_spread")
+            if spread is None:
                 continue
-            self.varied[name] = self.varied.get(name, False) or actions > 1
-            constant = actions == 1 and teacher_actions > 1 and self.varied[name]
+            constant = teacher_varies and spread <= CONSTANT_SPREAD
             self.constant_updates[name] = self.constant_updates.get(name, 0) + 1 if constant else 0
             if self.constant_updates[name] == COLLAPSE_UPDATES:
+                key = "distill/output_spread" if len(self.students) == 1 else f"distill/{name}/output_spread"
                 warnings.warn(
-                    f"student {name!r} has taken one greedy action for every observation of the last "
-                    f"{COLLAPSE_UPDATES} updates while the teacher took {teacher_actions}: it may have collapsed "
-                    f"(every unit of a layer dead, which no gradient step undoes). If distill/{name}/greedy_actions "
-                    f"stays at 1, lower learning_rate or epochs and distil it again",
+                    f"student {name!r} has collapsed: it has given the same outputs for every observation of the "
+                    f"last {COLLAPSE_UPDATES} updates ({key} {spread:.1e}) while the teacher's varied. Every unit "
+                    f"of one of its layers is dead, which no gradient step undoes: distil it again with a lower "
+                    f"learning_rate or fewer epochs",
                     RuntimeWarning,
                 )
 

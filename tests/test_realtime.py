@@ -33,7 +33,7 @@ from sb3_distill import (
     save_student,
     wrap_env,
 )
-from sb3_distill.distiller import COLLAPSE_UPDATES
+from sb3_distill.distiller import COLLAPSE_UPDATES, CONSTANT_SPREAD
 from sb3_distill.fit_process import FitProcess
 from sb3_distill.outputs import policy_outputs
 from sb3_distill.sources import RolloutSource
@@ -407,11 +407,13 @@ def test_a_student_collapsed_to_one_action_is_warned_about_once():
         teacher.learn(30 * teacher.n_steps * teacher.n_envs, callback=[distill, kill])
     assert kill.killed_at is not None
     assert distill.n_distillations - kill.killed_at >= 12
-    collapsed = [w for w in caught if "may have collapsed" in str(w.message)]
+    collapsed = [w for w in caught if "has collapsed" in str(w.message)]
     assert len(collapsed) == 1
-    assert "student 'student' has taken one greedy action" in str(collapsed[0].message)
+    assert "student 'student' has collapsed: it has given the same outputs" in str(collapsed[0].message)
     assert teacher.logger.name_to_value["distill/greedy_actions"] == 1
+    assert teacher.logger.name_to_value["distill/output_spread"] <= CONSTANT_SPREAD
     assert teacher.logger.name_to_value["distill/teacher_greedy_actions"] == 2
+    assert teacher.logger.name_to_value["distill/teacher_output_spread"] > 1.0
     assert distill.distiller.constant_updates["student"] >= COLLAPSE_UPDATES
 
 
@@ -422,9 +424,40 @@ def test_a_healthy_student_is_not_called_collapsed():
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         teacher.learn(16 * teacher.n_steps * teacher.n_envs, callback=distill)
-    assert not [w for w in caught if "may have collapsed" in str(w.message)]
-    assert distill.distiller.varied["student"]
+    assert not [w for w in caught if "has collapsed" in str(w.message)]
+    assert teacher.logger.name_to_value["distill/output_spread"] > 100 * CONSTANT_SPREAD
     assert distill.distiller.constant_updates["student"] == 0
+
+
+def test_one_greedy_action_with_varying_outputs_is_not_called_collapsed():
+    # A live student that takes one action everywhere (after its first update, its bias pushed far ahead for one
+    # action, kept there by a tiny learning rate) still answers each observation differently: not the
+    # dead-layer collapse, which is what the warning is about.
+    teacher = load_teacher(PUBLISHED / "ppo" / "CartPole-v1_1", device="cpu")
+    teacher.set_env(make_vec_env("CartPole-v1", n_envs=teacher.n_envs, seed=0))
+    distill = RealTimeDistillCallback(
+        "MlpPolicy", student_kwargs={"net_arch": [16]}, learning_rate=1e-6, seed=0, background=False
+    )
+
+    class FavourOneAction(BaseCallback):
+        def _on_step(self) -> bool:
+            return True
+
+        def _on_rollout_end(self) -> None:
+            if distill.n_distillations == 1:
+                action_net = distill.students["student"].action_net
+                with th.no_grad():  # SB3 starts the logits nearly equal (gain 0.01): spread them, then favour one
+                    action_net.weight.mul_(100.0)
+                    action_net.bias[0] += 100.0
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        teacher.learn((COLLAPSE_UPDATES + 4) * teacher.n_steps * teacher.n_envs, callback=[distill, FavourOneAction()])
+    assert distill.n_distillations >= COLLAPSE_UPDATES + 2
+    assert teacher.logger.name_to_value["distill/greedy_actions"] == 1
+    assert teacher.logger.name_to_value["distill/teacher_greedy_actions"] == 2
+    assert teacher.logger.name_to_value["distill/output_spread"] > 100 * CONSTANT_SPREAD
+    assert not [w for w in caught if "has collapsed" in str(w.message)]
 
 
 class TestBadInputFailsBeforeTheFirstStep:
