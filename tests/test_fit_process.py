@@ -12,7 +12,7 @@ import torch as th
 from stable_baselines3 import DQN, PPO
 
 from sb3_distill.distiller import DistillConfig, Distiller
-from sb3_distill.fit_process import FitProcess
+from sb3_distill.fit_process import FitProcess, _from_bytes, _to_bytes
 from sb3_distill.teachers import Teacher
 from tests.test_distiller import synthetic_teacher
 from tests.test_packing import cnn, minatar_observations, students_for
@@ -83,3 +83,22 @@ def test_a_script_without_the_main_guard(tmp_path, forkserver):
     else:
         assert done.returncode == 0, done.stderr
         assert "distilled 4" in done.stdout  # one in the foreground (the random-number check), three forked
+
+
+def test_tensors_travel_with_their_values_dtypes_and_layout():
+    frames = th.randint(0, 255, (8, 4, 10, 10), dtype=th.uint8).contiguous(memory_format=th.channels_last)
+    sent = {
+        "frames": frames,
+        "step": th.tensor(3.0),
+        "strided": th.arange(10)[::2],
+        "bfloat16": th.ones(3, dtype=th.bfloat16),  # no NumPy dtype: pickled as torch does
+        "parameter": th.nn.Parameter(th.ones(2)),
+    }
+    received = _from_bytes(_to_bytes(sent))
+    for key, tensor in sent.items():
+        assert type(received[key]) is type(tensor)
+        assert received[key].dtype == tensor.dtype
+        assert th.equal(received[key], tensor)
+    assert received["frames"].is_contiguous(memory_format=th.channels_last)
+    received["frames"].add_(1)  # writable, and not the sender's memory
+    assert not th.equal(received["frames"], frames)
