@@ -28,7 +28,7 @@ from typing import Any
 
 import gymnasium as gym
 import torch as th
-from stable_baselines3 import DQN, PPO
+from stable_baselines3 import DQN, PPO, SAC
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.env_util import make_atari_env, make_vec_env
 from stable_baselines3.common.vec_env import VecFrameStack
@@ -138,6 +138,15 @@ CASES: dict[str, dict[str, Any]] = {
         "n_envs": 1,
         "kwargs": {"learning_starts": 1000, "buffer_size": 50_000},
         "timesteps": 15_000,
+        "student_kwargs": {"net_arch": [16]},
+    },
+    # A continuous-action replay teacher: SAC's defaults (one gradient step per environment step).
+    "sac/Pendulum-v1": {
+        "algo": SAC,
+        "env": "Pendulum-v1",
+        "n_envs": 1,
+        "kwargs": {},
+        "timesteps": 5_000,
         "student_kwargs": {"net_arch": [16]},
     },
 }
