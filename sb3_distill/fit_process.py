@@ -7,8 +7,8 @@ not the teacher). Every job returns the students' weights, optimiser states and 
 fit left them, and the training process loads them: it stays the one that owns them, as with a thread. A job
 carries the generator (drawing a replay batch moves it) and, when they changed in the training process (a fit
 in the foreground), the weights and optimiser states. The teacher labels each batch in the training process,
-so the worker never needs it. What the process costs per fit (sending the batch, bringing back the state) pays
-off for on-policy teachers, whose fits cover a whole rollout; ``benchmarks/overhead.py`` measures it.
+so the worker never needs it. What the process costs per fit (sending the batch, bringing back the state) is
+small beside a thread's contention, for on-policy and replay teachers alike; ``benchmarks/overhead.py`` measures it.
 """
 
 from __future__ import annotations

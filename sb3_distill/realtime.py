@@ -30,7 +30,7 @@ from sb3_distill.fit_process import FitProcess, PendingFit
 from sb3_distill.internals import n_updates
 from sb3_distill.normalization import obs_normalization_of
 from sb3_distill.serialization import PathLike, atomic_torch_save, check_save_path, torch_load
-from sb3_distill.sources import ObservationSource, RolloutSource, TargetMemory, source_for
+from sb3_distill.sources import ObservationSource, TargetMemory, source_for
 from sb3_distill.student_files import (
     FILE_FORMAT_KEY,
     FILE_FORMAT_VERSION,
@@ -60,8 +60,8 @@ class RealTimeDistillCallback(BaseCallback):
     other teachers label the batch when it is distilled.
 
     By default (``background=True``) the students' gradient steps run beside the teacher while it collects its
-    next rollout: for on-policy teachers in a second process where one can be forked (Linux, students on the
-    CPU), else in a second thread: the teacher is read (labelled) only in the training thread, each distillation
+    next rollout: in a second process where one can be forked (Linux, students on the CPU), else in a second
+    thread: the teacher is read (labelled) only in the training thread, each distillation
     starts after the previous one has finished, in the same order, on the same private generators, so the
     students end exactly as they would in the foreground. Students whose update draws random numbers (dropout,
     say: checked on the first distillation) stay in the foreground, so that the teacher's generators never move.
@@ -107,8 +107,8 @@ class RealTimeDistillCallback(BaseCallback):
     :param seed: seed of the students' initialisation and of the callback's private generators
         (``None``: derived from the teacher's ``seed`` when it has one, else fresh entropy)
     :param background: fit the students beside the teacher while it goes on (same result; ``students``,
-        ``save`` and the end of training wait for it): ``True``, for on-policy teachers in a second process when
-        it can be forked (Linux, students on the CPU; :mod:`~sb3_distill.fit_process`: no interpreter lock
+        ``save`` and the end of training wait for it): ``True``, in a second process when it can be forked
+        (Linux, students on the CPU; :mod:`~sb3_distill.fit_process`: no interpreter lock
         shared with the teacher), else in a thread; ``"process"`` or ``"thread"`` to choose; ``False``: in the
         training loop
     :param verbose: 1 prints a line when distillation starts and when students are saved
@@ -256,12 +256,13 @@ class RealTimeDistillCallback(BaseCallback):
 
     def _forks_by_default(self) -> bool:
         """
-        ``background=True``: a forked process for on-policy teachers, whose fits over a whole rollout outweigh
-        what a process adds to each (the batches and states it sends); off-policy teachers distil small batches
-        often, and there a thread costs less (``benchmarks/overhead.py``).
+        ``background=True``: a forked process wherever one can be forked (Linux, students on the CPU). It shares
+        no interpreter lock with the teacher, and what it adds to each fit (the batch there, the students' state
+        back) costs less than a thread's contention, for on-policy and replay teachers alike
+        (``benchmarks/overhead.py``).
         """
         assert self.distiller is not None
-        return isinstance(self._source, RolloutSource) and FitProcess.can_fork(self.distiller)
+        return FitProcess.can_fork(self.distiller)
 
     def _start_fit_process(self) -> None:
         """Start the worker process if the students are fitted in one (now: what cannot go fails before any step)."""

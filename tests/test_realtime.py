@@ -778,13 +778,13 @@ class TestBackgroundFitting:
         ("algo", "steps", "overrides"),
         [("ppo", 1024, {}), ("dqn", 1500, {"learning_starts": 200, "train_freq": 4, "gradient_steps": 1})],
     )
-    def test_by_default_on_policy_students_are_fitted_in_a_forked_process_on_linux(self, algo, steps, overrides):
+    def test_by_default_students_are_fitted_in_a_forked_process_on_linux(self, algo, steps, overrides):
         teacher = make_teacher(algo, seed=0, **overrides)
         distill = RealTimeDistillCallback(student="MlpPolicy", student_kwargs={"net_arch": [8]}, seed=0)
         with patch.object(FitProcess, "submit", autospec=True, side_effect=FitProcess.submit) as submit:
             teacher.learn(steps, callback=distill)
         assert distill.n_distillations >= 3
-        forks = sys.platform.startswith("linux") and algo == "ppo"  # off-policy: small frequent fits, a thread
+        forks = sys.platform.startswith("linux")  # on-policy and replay teachers alike
         assert submit.call_count == (distill.n_distillations - 1 if forks else 0)
 
     def test_a_student_that_draws_random_numbers_stays_in_the_foreground(self):
