@@ -279,6 +279,8 @@ class Distiller:
         self._warned_non_finite = False
         #: per student: whether it ever took several greedy actions, and for how many updates since it took one
         self.constant_updates: dict[str, int] = {}
+        #: how many times each student was re-initialised after collapsing (:meth:`watch_for_collapse`)
+        self.collapse_resets = dict.fromkeys(self.students, 0)
         numpy_seed, torch_seed = np.random.SeedSequence(seed).generate_state(2)
         #: the distiller's own NumPy generator (minibatch order, replay sampling): never the global one
         self.rng = np.random.default_rng(int(numpy_seed))
@@ -697,13 +699,15 @@ class Distiller:
             metrics["output_spread"] = sums.spread[index].item()
         return metrics
 
-    def record(self, logger: Logger, metrics: Mapping[str, Any], n_distillations: int) -> None:
+    def record(self, logger: Logger, metrics: Mapping[str, Any], n_distillations: int) -> list[str]:
         """
-        Record one update's metrics in an SB3 logger under ``distill/`` (``distill/<name>/`` with several students).
+        Record one update's metrics in an SB3 logger under ``distill/`` (``distill/<name>/`` with several students),
+        and re-initialise the students that have collapsed (:meth:`watch_for_collapse`).
 
         :param logger: the logger (the teacher's, or the offline run's)
         :param metrics: what :meth:`update` returned
         :param n_distillations: how many updates so far
+        :return: the names of the students re-initialised
         """
         prefix = "distill/"
         logger.record(prefix + "time_s", metrics["time_s"])
@@ -713,39 +717,69 @@ class Distiller:
         for key in ("teacher_greedy_actions", "teacher_output_spread"):
             if key in metrics:
                 logger.record(prefix + key, metrics[key])
+        reset = self.watch_for_collapse(metrics)
         for name, values in metrics["students"].items():
             student_prefix = prefix if len(self.students) == 1 else f"{prefix}{name}/"
             for key, value in values.items():
                 logger.record(student_prefix + key, value)
-        self.watch_for_collapse(metrics)
+            logger.record(student_prefix + "collapse_resets", self.collapse_resets[name])
+        return reset
 
-    def watch_for_collapse(self, metrics: Mapping[str, Any]) -> None:
+    def watch_for_collapse(self, metrics: Mapping[str, Any]) -> list[str]:
         """
-        Warn (once per student) when a student gives the same outputs for every observation, update after
-        update, while the teacher's vary: it has collapsed. Every unit of one of its ReLU layers is dead, so what
-        follows sees the same input whatever the observation, and no gradient reaches the layers before: it does
-        not recover. Seen with DQN teachers on MinAtar when students get many passes (``epochs`` 4-8;
-        ``benchmarks/distill_settings.py``). A student that takes one greedy action for a while with outputs
-        that still vary is not collapsed (small students pass through such stretches and recover).
+        Re-initialise a student that has collapsed: the same outputs for every observation, update after update
+        (``COLLAPSE_UPDATES``), while the teacher's vary. Every unit of one of its ReLU layers is then dead, so what
+        follows sees the same input whatever the observation and no gradient reaches the layers before: its
+        weights are worth nothing, and a fresh start (:meth:`reset_student`) learns from the batches to come.
+        Seen with DQN teachers on MinAtar (small MLP students at the default options early in training, CNN
+        students given 4-8 passes; ``benchmarks/distill_settings.py``). Warned about once per student; counted in
+        ``collapse_resets``. A student that takes one greedy action for a while with outputs that still vary is
+        not collapsed (small students pass through such stretches and recover).
 
         :param metrics: what :meth:`update` returned
+        :return: the names of the students re-initialised
         """
         teacher_varies = metrics.get("teacher_output_spread", 0.0) > CONSTANT_SPREAD
+        reset = []
         for name, values in metrics["students"].items():
             spread = values.get("output_spread")
             if spread is None:
                 continue
             constant = teacher_varies and spread <= CONSTANT_SPREAD
             self.constant_updates[name] = self.constant_updates.get(name, 0) + 1 if constant else 0
-            if self.constant_updates[name] == COLLAPSE_UPDATES:
-                key = "distill/output_spread" if len(self.students) == 1 else f"distill/{name}/output_spread"
+            if self.constant_updates[name] < COLLAPSE_UPDATES:
+                continue
+            if self.collapse_resets[name] == 0:
+                key = "distill/" if len(self.students) == 1 else f"distill/{name}/"
                 warnings.warn(
                     f"student {name!r} has collapsed: it has given the same outputs for every observation of the "
-                    f"last {COLLAPSE_UPDATES} updates ({key} {spread:.1e}) while the teacher's varied. Every unit "
-                    f"of one of its layers is dead, which no gradient step undoes: distil it again with a lower "
-                    f"learning_rate or fewer epochs",
+                    f"last {COLLAPSE_UPDATES} updates ({key}output_spread {spread:.1e}) while the teacher's varied "
+                    f"(every unit of one of its layers dead, which gradient steps do not undo). It is re-initialised "
+                    f"and learns again from the next batch; {key}collapse_resets counts this (a lower learning_rate "
+                    f"or fewer epochs make it rarer)",
                     RuntimeWarning,
                 )
+            self.reset_student(name)
+            reset.append(name)
+        return reset
+
+    def reset_student(self, name: str) -> None:
+        """
+        Re-initialise a student in place: each of its layers' ``reset_parameters`` (PyTorch's initialisation), drawn
+        from this distiller's own generator; its optimiser forgets its moments. The same parameter objects stay
+        (optimisers and packed students keep reading them).
+
+        :param name: the student's name
+        """
+        student = self.students[name]
+        with th.no_grad(), self.private_torch_rng():
+            for module in student.modules():
+                reset_parameters = getattr(module, "reset_parameters", None)
+                if module is not student and callable(reset_parameters):
+                    reset_parameters()
+        self.optimizers[name].state.clear()
+        self.constant_updates[name] = 0
+        self.collapse_resets[name] += 1
 
     # -- checkpoints ---------------------------------------------------------------------------
 
@@ -757,6 +791,7 @@ class Distiller:
             "torch_rng": [state.clone() for state in self._torch_states],
             "skipped_updates": dict(self.skipped_updates),
             "non_finite_targets": self.non_finite_targets,
+            "collapse_resets": dict(self.collapse_resets),
             "total_time_s": self.total_time_s,
         }
 
@@ -779,4 +814,5 @@ class Distiller:
             self._torch_states[0] = state["torch_rng"][0].clone()
         self.skipped_updates = dict(state["skipped_updates"])
         self.non_finite_targets = int(state.get("non_finite_targets", 0))
+        self.collapse_resets = {name: int(state.get("collapse_resets", {}).get(name, 0)) for name in self.students}
         self.total_time_s = float(state["total_time_s"])

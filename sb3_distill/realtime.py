@@ -437,7 +437,8 @@ class RealTimeDistillCallback(BaseCallback):
         metrics = future.result()  # an error raised in the background (thread or process) is raised here
         assert self.distiller is not None
         self.distiller.set_obs_normalization(normalization)
-        self.distiller.record(self.logger, metrics, index)
+        if self.distiller.record(self.logger, metrics, index) and self._fit_process is not None:
+            self._fit_process.state_changed()  # a collapsed student re-initialised here: the worker needs it
         self.last_metrics = metrics
         return metrics
 

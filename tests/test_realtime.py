@@ -15,6 +15,7 @@ import pytest
 import torch as th
 from gymnasium import spaces
 from stable_baselines3 import PPO
+from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import BaseCallback, CallbackList, StopTrainingOnMaxEpisodes
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.evaluation import evaluate_policy
@@ -375,9 +376,12 @@ def test_non_finite_loss_skips_the_update_and_warns_once():
         assert th.equal(old, new.detach())
 
 
-def test_a_student_collapsed_to_one_action_is_warned_about_once():
-    # RL-Zoo's published PPO CartPole agent (its greedy actions take both actions on every rollout); once the
-    # ReLU student takes both too, all its hidden units are killed: it answers every observation with one action.
+def _collapse_a_student(background: bool | str) -> tuple[RealTimeDistillCallback, BaseAlgorithm, list, list, int]:
+    """
+    RL-Zoo's published PPO CartPole agent (its greedy actions take both actions on every rollout) distilled into a
+    ReLU student; once the student takes both actions too, all its hidden units are killed: it answers every
+    observation the same. :return: the callback, the teacher, the warnings, the spreads logged, the kill's update
+    """
     teacher = load_teacher(PUBLISHED / "ppo" / "CartPole-v1_1", device="cpu")
     teacher.set_env(make_vec_env("CartPole-v1", n_envs=teacher.n_envs, seed=0))
     distill = RealTimeDistillCallback(
@@ -385,8 +389,9 @@ def test_a_student_collapsed_to_one_action_is_warned_about_once():
         student_kwargs={"net_arch": [16], "activation_fn": nn.ReLU},
         learning_rate=1e-2,
         seed=0,
-        background=False,
+        background=background,
     )
+    spreads: list[float] = []
 
     class KillHiddenUnits(BaseCallback):
         killed_at: int | None = None
@@ -394,27 +399,47 @@ def test_a_student_collapsed_to_one_action_is_warned_about_once():
         def _on_step(self) -> bool:
             return True
 
-        def _on_rollout_end(self) -> None:
+        def _on_rollout_start(self) -> None:  # after the callback's (it finishes each fit as a rollout starts)
             metrics = distill.last_metrics
+            if metrics and len(spreads) < distill.n_distillations - 1:
+                spreads.append(metrics["students"]["student"]["output_spread"])
             if self.killed_at is None and metrics and metrics["students"]["student"]["greedy_actions"] == 2:
-                student = distill.students["student"]
-                student.mlp_extractor.policy_net[0].bias.data.fill_(-1e3)  # every ReLU of the layer dead
+                distill.students["student"].mlp_extractor.policy_net[0].bias.data.fill_(-1e3)  # every ReLU dead
+                if distill._fit_process is not None:
+                    distill._fit_process.state_changed()  # the worker fits a copy: give it the killed weights
                 self.killed_at = distill.n_distillations
 
     kill = KillHiddenUnits()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        teacher.learn(30 * teacher.n_steps * teacher.n_envs, callback=[distill, kill])
+        teacher.learn(40 * teacher.n_steps * teacher.n_envs, callback=[distill, kill])
     assert kill.killed_at is not None
-    assert distill.n_distillations - kill.killed_at >= 12
+    return distill, teacher, caught, spreads, kill.killed_at
+
+
+def test_a_collapsed_student_is_reinitialised_and_learns_again():
+    distill, teacher, caught, spreads, killed_at = _collapse_a_student(background=False)
     collapsed = [w for w in caught if "has collapsed" in str(w.message)]
     assert len(collapsed) == 1
     assert "student 'student' has collapsed: it has given the same outputs" in str(collapsed[0].message)
-    assert teacher.logger.name_to_value["distill/greedy_actions"] == 1
-    assert teacher.logger.name_to_value["distill/output_spread"] <= CONSTANT_SPREAD
-    assert teacher.logger.name_to_value["distill/teacher_greedy_actions"] == 2
+    assert distill.distiller.collapse_resets["student"] == 1
+    assert teacher.logger.name_to_value["distill/collapse_resets"] == 1
+    # dead from the kill until the reset, COLLAPSE_UPDATES updates later; alive and following the teacher after it
+    dead = spreads[killed_at : killed_at + COLLAPSE_UPDATES]
+    assert len(dead) == COLLAPSE_UPDATES
+    assert max(dead) <= CONSTANT_SPREAD
+    assert min(spreads[killed_at + COLLAPSE_UPDATES :]) > 100 * CONSTANT_SPREAD
+    assert teacher.logger.name_to_value["distill/greedy_actions"] == 2
+    assert teacher.logger.name_to_value["distill/agreement"] > 0.8
     assert teacher.logger.name_to_value["distill/teacher_output_spread"] > 1.0
-    assert distill.distiller.constant_updates["student"] >= COLLAPSE_UPDATES
+
+
+def test_a_student_reinitialised_in_the_training_process_is_fitted_so_in_the_worker():
+    here, *_ = _collapse_a_student(background=False)
+    there, *_ = _collapse_a_student(background="process")
+    assert there.distiller.collapse_resets["student"] == here.distiller.collapse_resets["student"] == 1
+    for mine, theirs in zip(here.students["student"].parameters(), there.students["student"].parameters(), strict=True):
+        assert th.equal(mine, theirs)
 
 
 def test_a_healthy_student_is_not_called_collapsed():
