@@ -582,6 +582,41 @@ def reevaluated_section() -> list[str]:
     return [*lines, "", *sources, ""] if lines else []
 
 
+def q_temperature_section() -> list[str]:
+    """``q_temperature.py``: offline students of saved DQN teachers, one per KL temperature (or MSE)."""
+    lines: list[str] = []
+    for path in sorted(RESULTS.glob("q_temperature*.json")):
+        record = json.loads(path.read_text())
+        teachers = sorted({run["run_seed"] for run in record["runs"]})
+        lines += [
+            f"## Q-value teachers: KL temperature, offline (`{path.stem}.json`)",
+            "",
+            f"{_provenance(record)}; from {', '.join(f'`{name}`' for name in record['from_ladder'])} (teacher "
+            f"seeds {teachers}); {record['steps']} student-driven steps, {record['seeds']} student seed(s) per "
+            f"teacher, {record['episodes']} episodes of seed {record['eval_seed']} for teacher, random and "
+            "student alike. Random-normalised median over teachers and seeds; the paired difference to the "
+            f"first setting ({record['settings'][0]}) on the same teacher and seed, and in how many pairs it is "
+            "higher.",
+            "",
+            "| setting | rung | median | lowest | difference to first (median) | higher | each teacher |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for label, entry in record["summary"].items():
+            setting, rung = label.split(" ")
+            each = " / ".join(
+                _fmt(run["normalized"], ".2f")
+                for run in sorted(record["runs"], key=lambda run: (run["run_seed"], run["seed"]))
+                if (run["setting"], run["rung"]) == (setting, rung)
+            )
+            lines.append(
+                f"| {setting} | {rung} | {_fmt(entry['normalized_median'], '.2f')} | "
+                f"{_fmt(entry['normalized_lowest'], '.2f')} | {_fmt(entry['difference_to_first_median'], '+.2f')} | "
+                f"{entry['better_than_first']} of {entry['pairs']} | {each} |"
+            )
+        lines.append("")
+    return lines
+
+
 def _from_ladder_lines(name: str, record: dict[str, Any]) -> list[str]:
     """``offline_vs_realtime.py --from-ladder``: per saved run and rung, seconds to the target."""
     lines = [
@@ -693,7 +728,8 @@ def write(path: pathlib.Path) -> None:
     for run in sorted(RESULTS.glob("students_vs_teacher_*.json")):
         if run.stem != "students_vs_teacher_quick":
             lines += students_section(run.stem, f"Students against their teachers (`{run.stem}`)")
-    lines += catch_up_section() + reevaluated_section() + student_architectures_section()
+    lines += catch_up_section() + reevaluated_section() + q_temperature_section()
+    lines += student_architectures_section()
     lines += minatar_teachers_section()
     lines += students_section("atari", "Atari (GPU)") + atari_checkpoints_section()
     lines += overhead_section() + packing_section() + realtime_section()

@@ -1,0 +1,186 @@
+"""How sharp should a Q-value teacher's targets be? Offline distillation of saved DQN teachers per temperature.
+
+A DQN teacher's scores are Q-values, not logits: the KL loss softens them as ``softmax(q / temperature)``
+(``temperature=None`` is 0.01, Rusu et al. 2015). How peaked that target is depends on the gaps between a
+state's Q-values, so on the game's reward scale. For each final teacher of the named ``students_vs_teacher.py``
+results saved with ``--save-dir``, each ``--settings`` entry (``t<temperature>``, or ``mse``: regress the
+Q-values) and each ``--rungs`` student of the teacher's ladder, a fresh student is distilled offline,
+student-driven, for ``--steps`` environment steps at the other options' defaults (``--seeds`` student seeds),
+then scored greedily with the teacher and a random policy on the same ``--episodes`` episodes of
+``--eval-seed``. Reported per run: the returns and random-normalised ratios; per setting and rung: the median
+ratio over teachers and seeds, and the median of its difference to the first setting on the same teacher and
+seed (the paired comparison: the teachers differ more than the settings).
+Results: ``benchmarks/results/<name>.json``.
+
+    python benchmarks/q_temperature.py --from-ladder students_vs_teacher_minatar_breakout_dqn_500k_seed3_5 \\
+        --save-dir runs/dqn_breakout_500k --settings t0.01 t0.03 t0.1 t0.3 --rungs 5pct --steps 200000 \\
+        --episodes 200 --jobs 2 --name q_temperature_minatar_breakout
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import pathlib
+import statistics
+import time
+from concurrent.futures import ProcessPoolExecutor
+from typing import Any
+
+import torch as th
+from common import (
+    ALGOS,
+    RESULTS,
+    Clock,
+    RandomPolicy,
+    evaluation_env,
+    median_or_none,
+    normalized_or_none,
+    saved_ladder_runs,
+    write_result,
+)
+from stable_baselines3.common.vec_env import VecNormalize
+
+from sb3_distill import distill, ladder
+from sb3_distill.envs import register
+
+
+def setting_options(setting: str) -> dict[str, Any]:
+    """:return: ``distill``'s options for ``t<temperature>`` (KL at that temperature) or ``mse``"""
+    if setting == "mse":
+        return {"loss": "mse"}
+    if setting.startswith("t"):
+        return {"loss": "kl", "temperature": float(setting[1:])}
+    raise SystemExit(f"unknown setting {setting!r}: give t<temperature> (t0.01) or mse")
+
+
+def one_job(job: dict[str, Any]) -> dict[str, Any]:
+    """Distil one student of one saved teacher at one setting; score it, the teacher and random on the same episodes."""
+    th.set_num_threads(1)
+    register()
+    teacher = ALGOS[job["algo"]].load(job["teacher_path"], device="cpu")
+    alias, student_kwargs = ladder(teacher)[job["rung"]]
+    env = evaluation_env(job["algo"], job["env"], teacher, seed=job["seed"])
+    began = time.perf_counter()
+    student = distill(
+        teacher,
+        alias,
+        env,
+        job["steps"],
+        student_kwargs=student_kwargs,
+        collect="student",
+        seed=job["seed"],
+        **setting_options(job["setting"]),
+    )
+    seconds = time.perf_counter() - began
+    clock = Clock()
+    scores = {}
+    for who, policy in (("teacher", teacher), ("random", RandomPolicy(teacher.action_space, 0)), ("student", student)):
+        scores[who] = clock.evaluate(
+            policy, evaluation_env(job["algo"], job["env"], teacher, seed=job["eval_seed"]), job["episodes"]
+        )
+    return {
+        **{key: job[key] for key in ("run_seed", "setting", "rung", "seed", "steps")},
+        "teacher_return": scores["teacher"],
+        "random_return": scores["random"],
+        "student_return": scores["student"],
+        "normalized": normalized_or_none(scores["student"], scores["teacher"], scores["random"]),
+        "distill_seconds": seconds,
+    }
+
+
+def summarise(runs: list[dict[str, Any]], settings: list[str], rungs: list[str]) -> dict[str, Any]:
+    """Median ratio per setting and rung, and the median paired difference to the first setting."""
+
+    def ratio(setting: str, rung: str, run_seed: int, seed: int) -> float | None:
+        for run in runs:
+            if (run["setting"], run["rung"], run["run_seed"], run["seed"]) == (setting, rung, run_seed, seed):
+                return run["normalized"]
+        return None
+
+    pairs = sorted({(run["run_seed"], run["seed"]) for run in runs})
+    summary: dict[str, Any] = {}
+    for setting, rung in itertools.product(settings, rungs):
+        values = [ratio(setting, rung, *pair) for pair in pairs]
+        differences = []
+        for pair, value in zip(pairs, values, strict=True):
+            base = ratio(settings[0], rung, *pair)
+            if value is not None and base is not None:
+                differences.append(value - base)
+        summary[f"{setting} {rung}"] = {
+            "normalized_median": median_or_none(values),
+            "normalized_lowest": min((v for v in values if v is not None), default=None),
+            "difference_to_first_median": statistics.median(differences) if differences else None,
+            "better_than_first": sum(d > 0 for d in differences),
+            "pairs": len(differences),
+        }
+    return summary
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--from-ladder", nargs="+", required=True, help="students_vs_teacher result stems")
+    parser.add_argument("--save-dir", required=True, help="the folder the runs were saved in (--save-dir)")
+    parser.add_argument("--settings", nargs="+", default=["t0.01", "t0.03", "t0.1", "t0.3"])
+    parser.add_argument("--rungs", nargs="+", default=["5pct"])
+    parser.add_argument("--steps", type=int, default=200_000)
+    parser.add_argument("--seeds", type=int, default=1, help="student seeds per teacher")
+    parser.add_argument("--episodes", type=int, default=200)
+    parser.add_argument("--eval-seed", type=int, default=20_000)
+    parser.add_argument("--jobs", type=int, default=1)
+    parser.add_argument("--name", default="q_temperature")
+    args = parser.parse_args()
+    register()
+    jobs = []
+    for key, run, teacher in saved_ladder_runs(args.from_ladder, args.save_dir):
+        if isinstance(evaluation_env(run["algo"], run["env"], teacher), VecNormalize):
+            raise SystemExit(f"{key}: the entry normalises observations, and a saved run keeps no statistics")
+        for setting, rung, seed in itertools.product(args.settings, args.rungs, range(args.seeds)):
+            setting_options(setting)
+            jobs.append(
+                {
+                    "algo": run["algo"],
+                    "env": run["env"],
+                    "run_seed": run["seed"],
+                    "setting": setting,
+                    "rung": rung,
+                    "seed": seed,
+                    "steps": args.steps,
+                    "episodes": args.episodes,
+                    "eval_seed": args.eval_seed,
+                    "teacher_path": str(pathlib.Path(args.save_dir) / f"{run['saved']}_teacher.zip"),
+                }
+            )
+    began = time.perf_counter()
+    results: list[dict[str, Any]] = []
+    data = {
+        "benchmark": "q_temperature",
+        "from_ladder": args.from_ladder,
+        "settings": args.settings,
+        "rungs": args.rungs,
+        "steps": args.steps,
+        "seeds": args.seeds,
+        "episodes": args.episodes,
+        "eval_seed": args.eval_seed,
+        "jobs": args.jobs,
+    }
+    with ProcessPoolExecutor(args.jobs) as pool:
+        for outcome in pool.map(one_job, jobs):
+            results.append(outcome)
+            print(outcome, flush=True)
+            write_result(
+                args.name,
+                {
+                    **data,
+                    "wall_seconds": time.perf_counter() - began,
+                    "runs": results,
+                    "summary": summarise(results, args.settings, args.rungs),
+                },
+            )
+    print(f"wrote {RESULTS / (args.name + '.json')}")
+    for label, entry in summarise(results, args.settings, args.rungs).items():
+        print(label, entry)
+
+
+if __name__ == "__main__":
+    main()
