@@ -3,13 +3,13 @@
 A DQN teacher's scores are Q-values, not logits: the KL loss softens them as ``softmax(q / temperature)``
 (``temperature=None`` is 0.01, Rusu et al. 2015). How peaked that target is depends on the gaps between a
 state's Q-values, so on the game's reward scale. For each final teacher of the named ``students_vs_teacher.py``
-results saved with ``--save-dir``, each ``--settings`` entry (``t<temperature>``, or ``mse``: regress the
-Q-values) and each ``--rungs`` student of the teacher's ladder, a fresh student is distilled offline,
-student-driven, for ``--steps`` environment steps at the other options' defaults (``--seeds`` student seeds),
-then scored greedily with the teacher and a random policy on the same ``--episodes`` episodes of
-``--eval-seed``. Reported per run: the returns and random-normalised ratios; per setting and rung: the median
-ratio over teachers and seeds, and the median of its difference to the first setting on the same teacher and
-seed (the paired comparison: the teachers differ more than the settings).
+results saved with ``--save-dir``, each ``--settings`` entry (``t<temperature>``; ``mse``: regress the Q-values;
+``nll``: cross-entropy to the teacher's greedy action, the zero-temperature limit) and each ``--rungs`` student of
+the teacher's ladder, a fresh student is distilled offline, student-driven, for ``--steps`` environment steps at
+the other options' defaults (``--seeds`` student seeds), then scored greedily with the teacher and a random policy
+on the same ``--episodes`` episodes of ``--eval-seed``. Reported per run: the returns and random-normalised
+ratios; per setting and rung: the median ratio over teachers and seeds, and the median of its difference to the
+first setting on the same teacher and seed (the paired comparison: the teachers differ more than the settings).
 Results: ``benchmarks/results/<name>.json``.
 
     python benchmarks/q_temperature.py --from-ladder students_vs_teacher_minatar_breakout_dqn_500k_seed3_5 \\
@@ -46,12 +46,12 @@ from sb3_distill.envs import register
 
 
 def setting_options(setting: str) -> dict[str, Any]:
-    """:return: ``distill``'s options for ``t<temperature>`` (KL at that temperature) or ``mse``"""
-    if setting == "mse":
-        return {"loss": "mse"}
+    """:return: ``distill``'s options for ``t<temperature>`` (KL at that temperature), ``mse`` or ``nll``"""
+    if setting in ("mse", "nll"):
+        return {"loss": setting}
     if setting.startswith("t"):
         return {"loss": "kl", "temperature": float(setting[1:])}
-    raise SystemExit(f"unknown setting {setting!r}: give t<temperature> (t0.01) or mse")
+    raise SystemExit(f"unknown setting {setting!r}: give t<temperature> (t0.01), mse or nll")
 
 
 def one_job(job: dict[str, Any]) -> dict[str, Any]:
@@ -125,6 +125,7 @@ def main() -> None:
     parser.add_argument("--rungs", nargs="+", default=["5pct"])
     parser.add_argument("--steps", type=int, default=200_000)
     parser.add_argument("--seeds", type=int, default=1, help="student seeds per teacher")
+    parser.add_argument("--first-seed", type=int, default=0, help="the first student seed")
     parser.add_argument("--episodes", type=int, default=200)
     parser.add_argument("--eval-seed", type=int, default=20_000)
     parser.add_argument("--jobs", type=int, default=1)
@@ -135,7 +136,9 @@ def main() -> None:
     for key, run, teacher in saved_ladder_runs(args.from_ladder, args.save_dir):
         if isinstance(evaluation_env(run["algo"], run["env"], teacher), VecNormalize):
             raise SystemExit(f"{key}: the entry normalises observations, and a saved run keeps no statistics")
-        for setting, rung, seed in itertools.product(args.settings, args.rungs, range(args.seeds)):
+        for setting, rung, seed in itertools.product(
+            args.settings, args.rungs, range(args.first_seed, args.first_seed + args.seeds)
+        ):
             setting_options(setting)
             jobs.append(
                 {
@@ -160,6 +163,7 @@ def main() -> None:
         "rungs": args.rungs,
         "steps": args.steps,
         "seeds": args.seeds,
+        "first_seed": args.first_seed,
         "episodes": args.episodes,
         "eval_seed": args.eval_seed,
         "jobs": args.jobs,
