@@ -588,11 +588,12 @@ def q_temperature_section() -> list[str]:
     for path in sorted(RESULTS.glob("q_temperature*.json")):
         record = json.loads(path.read_text())
         teachers = sorted({run["run_seed"] for run in record["runs"]})
+        students = sorted({run["seed"] for run in record["runs"]})
         lines += [
             f"## Q-value teachers: KL temperature, offline (`{path.stem}.json`)",
             "",
             f"{_provenance(record)}; from {', '.join(f'`{name}`' for name in record['from_ladder'])} (teacher "
-            f"seeds {teachers}); {record['steps']} student-driven steps, {record['seeds']} student seed(s) per "
+            f"seeds {teachers}); {record['steps']} student-driven steps, student seeds {students} per "
             f"teacher, {record['episodes']} episodes of seed {record['eval_seed']} for teacher, random and "
             "student alike. Random-normalised median over teachers and seeds; the paired difference to the "
             f"first setting ({record['settings'][0]}) on the same teacher and seed, and in how many pairs it is "
