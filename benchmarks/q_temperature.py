@@ -91,22 +91,13 @@ def one_job(job: dict[str, Any]) -> dict[str, Any]:
 
 def summarise(runs: list[dict[str, Any]], settings: list[str], rungs: list[str]) -> dict[str, Any]:
     """Median ratio per setting and rung, and the median paired difference to the first setting."""
-
-    def ratio(setting: str, rung: str, run_seed: int, seed: int) -> float | None:
-        for run in runs:
-            if (run["setting"], run["rung"], run["run_seed"], run["seed"]) == (setting, rung, run_seed, seed):
-                return run["normalized"]
-        return None
-
+    ratios = {(run["setting"], run["rung"], run["run_seed"], run["seed"]): run["normalized"] for run in runs}
     pairs = sorted({(run["run_seed"], run["seed"]) for run in runs})
     summary: dict[str, Any] = {}
     for setting, rung in itertools.product(settings, rungs):
-        values = [ratio(setting, rung, *pair) for pair in pairs]
-        differences = []
-        for pair, value in zip(pairs, values, strict=True):
-            base = ratio(settings[0], rung, *pair)
-            if value is not None and base is not None:
-                differences.append(value - base)
+        values = [ratios.get((setting, rung, *pair)) for pair in pairs]
+        bases = [ratios.get((settings[0], rung, *pair)) for pair in pairs]
+        differences = [v - b for v, b in zip(values, bases, strict=True) if v is not None and b is not None]
         summary[f"{setting} {rung}"] = {
             "normalized_median": median_or_none(values),
             "normalized_lowest": min((v for v in values if v is not None), default=None),
