@@ -4,7 +4,8 @@ A DQN teacher's scores are Q-values, not logits: the KL loss softens them as ``s
 (``temperature=None`` is 0.01, Rusu et al. 2015). How peaked that target is depends on the gaps between a
 state's Q-values, so on the game's reward scale. For each final teacher of the named ``students_vs_teacher.py``
 results saved with ``--save-dir``, each ``--settings`` entry (``t<temperature>``; ``mse``: regress the Q-values;
-``nll``: cross-entropy to the teacher's greedy action, the zero-temperature limit) and each ``--rungs`` student of
+``nll``: cross-entropy to the teacher's greedy action, the zero-temperature limit; ``+cnn``, ``+pooled``, ``+mlp``:
+the student family, as in ``t0.01+pooled``) and each ``--rungs`` student of
 the teacher's ladder, a fresh student is distilled offline, student-driven, for ``--steps`` environment steps at
 the other options' defaults (``--seeds`` student seeds), then scored greedily with the teacher and a random policy
 on the same ``--episodes`` episodes of ``--eval-seed``. Reported per run: the returns and random-normalised
@@ -24,6 +25,7 @@ import itertools
 import pathlib
 import statistics
 import time
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from typing import Any
 
@@ -43,15 +45,35 @@ from stable_baselines3.common.vec_env import VecNormalize
 
 from sb3_distill import distill, ladder
 from sb3_distill.envs import register
+from sb3_distill.ladder import Spec, minatar_cnn_student, minatar_pooled_student, mlp_student
+
+FAMILIES: dict[str, Callable[[int], Spec]] = {
+    "cnn": minatar_cnn_student,
+    "pooled": minatar_pooled_student,
+    "mlp": mlp_student,
+}
 
 
 def setting_options(setting: str) -> dict[str, Any]:
-    """:return: ``distill``'s options for ``t<temperature>`` (KL at that temperature), ``mse`` or ``nll``"""
-    if setting in ("mse", "nll"):
-        return {"loss": setting}
-    if setting.startswith("t"):
-        return {"loss": "kl", "temperature": float(setting[1:])}
-    raise SystemExit(f"unknown setting {setting!r}: give t<temperature> (t0.01), mse or nll")
+    """
+    :param setting: ``+``-joined parts: ``t<temperature>`` (KL at that temperature), ``mse`` or ``nll`` (the loss;
+        default: KL at the default temperature), and a student family of :data:`FAMILIES` (default: the ladder's)
+    :return: ``distill``'s options, and ``family`` for :func:`~sb3_distill.ladder`
+    """
+    options: dict[str, Any] = {}
+    for part in setting.split("+"):
+        if part in ("mse", "nll"):
+            options["loss"] = part
+        elif part in FAMILIES:
+            options["family"] = FAMILIES[part]
+        elif part.startswith("t") and part[1:].replace(".", "", 1).isdigit():
+            options.update(loss="kl", temperature=float(part[1:]))
+        else:
+            raise SystemExit(
+                f"unknown setting {part!r} in {setting!r}: give t<temperature> (t0.01), mse or nll, "
+                f"and/or a student family ({', '.join(FAMILIES)}), joined by '+'"
+            )
+    return options
 
 
 def one_job(job: dict[str, Any]) -> dict[str, Any]:
@@ -59,7 +81,8 @@ def one_job(job: dict[str, Any]) -> dict[str, Any]:
     th.set_num_threads(1)
     register()
     teacher = ALGOS[job["algo"]].load(job["teacher_path"], device="cpu")
-    alias, student_kwargs = ladder(teacher)[job["rung"]]
+    options = setting_options(job["setting"])
+    alias, student_kwargs = ladder(teacher, family=options.pop("family", None))[job["rung"]]
     env = evaluation_env(job["algo"], job["env"], teacher, seed=job["seed"])
     began = time.perf_counter()
     student = distill(
@@ -70,7 +93,7 @@ def one_job(job: dict[str, Any]) -> dict[str, Any]:
         student_kwargs=student_kwargs,
         collect="student",
         seed=job["seed"],
-        **setting_options(job["setting"]),
+        **options,
     )
     seconds = time.perf_counter() - began
     clock = Clock()

@@ -1,6 +1,6 @@
 """Which MinAtar student network learns its teacher best at the same parameter budget, distilled in real time.
 
-One PPO teacher per seed (``hyperparams/ppo.yml``'s MinAtar entry) carries one callback with every
+One teacher per seed (``--algo``: ``hyperparams/<algo>.yml``'s MinAtar entry) carries one callback with every
 architecture as a student, so all of them see the same batches of the same teacher; each is scored at the end
 (greedy, random-normalised: 0 random, 1 the teacher) and by its greedy agreement with the teacher on the
 teacher's own trajectories. Architectures: the ladder's 1.7% student, and the other families at the width whose
@@ -8,12 +8,17 @@ acting parameters are nearest its own (log scale, picked by :func:`sb3_distill.l
 
 - ``plain``: :func:`sb3_distill.ladder.minatar_cnn_student`, the ladder's own (Young & Tian's layout, narrower);
 - ``pooled``: :func:`sb3_distill.ladder.minatar_pooled_student` (``pool=2``, ``features_dim = 2 * channels``);
-- ``pooled-square``: the same with ``features_dim = channels``.
+- ``pooled-square``: the same with ``features_dim = channels``;
+- ``mlp``: :func:`sb3_distill.ladder.mlp_student`, one hidden layer over the flattened frame.
+
+``--families`` picks the arms besides ``plain`` (default: ``pooled pooled-square``).
 
 Writes ``benchmarks/results/<name>.json``; the summary is the median over seeds of each architecture's
 normalised return and of its difference to ``plain`` on the same teacher.
 
     python benchmarks/student_architectures.py --env MinAtar/SpaceInvaders-v1 --seeds 3 --timesteps 1000000
+    python benchmarks/student_architectures.py --algo dqn --env MinAtar/Breakout-v1 --ratio 0.05 \
+        --families pooled mlp --seeds 3 --first-seed 3 --timesteps 500000 --jobs 2
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ import argparse
 import statistics
 import time
 from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
 from typing import Any
 
 import torch as th
@@ -30,7 +36,7 @@ from common import Clock, RandomPolicy, evaluation_env, normalized_or_none, writ
 from sb3_distill import RealTimeDistillCallback, ladder
 from sb3_distill.envs import register
 from sb3_distill.evaluation import trajectory_agreement
-from sb3_distill.ladder import Spec, minatar_pooled_student
+from sb3_distill.ladder import Spec, minatar_pooled_student, mlp_student
 from sb3_distill.outputs import count_acting_parameters
 
 
@@ -40,19 +46,26 @@ def pooled_square(width: int) -> Spec:
     return spec[0], {**spec[1], "features_extractor_kwargs": {"channels": width, "features_dim": width, "pool": 2}}
 
 
-def run(env_id: str, seed: int, steps: int, episodes: int, ratio: float) -> dict[str, Any]:
-    teacher, _ = zoo_teacher("ppo", env_id, seed)
-    rungs = ladder(teacher, [ratio])
+FAMILIES: dict[str, Callable[[int], Spec]] = {
+    "pooled": minatar_pooled_student,
+    "pooled-square": pooled_square,
+    "mlp": mlp_student,
+}
+
+
+def run(job: dict[str, Any]) -> dict[str, Any]:
+    """One teacher with every arm as a student of one callback; each arm scored at the end."""
+    algo, env_id, seed, steps, episodes = (job[key] for key in ("algo", "env", "seed", "steps", "episodes"))
+    th.set_num_threads(1)
+    register()
+    teacher, _ = zoo_teacher(algo, env_id, seed)
+    rungs = ladder(teacher, [job["ratio"]])
     (name,) = rungs
     specs: dict[str, Spec] = {"plain": rungs[name]}
     parameters = {"plain": rungs.parameters[name]}
     budget = rungs.parameters[name] / count_acting_parameters(teacher.policy)  # the plain student's own ratio
-    families: dict[str, Callable[[int], Spec]] = {
-        "pooled": minatar_pooled_student,
-        "pooled-square": pooled_square,
-    }
-    for arm, family in families.items():  # the family's width nearest the plain student (log scale)
-        found = ladder(teacher, [budget], family=family)
+    for arm in job["families"]:  # the family's width nearest the plain student (log scale)
+        found = ladder(teacher, [budget], family=FAMILIES[arm])
         (name,) = found
         specs[arm], parameters[arm] = found[name], found.parameters[name]
     callback = RealTimeDistillCallback(student=specs, seed=seed)
@@ -60,7 +73,7 @@ def run(env_id: str, seed: int, steps: int, episodes: int, ratio: float) -> dict
     teacher.learn(steps, callback=callback)
     seconds = time.perf_counter() - began
     clock = Clock()
-    eval_env = evaluation_env("ppo", env_id, teacher)
+    eval_env = evaluation_env(algo, env_id, teacher)
     teacher_return = clock.evaluate(teacher, eval_env, episodes)
     random_return = clock.evaluate(RandomPolicy(teacher.action_space, seed), eval_env, episodes)
     students = {}
@@ -72,13 +85,14 @@ def run(env_id: str, seed: int, steps: int, episodes: int, ratio: float) -> dict
             "compression": parameters[arm] / count_acting_parameters(teacher.policy),
             "return": score,
             "normalized": normalized_or_none(score, teacher_return, random_return),
-            "agreement": trajectory_agreement(teacher, student, evaluation_env("ppo", env_id, teacher), n_steps=2000),
+            "agreement": trajectory_agreement(teacher, student, evaluation_env(algo, env_id, teacher), n_steps=2000),
         }
     line = ", ".join(
         f"{arm} ({value['acting_parameters']} parameters) {value['return']:.2f}" for arm, value in students.items()
     )
     print(f"{env_id} seed {seed}: teacher {teacher_return:.2f}, random {random_return:.2f}; {line}", flush=True)
     return {
+        "algo": algo,
         "env": env_id,
         "seed": seed,
         "teacher_steps": steps,
@@ -91,20 +105,31 @@ def run(env_id: str, seed: int, steps: int, episodes: int, ratio: float) -> dict
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--algo", default="ppo", choices=["ppo", "dqn"])
     parser.add_argument("--env", default="MinAtar/SpaceInvaders-v1")
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--first-seed", type=int, default=0)
     parser.add_argument("--timesteps", type=int, default=1_000_000)
     parser.add_argument("--episodes", type=int, default=50)
     parser.add_argument("--ratio", type=float, default=0.017, help="the budget: this ladder rung's parameters")
+    parser.add_argument("--families", nargs="+", default=["pooled", "pooled-square"], choices=list(FAMILIES))
+    parser.add_argument("--jobs", type=int, default=1, help="seeds run at once (one torch thread each)")
     parser.add_argument("--name", default=None, help="result file stem (default student_architectures_<game>)")
     args = parser.parse_args()
-    th.set_num_threads(1)
-    register()
-    runs = [
-        run(args.env, seed, args.timesteps, args.episodes, args.ratio)
+    jobs = [
+        {
+            "algo": args.algo,
+            "env": args.env,
+            "seed": seed,
+            "steps": args.timesteps,
+            "episodes": args.episodes,
+            "ratio": args.ratio,
+            "families": args.families,
+        }
         for seed in range(args.first_seed, args.first_seed + args.seeds)
     ]
+    with ProcessPoolExecutor(args.jobs) as pool:
+        runs = list(pool.map(run, jobs))
     arms = list(runs[0]["students"])
     scored = [r for r in runs if r["teacher_return"] > r["random_return"]]  # normalised scores need a teacher
     summary = {
@@ -120,11 +145,12 @@ def main() -> None:
         for arm in arms
     }
     game = args.env.split("/")[-1].split("-")[0].lower()
-    name = args.name or f"student_architectures_{game}"
+    name = args.name or f"student_architectures_{game}" + ("" if args.algo == "ppo" else f"_{args.algo}")
     path = write_result(
         name,
         {
             "benchmark": "student_architectures",
+            "algo": args.algo,
             "env": args.env,
             "ratio": args.ratio,
             "seeds": [r["seed"] for r in runs],

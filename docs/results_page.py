@@ -188,7 +188,8 @@ def student_architectures_section() -> list[str]:
         lines += [
             f"## Student architectures at one budget (`{name}.json`)",
             "",
-            f"{_provenance(record)}; {record['env']}, PPO teachers of {record['timesteps'] // 1000}k steps, "
+            f"{_provenance(record)}; {record['env']}, {record.get('algo', 'ppo').upper()} teachers of "
+            f"{record['timesteps'] // 1000}k steps, "
             f"seeds {record['seeds']}, {record['eval_episodes']} episodes; every architecture a student of the "
             f"same callback, sized to the ladder's {record['ratio']:.1%} rung. Random-normalised return per seed.",
             "",
