@@ -591,7 +591,7 @@ def q_temperature_section() -> list[str]:
         teachers = sorted({run["run_seed"] for run in record["runs"]})
         students = sorted({run["seed"] for run in record["runs"]})
         lines += [
-            f"## Q-value teachers: KL temperature, offline (`{path.stem}.json`)",
+            f"## Q-value teachers: KL temperature and student family, offline (`{path.stem}.json`)",
             "",
             f"{_provenance(record)}; from {', '.join(f'`{name}`' for name in record['from_ladder'])} (teacher "
             f"seeds {teachers}); {record['steps']} student-driven steps, student seeds {students} per "
