@@ -13,7 +13,7 @@ import platform
 import statistics
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from importlib import metadata
 from typing import Any
 
@@ -27,10 +27,26 @@ from sb3_distill.evaluation import (
     RandomPolicy,  # noqa: F401  (the benchmarks import it from here)
     normalized_return,
 )
+from sb3_distill.ladder import Spec, minatar_cnn_student, minatar_pooled_student, mlp_student
 from sb3_distill.serialization import atomic_write_bytes
 from sb3_distill.zoo import distill_kwargs, hyperparams_file, load_hyperparams, zoo_experiment
 
 RESULTS = pathlib.Path(__file__).resolve().parent / "results"
+
+
+def pooled_square(width: int) -> Spec:
+    """:return: :func:`~sb3_distill.ladder.minatar_pooled_student` with as many features as channels"""
+    spec = minatar_pooled_student(width)
+    return spec[0], {**spec[1], "features_extractor_kwargs": {"channels": width, "features_dim": width, "pool": 2}}
+
+
+#: MinAtar student families the benchmarks compare by name (``plain`` is the ladder's default)
+FAMILIES: dict[str, Callable[[int], Spec]] = {
+    "plain": minatar_cnn_student,
+    "pooled": minatar_pooled_student,
+    "pooled-square": pooled_square,
+    "mlp": mlp_student,
+}
 PACKAGES = ("sb3-distill", "stable-baselines3", "torch", "gymnasium", "numpy", "ale-py", "minatar")
 
 

@@ -4,7 +4,7 @@ A DQN teacher's scores are Q-values, not logits: the KL loss softens them as ``s
 (``temperature=None`` is 0.01, Rusu et al. 2015). How peaked that target is depends on the gaps between a
 state's Q-values, so on the game's reward scale. For each final teacher of the named ``students_vs_teacher.py``
 results saved with ``--save-dir``, each ``--settings`` entry (``t<temperature>``; ``mse``: regress the Q-values;
-``nll``: cross-entropy to the teacher's greedy action, the zero-temperature limit; ``+cnn``, ``+pooled``, ``+mlp``:
+``nll``: cross-entropy to the teacher's greedy action, the zero-temperature limit; ``+plain``, ``+pooled``, ``+mlp``...:
 the student family, as in ``t0.01+pooled``) and each ``--rungs`` student of
 the teacher's ladder, a fresh student is distilled offline, student-driven, for ``--steps`` environment steps at
 the other options' defaults (``--seeds`` student seeds), then scored greedily with the teacher and a random policy
@@ -25,13 +25,13 @@ import itertools
 import pathlib
 import statistics
 import time
-from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from typing import Any
 
 import torch as th
 from common import (
     ALGOS,
+    FAMILIES,
     RESULTS,
     Clock,
     RandomPolicy,
@@ -45,19 +45,12 @@ from stable_baselines3.common.vec_env import VecNormalize
 
 from sb3_distill import distill, ladder
 from sb3_distill.envs import register
-from sb3_distill.ladder import Spec, minatar_cnn_student, minatar_pooled_student, mlp_student
-
-FAMILIES: dict[str, Callable[[int], Spec]] = {
-    "cnn": minatar_cnn_student,
-    "pooled": minatar_pooled_student,
-    "mlp": mlp_student,
-}
 
 
 def setting_options(setting: str) -> dict[str, Any]:
     """
     :param setting: ``+``-joined parts: ``t<temperature>`` (KL at that temperature), ``mse`` or ``nll`` (the loss;
-        default: KL at the default temperature), and a student family of :data:`FAMILIES` (default: the ladder's)
+        default: KL at the default temperature), and a student family of ``common.FAMILIES`` (default: the ladder's)
     :return: ``distill``'s options, and ``family`` for :func:`~sb3_distill.ladder`
     """
     options: dict[str, Any] = {}

@@ -26,31 +26,17 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
-from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from typing import Any
 
 import torch as th
-from common import Clock, RandomPolicy, evaluation_env, normalized_or_none, write_result, zoo_teacher
+from common import FAMILIES, Clock, RandomPolicy, evaluation_env, normalized_or_none, write_result, zoo_teacher
 
 from sb3_distill import RealTimeDistillCallback, ladder
 from sb3_distill.envs import register
 from sb3_distill.evaluation import trajectory_agreement
-from sb3_distill.ladder import Spec, minatar_pooled_student, mlp_student
+from sb3_distill.ladder import Spec
 from sb3_distill.outputs import count_acting_parameters
-
-
-def pooled_square(width: int) -> Spec:
-    """:return: :func:`~sb3_distill.ladder.minatar_pooled_student` with as many features as channels"""
-    spec = minatar_pooled_student(width)
-    return spec[0], {**spec[1], "features_extractor_kwargs": {"channels": width, "features_dim": width, "pool": 2}}
-
-
-FAMILIES: dict[str, Callable[[int], Spec]] = {
-    "pooled": minatar_pooled_student,
-    "pooled-square": pooled_square,
-    "mlp": mlp_student,
-}
 
 
 def run(job: dict[str, Any]) -> dict[str, Any]:
@@ -112,7 +98,9 @@ def main() -> None:
     parser.add_argument("--timesteps", type=int, default=1_000_000)
     parser.add_argument("--episodes", type=int, default=50)
     parser.add_argument("--ratio", type=float, default=0.017, help="the budget: this ladder rung's parameters")
-    parser.add_argument("--families", nargs="+", default=["pooled", "pooled-square"], choices=list(FAMILIES))
+    parser.add_argument(
+        "--families", nargs="+", default=["pooled", "pooled-square"], choices=[f for f in FAMILIES if f != "plain"]
+    )
     parser.add_argument("--jobs", type=int, default=1, help="seeds run at once (one torch thread each)")
     parser.add_argument("--name", default=None, help="result file stem (default student_architectures_<game>)")
     args = parser.parse_args()
