@@ -91,9 +91,8 @@ def minatar_pooled_student(width: int) -> Spec:
     against the default family's 0.46 / 0.72 / 0.72 / 0.64 / 0.51 (medians 0.58 and 0.64); Seaquest seeds
     0-1: 0.85 / 0.88 against 0.84 / 0.83. Students of DQN teachers (MinAtar Breakout, 500k steps) at the 5%
     budget: distilled offline from six final teachers, two student seeds each (``benchmarks/q_temperature.py``),
-    median 0.95 against 0.86, ahead in 9 pairs of 12 (Wilcoxon p = 0.005); in real time (seeds 6-8) 0.60 /
-    1.08 / 1.33 against 0.87 / 0.55 / 1.48. Not the default; the family for offline distillation of Q-value
-    teachers.
+    median 0.95 against 0.86, ahead in 9 pairs of 12 (Wilcoxon p = 0.005); in real time (seeds 6-12) median
+    0.80 against 0.87, ahead in 3 of 7. Not the default; the family for offline distillation of Q-value teachers.
 
     :param width: channels of the convolution (features: ``2 * width``)
     :return: an ``MlpPolicy`` student with a pooling :class:`~sb3_distill.architectures.MinAtarCNN` extractor
