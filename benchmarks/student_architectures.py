@@ -11,7 +11,10 @@ acting parameters are nearest its own (log scale, picked by :func:`sb3_distill.l
 - ``pooled-square``: the same with ``features_dim = channels``;
 - ``mlp``: :func:`sb3_distill.ladder.mlp_student`, one hidden layer over the flattened frame.
 
-``--families`` picks the arms besides ``plain`` (default: ``pooled pooled-square``).
+``--families`` picks the arms besides ``plain`` (default: ``pooled pooled-square``). ``--averaging`` adds, for
+each arm and each half-life given (in teacher steps), an exponential moving average of that student's weights,
+updated after every distillation (weight ``0.5 ** (steps since the last update / half-life)`` on the old
+average): arm ``<arm>@ema<half-life>``, the same network, never trained itself.
 
 Writes ``benchmarks/results/<name>.json``; the summary is the median over seeds of each architecture's
 normalised return and of its difference to ``plain`` on the same teacher.
@@ -19,11 +22,14 @@ normalised return and of its difference to ``plain`` on the same teacher.
     python benchmarks/student_architectures.py --env MinAtar/SpaceInvaders-v1 --seeds 3 --timesteps 1000000
     python benchmarks/student_architectures.py --algo dqn --env MinAtar/Breakout-v1 --ratio 0.05 \
         --families pooled mlp --seeds 3 --first-seed 3 --timesteps 500000 --jobs 2
+    python benchmarks/student_architectures.py --algo dqn --env MinAtar/Breakout-v1 --ratio 0.05 --families \
+        --averaging 10000 50000 --seeds 4 --first-seed 13 --timesteps 500000 --episodes 200 --jobs 2
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import statistics
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -31,12 +37,53 @@ from typing import Any
 
 import torch as th
 from common import FAMILIES, Clock, RandomPolicy, evaluation_env, normalized_or_none, write_result, zoo_teacher
+from stable_baselines3.common.policies import BasePolicy
 
 from sb3_distill import RealTimeDistillCallback, ladder
 from sb3_distill.envs import register
 from sb3_distill.evaluation import trajectory_agreement
 from sb3_distill.ladder import Spec
 from sb3_distill.outputs import count_acting_parameters
+
+
+class AveragingCallback(RealTimeDistillCallback):
+    """
+    The callback, also keeping exponential moving averages of each student's weights (``averages``, by arm
+    name), updated each time a distillation has finished.
+
+    :param half_lives: the averages' half-lives, in teacher steps
+    """
+
+    def __init__(self, half_lives: list[int], **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.half_lives = half_lives
+        self.averages: dict[str, BasePolicy] = {}
+        self.averaged_at = 0
+
+    def _finish_distillation(self, block: bool = True) -> dict[str, Any] | None:
+        metrics = super()._finish_distillation(block)
+        if metrics is not None:
+            self.update_averages()
+        return metrics
+
+    def update_averages(self) -> None:
+        assert self.distiller is not None
+        elapsed = self.model.num_timesteps - self.averaged_at
+        self.averaged_at = self.model.num_timesteps
+        for name, student in self.distiller.students.items():
+            for half_life in self.half_lives:
+                key = f"{name}@ema{half_life // 1000}k"
+                if key not in self.averages:
+                    self.averages[key] = copy.deepcopy(student)
+                    continue
+                weight = 1.0 - 0.5 ** (elapsed / half_life)  # on the student's weights now
+                pairs = zip(self.averages[key].state_dict().values(), student.state_dict().values(), strict=True)
+                with th.no_grad():
+                    for average, now in pairs:
+                        if average.is_floating_point():
+                            average.lerp_(now, weight)
+                        else:
+                            average.copy_(now)
 
 
 def run(job: dict[str, Any]) -> dict[str, Any]:
@@ -54,16 +101,21 @@ def run(job: dict[str, Any]) -> dict[str, Any]:
         found = ladder(teacher, [budget], family=FAMILIES[arm])
         (name,) = found
         specs[arm], parameters[arm] = found[name], found.parameters[name]
-    callback = RealTimeDistillCallback(student=specs, seed=seed)
+    callback = AveragingCallback(job["averaging"], student=specs, seed=seed)
     began = time.perf_counter()
     teacher.learn(steps, callback=callback)
     seconds = time.perf_counter() - began
+    learned = dict(callback.students)
+    for key, average in callback.averages.items():
+        arm = key.split("@")[0]
+        learned[key] = average
+        specs[key], parameters[key] = specs[arm], parameters[arm]
     clock = Clock()
     eval_env = evaluation_env(algo, env_id, teacher)
     teacher_return = clock.evaluate(teacher, eval_env, episodes)
     random_return = clock.evaluate(RandomPolicy(teacher.action_space, seed), eval_env, episodes)
     students = {}
-    for arm, student in callback.students.items():
+    for arm, student in learned.items():
         score = clock.evaluate(student, eval_env, episodes)
         students[arm] = {
             "student_kwargs": repr(specs[arm][1]),
@@ -83,6 +135,7 @@ def run(job: dict[str, Any]) -> dict[str, Any]:
         "seed": seed,
         "teacher_steps": steps,
         "seconds": seconds,
+        "distillations": callback.n_distillations,
         "teacher_return": teacher_return,
         "random_return": random_return,
         "students": students,
@@ -99,7 +152,10 @@ def main() -> None:
     parser.add_argument("--episodes", type=int, default=50)
     parser.add_argument("--ratio", type=float, default=0.017, help="the budget: this ladder rung's parameters")
     parser.add_argument(
-        "--families", nargs="+", default=["pooled", "pooled-square"], choices=[f for f in FAMILIES if f != "plain"]
+        "--families", nargs="*", default=["pooled", "pooled-square"], choices=[f for f in FAMILIES if f != "plain"]
+    )
+    parser.add_argument(
+        "--averaging", nargs="*", type=int, default=[], help="half-lives (teacher steps) of weight averages"
     )
     parser.add_argument("--jobs", type=int, default=1, help="seeds run at once (one torch thread each)")
     parser.add_argument("--name", default=None, help="result file stem (default student_architectures_<game>)")
@@ -113,6 +169,7 @@ def main() -> None:
             "episodes": args.episodes,
             "ratio": args.ratio,
             "families": args.families,
+            "averaging": args.averaging,
         }
         for seed in range(args.first_seed, args.first_seed + args.seeds)
     ]
@@ -141,6 +198,7 @@ def main() -> None:
             "algo": args.algo,
             "env": args.env,
             "ratio": args.ratio,
+            "averaging_half_lives": args.averaging,
             "seeds": [r["seed"] for r in runs],
             "timesteps": args.timesteps,
             "eval_episodes": args.episodes,

@@ -178,6 +178,17 @@ def packing_section() -> list[str]:
     return [*lines, ""]
 
 
+def _averaging_note(record: dict[str, Any]) -> str:
+    """The sentence naming ``--averaging``'s arms, when the run had them."""
+    half_lives = record.get("averaging_half_lives")
+    if not half_lives:
+        return ""
+    return (
+        " `<arm>@ema<half-life>`: an exponential moving average of that student's weights over the run "
+        f"(half-lives {', '.join(f'{h // 1000}k' for h in half_lives)} teacher steps), never trained itself."
+    )
+
+
 def student_architectures_section() -> list[str]:
     """``student_architectures.py``: MinAtar students of one budget, side by side on the same teachers."""
     lines: list[str] = []
@@ -191,7 +202,8 @@ def student_architectures_section() -> list[str]:
             f"{_provenance(record)}; {record['env']}, {record.get('algo', 'ppo').upper()} teachers of "
             f"{record['timesteps'] // 1000}k steps, "
             f"seeds {record['seeds']}, {record['eval_episodes']} episodes; every architecture a student of the "
-            f"same callback, sized to the ladder's {record['ratio']:.1%} rung. Random-normalised return per seed.",
+            f"same callback, sized to the ladder's {record['ratio']:.1%} rung. Random-normalised return per seed."
+            + _averaging_note(record),
             "",
             "| architecture | acting parameters | "
             + " | ".join(f"seed {r['seed']}" for r in record["runs"])
