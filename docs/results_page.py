@@ -85,10 +85,11 @@ def ladder_summary_section() -> list[str]:
         "",
         "Random-normalised student / teacher return, median over the seeds (each seed's own teacher), the runs of",
         "one algorithm, environment and teacher budget merged from every file (hyperparameters of the commit",
-        "each file records). Agreement: greedy, on the teacher's trajectories, the range over rungs and seeds.",
+        "each file records; a seed run again, on another machine, is another teacher and counts as another run).",
+        "Agreement: greedy, on the teacher's trajectories, the range over rungs and runs.",
         "Default options: a run made with `--catch-up` counts its students before the catch-up (see below).",
         "",
-        "| algo | environment | teacher steps | seeds | teacher return (each seed) | 1.7% | 5% | 25% | agreement "
+        "| algo | environment | teacher steps | runs | teacher return (each run) | 1.7% | 5% | 25% | agreement "
         "| files |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
@@ -123,7 +124,7 @@ def _ladder_targets(cases: dict[tuple[str, str, int], list[tuple[str, dict[str, 
                 if any(median is not None and median >= bar for median in medians):
                     reached.append(env_id)
             verdicts.append(f"{target} on {len(reached)} of {len(chosen)} ({', '.join(reached) or 'none'})")
-        budgets = ", ".join(f"{env_id} {steps // 1000}k x {n} seeds" for env_id, (n, steps) in sorted(chosen.items()))
+        budgets = ", ".join(f"{env_id} {steps // 1000}k x {n} runs" for env_id, (n, steps) in sorted(chosen.items()))
         lines.append(f"- {algo.upper()} ({budgets}): " + "; ".join(verdicts) + ".")
     return lines
 
