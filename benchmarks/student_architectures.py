@@ -23,7 +23,8 @@ normalised return and of its difference to ``plain`` on the same teacher.
     python benchmarks/student_architectures.py --algo dqn --env MinAtar/Breakout-v1 --ratio 0.05 \
         --families pooled mlp --seeds 3 --first-seed 3 --timesteps 500000 --jobs 2
     python benchmarks/student_architectures.py --algo dqn --env MinAtar/Breakout-v1 --ratio 0.05 --families \
-        --averaging 10000 50000 --seeds 4 --first-seed 13 --timesteps 500000 --episodes 200 --jobs 2
+        --averaging 10000 30000 100000 --seeds 4 --first-seed 13 --timesteps 500000 --episodes 200 --jobs 2 \
+        --name student_architectures_breakout_dqn_500k_averaging_seeds13-16
 """
 
 from __future__ import annotations
