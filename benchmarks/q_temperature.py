@@ -5,7 +5,8 @@ A DQN teacher's scores are Q-values, not logits: the KL loss softens them as ``s
 state's Q-values, so on the game's reward scale. For each final teacher of the named ``students_vs_teacher.py``
 results saved with ``--save-dir``, each ``--settings`` entry (``t<temperature>``; ``mse``: regress the Q-values;
 ``nll``: cross-entropy to the teacher's greedy action, the zero-temperature limit; ``+plain``, ``+pooled``, ``+mlp``...:
-the student family, as in ``t0.01+pooled``) and each ``--rungs`` student of
+the student family, as in ``t0.01+pooled``; ``resume``: not a fresh student but the run's own saved student of that
+rung, distilled in real time, scored before too) and each ``--rungs`` student of
 the teacher's ladder, a fresh student is distilled offline, student-driven, for ``--steps`` environment steps at
 the other options' defaults (``--seeds`` student seeds), then scored greedily with the teacher and a random policy
 on the same ``--episodes`` episodes of ``--eval-seed``. Reported per run: the returns and random-normalised
@@ -16,11 +17,15 @@ Results: ``benchmarks/results/<name>.json``.
     python benchmarks/q_temperature.py --from-ladder students_vs_teacher_minatar_breakout_dqn_500k_seed3_5 \\
         --save-dir runs/dqn_breakout_500k --settings t0.01 t0.03 t0.1 t0.3 --rungs 5pct --steps 200000 \\
         --episodes 200 --jobs 2 --name q_temperature_minatar_breakout
+    python benchmarks/q_temperature.py --from-ladder students_vs_teacher_minatar_breakout_dqn_500k_seed3_5 \
+        --save-dir runs/dqn_breakout_500k --settings resume --steps 100000 --episodes 200 --jobs 2 \
+        --name q_temperature_minatar_breakout_resume
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import itertools
 import pathlib
 import statistics
@@ -43,7 +48,7 @@ from common import (
 )
 from stable_baselines3.common.vec_env import VecNormalize
 
-from sb3_distill import distill, ladder
+from sb3_distill import distill, ladder, load_student
 from sb3_distill.envs import register
 
 
@@ -55,7 +60,9 @@ def setting_options(setting: str) -> dict[str, Any]:
     """
     options: dict[str, Any] = {}
     for part in setting.split("+"):
-        if part in ("mse", "nll"):
+        if part == "resume":
+            options["resume"] = True
+        elif part in ("mse", "nll"):
             options["loss"] = part
         elif part in FAMILIES:
             options["family"] = FAMILIES[part]
@@ -64,7 +71,7 @@ def setting_options(setting: str) -> dict[str, Any]:
         else:
             raise SystemExit(
                 f"unknown setting {part!r} in {setting!r}: give t<temperature> (t0.01), mse or nll, "
-                f"and/or a student family ({', '.join(FAMILIES)}), joined by '+'"
+                f"and/or a student family ({', '.join(FAMILIES)}) or resume, joined by '+'"
             )
     return options
 
@@ -76,6 +83,10 @@ def one_job(job: dict[str, Any]) -> dict[str, Any]:
     teacher = ALGOS[job["algo"]].load(job["teacher_path"], device="cpu")
     options = setting_options(job["setting"])
     alias, student_kwargs = ladder(teacher, family=options.pop("family", None))[job["rung"]]
+    start: Any = None
+    if options.pop("resume", False):  # the run's own student of this rung, as real time left it
+        start = load_student(job["teacher_path"].replace("_teacher.zip", f"_{job['rung']}.zip"))
+        alias, student_kwargs = copy.deepcopy(start), None
     env = evaluation_env(job["algo"], job["env"], teacher, seed=job["seed"])
     began = time.perf_counter()
     student = distill(
@@ -91,7 +102,10 @@ def one_job(job: dict[str, Any]) -> dict[str, Any]:
     seconds = time.perf_counter() - began
     clock = Clock()
     scores = {}
-    for who, policy in (("teacher", teacher), ("random", RandomPolicy(teacher.action_space, 0)), ("student", student)):
+    policies = [("teacher", teacher), ("random", RandomPolicy(teacher.action_space, 0)), ("student", student)]
+    if start is not None:
+        policies.append(("start", start))
+    for who, policy in policies:
         scores[who] = clock.evaluate(
             policy, evaluation_env(job["algo"], job["env"], teacher, seed=job["eval_seed"]), job["episodes"]
         )
@@ -101,6 +115,11 @@ def one_job(job: dict[str, Any]) -> dict[str, Any]:
         "random_return": scores["random"],
         "student_return": scores["student"],
         "normalized": normalized_or_none(scores["student"], scores["teacher"], scores["random"]),
+        **(
+            {"start_normalized": normalized_or_none(scores["start"], scores["teacher"], scores["random"])}
+            if start is not None
+            else {}
+        ),
         "distill_seconds": seconds,
     }
 
