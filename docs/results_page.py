@@ -611,7 +611,8 @@ def q_temperature_section() -> list[str]:
             f"teacher, {record['episodes']} episodes of seed {record['eval_seed']} for teacher, random and "
             "student alike. Random-normalised median over teachers and seeds; the paired difference to the "
             f"first setting ({record['settings'][0]}) on the same teacher and seed, and in how many pairs it is "
-            "higher.",
+            "higher. `resume`: the run's own real-time student distilled further, each teacher's as "
+            "before → after.",
             "",
             "| setting | rung | median | lowest | difference to first (median) | higher | each teacher |",
             "|---|---|---|---|---|---|---|",
@@ -619,7 +620,8 @@ def q_temperature_section() -> list[str]:
         for label, entry in record["summary"].items():
             setting, rung = label.split(" ")
             each = " / ".join(
-                _fmt(run["normalized"], ".2f")
+                ("" if "start_normalized" not in run else f"{_fmt(run['start_normalized'], '.2f')} → ")
+                + _fmt(run["normalized"], ".2f")
                 for run in sorted(record["runs"], key=lambda run: (run["run_seed"], run["seed"]))
                 if (run["setting"], run["rung"]) == (setting, rung)
             )
