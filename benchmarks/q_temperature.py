@@ -17,8 +17,8 @@ Results: ``benchmarks/results/<name>.json``.
     python benchmarks/q_temperature.py --from-ladder students_vs_teacher_minatar_breakout_dqn_500k_seed3_5 \\
         --save-dir runs/dqn_breakout_500k --settings t0.01 t0.03 t0.1 t0.3 --rungs 5pct --steps 200000 \\
         --episodes 200 --jobs 2 --name q_temperature_minatar_breakout
-    python benchmarks/q_temperature.py --from-ladder students_vs_teacher_minatar_breakout_dqn_500k_seed3_5 \
-        --save-dir runs/dqn_breakout_500k --settings resume --steps 100000 --episodes 200 --jobs 2 \
+    python benchmarks/q_temperature.py --from-ladder students_vs_teacher_minatar_breakout_dqn_500k_seed3_5 \\
+        --save-dir runs/dqn_breakout_500k --settings resume --steps 100000 --episodes 200 --jobs 2 \\
         --name q_temperature_minatar_breakout_resume
 """
 
@@ -73,6 +73,8 @@ def setting_options(setting: str) -> dict[str, Any]:
                 f"unknown setting {part!r} in {setting!r}: give t<temperature> (t0.01), mse or nll, "
                 f"and/or a student family ({', '.join(FAMILIES)}) or resume, joined by '+'"
             )
+    if options.get("resume") and "family" in options:
+        raise SystemExit(f"setting {setting!r}: resume starts from the run's own student, whose family is fixed")
     return options
 
 
