@@ -31,6 +31,13 @@ against compression per game, and the learning curves of teacher and students on
 bit-for-bit check are then not recorded). ``--save-dir`` keeps each trained teacher and its students
 (``<algo>_<env>_<seed>_teacher.zip``, ``..._<rung>.zip``), for offline distillation from the same teacher.
 
+``--catch-up N`` and ``--finish N`` set the callback's ``catch_up`` and ``finish_steps``; each rung is then also scored
+as it was before them (``before_catch_up``, ``before_finish``), on the same episodes:
+
+    python benchmarks/students_vs_teacher.py --algos dqn --envs MinAtar/Breakout-v1 --seeds 3 --first-seed 21 \
+        --timesteps 500000 --eval-episodes 200 --jobs 2 --no-baseline --finish 100000 \
+        --name students_vs_teacher_minatar_breakout_dqn_500k_finish
+
 ``--quick`` takes about 25 minutes on 2 CPU cores. The full size (42 runs, each training its teacher
 twice; MinAtar at 500k teacher steps) takes about 8 hours on 2 CPU cores (``--jobs 2``: about 5).
 ``--jobs`` runs in parallel processes (one torch thread each), which also makes the wall times noisier.
@@ -99,11 +106,13 @@ class Curves(BaseCallback):
         return True
 
 
-class KeepsStudentsBeforeCatchUp(RealTimeDistillCallback):
-    """The callback, keeping a copy of its students as they were before the catch-up (for the A/B)."""
+class KeepsStudentsBeforeTheEnd(RealTimeDistillCallback):
+    """The callback, keeping copies of its students as they were before the catch-up and the finish (A/B)."""
 
     before_catch_up: dict[str, Any] | None = None
     catch_up_seconds: float | None = None
+    before_finish: dict[str, Any] | None = None
+    finish_seconds: float | None = None
 
     def catch_up_distill(self) -> dict[str, Any] | None:
         if self.memory is not None and self.distiller is not None and self.before_catch_up is None:
@@ -111,6 +120,14 @@ class KeepsStudentsBeforeCatchUp(RealTimeDistillCallback):
         metrics = super().catch_up_distill()
         if metrics is not None:
             self.catch_up_seconds = metrics["time_s"]
+        return metrics
+
+    def finish_distill(self) -> dict[str, Any] | None:
+        if self.finish_venv is not None and self.distiller is not None and self.before_finish is None:
+            self.before_finish = copy.deepcopy(self.students)
+        metrics = super().finish_distill()
+        if metrics is not None:
+            self.finish_seconds = metrics["time_s"]
         return metrics
 
 
@@ -134,10 +151,12 @@ class Job(NamedTuple):
     save_dir: str | None = None
     #: the callback's ``catch_up`` (0: off); the students are also evaluated as they were before it
     catch_up: int = 0
+    #: the callback's ``finish_steps`` (0: off); the students are also evaluated as they were before the finish
+    finish: int = 0
 
 
 def run(job: Job) -> dict[str, Any]:
-    algo, env_id, steps, seed, episodes, curve_points, threads, baseline, save_dir, catch_up = job
+    algo, env_id, steps, seed, episodes, curve_points, threads, baseline, save_dir, catch_up, finish = job
     th.set_num_threads(threads)
     result: dict[str, Any] = {"algo": algo, "env": env_id, "seed": seed, "teacher_steps": steps}
     teacher, _ = zoo_teacher(algo, env_id, seed)
@@ -145,7 +164,8 @@ def run(job: Job) -> dict[str, Any]:
     result["device"] = th.cuda.get_device_name(teacher.device) if teacher.device.type == "cuda" else "cpu"
     rungs = ladder(teacher, RATIOS)
     eval_env = evaluation_env(algo, env_id, teacher)
-    distill = KeepsStudentsBeforeCatchUp(student=rungs, seed=seed, catch_up=catch_up)
+    finishing = {"finish_steps": finish, "finish_env": evaluation_env(algo, env_id, teacher, seed=20_000 + seed)}
+    distill = KeepsStudentsBeforeTheEnd(student=rungs, seed=seed, catch_up=catch_up, **(finishing if finish else {}))
     alone = zoo_teacher(algo, env_id, seed)[0] if baseline else None
     for distilled in (False, True) if seed % 2 == 0 else (True, False):
         # Each teacher learns from the global generators as the teacher's construction left them (the ladder,
@@ -195,9 +215,13 @@ def run(job: Job) -> dict[str, Any]:
         }
         if distill.before_catch_up is not None:  # the same students without the catch-up
             students[name]["before_catch_up"] = scores(distill.before_catch_up[name])
+        if distill.before_finish is not None:  # the same students without the finish (after any catch-up)
+            students[name]["before_finish"] = scores(distill.before_finish[name])
     result["students"] = students
     result["catch_up"] = catch_up
     result["catch_up_seconds"] = distill.catch_up_seconds
+    result["finish"] = finish
+    result["finish_seconds"] = distill.finish_seconds
     if save_dir is not None:
         stem = pathlib.Path(save_dir) / f"{algo}_{env_id.replace('/', '-')}_{seed}"
         teacher.save(f"{stem}_teacher.zip")
@@ -357,6 +381,13 @@ def main() -> None:
         default=0,
         help="the callback's catch_up (observations relabelled by the final teacher); students also scored before it",
     )
+    parser.add_argument(
+        "--finish",
+        type=int,
+        default=0,
+        help="the callback's finish_steps (each student drives its own environment, the final teacher labels); "
+        "students also scored before it",
+    )
     parser.add_argument("--save-dir", default=None, help="save each trained teacher and its students there")
     parser.add_argument("--name", default=None, help="result file stem (default students_vs_teacher[_quick])")
     args = parser.parse_args()
@@ -378,6 +409,7 @@ def main() -> None:
             baseline=not args.no_baseline,
             save_dir=args.save_dir,
             catch_up=args.catch_up,
+            finish=args.finish,
         )
         for algo, env_id in pairs
         for seed in seeds

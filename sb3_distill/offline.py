@@ -306,6 +306,8 @@ class OfflineDistillation(DistillationRun):
         self.verbose = verbose
         self.num_timesteps = 0
         self.n_updates = 0
+        #: the metrics of the last update (what :meth:`Distiller.update` returned), ``None`` before the first
+        self.last_metrics: dict[str, Any] | None = None
         if not isinstance(deterministic_teacher, bool):
             raise TypeError(f"deterministic_teacher must be True or False, got {deterministic_teacher!r}")
         if deterministic_student is not None and not isinstance(deterministic_student, bool):
@@ -407,6 +409,7 @@ class OfflineDistillation(DistillationRun):
         metrics = self.distiller.update(obs, 1.0 - self.num_timesteps / n_steps, epochs=1, targets=targets)
         self.n_updates += 1
         self.distiller.record(self.logger, metrics, self.n_updates)
+        self.last_metrics = metrics
 
     def _dump(self) -> None:
         self.collector.record(self.logger)

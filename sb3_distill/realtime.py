@@ -9,6 +9,8 @@ indexing their arrays with its own generator; it never calls ``rollout_buffer.ge
 
 from __future__ import annotations
 
+import copy
+import inspect
 import os
 import time
 import warnings
@@ -17,6 +19,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import gymnasium as gym
 import numpy as np
 import torch as th
 from gymnasium import spaces
@@ -24,11 +27,13 @@ from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.policies import BasePolicy
 from stable_baselines3.common.type_aliases import Schedule
+from stable_baselines3.common.vec_env import VecEnv, unwrap_vec_normalize
 
-from sb3_distill.distiller import DistillConfig, Distiller, check_positive
+from sb3_distill.distiller import DistillConfig, Distiller, acting_optimizer, check_positive
 from sb3_distill.fit_process import FitProcess, PendingFit
 from sb3_distill.internals import n_updates
 from sb3_distill.normalization import obs_normalization_of
+from sb3_distill.offline import OfflineDistillation
 from sb3_distill.serialization import PathLike, atomic_torch_save, check_save_path, torch_load
 from sb3_distill.sources import ObservationSource, TargetMemory, source_for
 from sb3_distill.student_files import (
@@ -39,11 +44,14 @@ from sb3_distill.student_files import (
     student_payload,
 )
 from sb3_distill.students import SINGLE_STUDENT, StudentSpec, make_students, student_specs
-from sb3_distill.teachers import Teacher
-from sb3_distill.zoo_runs import current_zoo_run
+from sb3_distill.teachers import Teacher, teacher_env
+from sb3_distill.zoo_runs import current_zoo_run, zoo_env_maker
 
 #: observations per step of the catch-up distillation (labelled, or fitted, at a time)
 CATCH_UP_CHUNK = 16_384
+
+#: options of the student-driven finish that the callback sets itself (the rest may go in ``finish_kwargs``)
+FINISH_FIXED = ("teacher", "student", "env", "collect", "student_kwargs", "student_algo", "seed", "device")
 
 
 class RealTimeDistillCallback(BaseCallback):
@@ -99,6 +107,21 @@ class RealTimeDistillCallback(BaseCallback):
         (the teacher is only read). Memory: ``catch_up`` observations (100k MinAtar frames: 60 MB; 100k Atari
         frames: 2.8 GB). Off-policy, these are the replay samples last distilled, drawn from the whole buffer.
         ``0``: off. Not kept in checkpoints: after a resume it holds what came since
+    :param finish_steps: when training ends (after the catch-up), each student drives ``finish_env`` for
+        ``finish_steps`` steps and learns from the final teacher's labels of the states it visits: student-driven
+        offline distillation (:class:`~sb3_distill.OfflineDistillation`, ``collect="student"``), on a copy of the
+        student with a fresh optimiser whose weights it then takes. Real time teaches the teacher's states; this
+        shows the student where its own mistakes lead (``benchmarks/students_vs_teacher.py --finish``). The
+        teacher is only read. ``0``: off
+    :param finish_env: the environment of the finish, made as the teacher's was (same id, wrappers, frame stack)
+        but not the teacher's own (stepping that would change the teacher's continuation): a ``VecEnv``, a
+        ``gym.Env`` or a gym id. Under VecNormalize it takes the final teacher's statistics, frozen. ``None``:
+        under RL-Zoo's ``train``, one more environment of the run, made as RL-Zoo makes its evaluation
+        environment; elsewhere an error when training starts
+    :param finish_kwargs: other options of the finish, as :class:`~sb3_distill.OfflineDistillation` takes them
+        (``epochs``, ``buffer_size``, ``exploration_rate``...). By default it distils as the callback does (``loss``,
+        ``temperature``, ``batch_size``, value distillation, gradient clipping) at the callback's initial
+        learning rate, with the offline defaults for the rest
     :param save_path: folder where each student is saved when training ends, as ``{name_prefix}.zip``
         (several students: ``{name_prefix}_{name}.zip``). ``None``: nowhere, except under RL-Zoo's
         ``train``, where students go to the run's folder next to the teacher, as ``{env}_student.zip``
@@ -129,6 +152,9 @@ class RealTimeDistillCallback(BaseCallback):
         max_grad_norm: float | None = None,
         distill_freq: int | None = None,
         catch_up: int = 0,
+        finish_steps: int = 0,
+        finish_env: VecEnv | gym.Env | str | None = None,
+        finish_kwargs: dict[str, Any] | None = None,
         save_path: PathLike | None = None,
         name_prefix: str | None = None,
         seed: int | None = None,
@@ -158,6 +184,16 @@ class RealTimeDistillCallback(BaseCallback):
         #: the metrics of the last distillation logged (what :meth:`distill` returns), kept after the logger dumps
         self.last_metrics: dict[str, Any] | None = None
         self._caught_up_at: int | None = None
+        check_positive("finish_steps", finish_steps, integer=True, allow_zero=True)
+        self.finish_steps = finish_steps
+        self.finish_env = finish_env
+        self.finish_kwargs = check_finish_kwargs(finish_kwargs)
+        if finish_steps == 0 and (finish_env is not None or finish_kwargs):
+            raise ValueError("finish_env and finish_kwargs only apply with finish_steps > 0")
+        #: the environment of the finish (``finish_env`` as the teacher's policy sees it), made when training starts
+        self.finish_venv: VecEnv | None = None
+        self._finish_seed: int | None = None
+        self._finished_at: int | None = None
         self.save_path = save_path
         self.name_prefix = name_prefix
         self.seed = seed
@@ -233,7 +269,8 @@ class RealTimeDistillCallback(BaseCallback):
         if self.distiller is None:
             # No seed given: follow the teacher's, so that a seeded run (RL-Zoo's --seed) is reproducible.
             seed = self.seed if self.seed is not None else self.model.seed
-            distiller_seed, students_seed = np.random.SeedSequence(seed).generate_state(2)
+            distiller_seed, students_seed, finish_seed = np.random.SeedSequence(seed).generate_state(3)
+            self._finish_seed = int(finish_seed)
             self.distiller = Distiller.for_teacher(
                 self.model, self._specs, self.config, int(students_seed), int(distiller_seed)
             )
@@ -248,6 +285,8 @@ class RealTimeDistillCallback(BaseCallback):
         self._student_paths = self._resolve_student_paths()
         if self.catch_up > 0 and self.memory is None:
             self.memory = self._make_memory()
+        if self.finish_steps > 0 and self.finish_venv is None:
+            self.finish_venv = self._make_finish_env()
         self._start_fit_process()
         if self.verbose >= 1:
             for name, compression in self.distiller.compression.items():
@@ -314,6 +353,7 @@ class RealTimeDistillCallback(BaseCallback):
         if self._fit_process is not None:
             self._fit_process.close()
             self._fit_process = None
+        self.finish_distill()
         self.save_students()
 
     def _maybe_distill(self, min_new: int) -> None:
@@ -424,6 +464,95 @@ class RealTimeDistillCallback(BaseCallback):
             print(f"Caught up on the final teacher: {n_obs} observations, {metrics['time_s']:.1f} s")
         return metrics
 
+    def _make_finish_env(self) -> VecEnv:
+        """The finish's environment, checked against the teacher before its first step."""
+        env = self.finish_env
+        if env is None:
+            make_env = zoo_env_maker()
+            if make_env is None:
+                raise ValueError(
+                    f"finish_steps={self.finish_steps} needs finish_env: an environment of its own, made as the "
+                    f"teacher's was (same id, wrappers, frame stack)"
+                )
+            env = make_env()
+        teacher_venv = self.model.get_env()
+        if env is teacher_venv or (
+            isinstance(env, VecEnv) and teacher_venv is not None and env.unwrapped is teacher_venv.unwrapped
+        ):
+            raise ValueError(
+                "finish_env is the teacher's own environment: stepping it would change the teacher's continuation; "
+                "make another one the same way"
+            )
+        assert env is not None
+        return teacher_env(self.model, None, env, seed=self._finish_seed)
+
+    def _finish_options(self) -> dict[str, Any]:
+        """The finish's options: the callback's way of distilling, then ``finish_kwargs``."""
+        config = self.config
+        options = {
+            "loss": config.loss,
+            "temperature": config.temperature,
+            "learning_rate": config.learning_rate_at(1.0),
+            "batch_size": config.batch_size,
+            "distill_value": config.distill_value,
+            "vf_coef": config.vf_coef,
+            "max_grad_norm": config.max_grad_norm,
+        }
+        return {**options, **self.finish_kwargs}
+
+    def finish_distill(self) -> dict[str, Any] | None:
+        """
+        Each student drives ``finish_env`` for ``finish_steps`` steps, learning from the teacher as it is now.
+
+        Done when training ends, after the catch-up. Each student runs as a copy with a fresh optimiser (as if it
+        were loaded from its file), on its own seed, then takes the copy's weights; the teacher is only read.
+
+        :return: the metrics (``time_s``: the whole finish; per student, ``finish_ep_rew_mean``: its mean return
+            while it drove), or ``None`` when off or when nothing is new since the last finish
+        """
+        distiller, venv = self.distiller, self.finish_venv
+        if distiller is None or venv is None or self._finished_at == self.n_distillations:
+            return None  # off, or already done (RL-Zoo ends training twice)
+        self._finish_distillation()
+        start_time = time.perf_counter()
+        teacher_normalization = self.model.get_vec_normalize_env()
+        finish_normalization = unwrap_vec_normalize(venv)
+        if teacher_normalization is not None and finish_normalization is not None:  # the final teacher's statistics
+            finish_normalization.obs_rms = copy.deepcopy(teacher_normalization.obs_rms)
+            finish_normalization.training = False
+        seeds = np.random.SeedSequence(self._finish_seed).generate_state(len(distiller.students))
+        metrics: dict[str, Any] = {"students": {}}
+        for (name, student), seed in zip(distiller.students.items(), seeds, strict=True):
+            finisher = copy.deepcopy(student)
+            acting_optimizer(finisher).state.clear()
+            run = OfflineDistillation(
+                self.model,
+                finisher,
+                venv,
+                collect="student",
+                seed=int(seed),
+                device=distiller.teacher.device,
+                **self._finish_options(),
+            )
+            run.learn(self.finish_steps)
+            student.load_state_dict(finisher.state_dict())
+            assert run.last_metrics is not None, "finish_steps is smaller than one update"
+            metrics = {**run.last_metrics, "students": metrics["students"]}
+            student_metrics = dict(next(iter(run.last_metrics["students"].values())))
+            if run.collector.episode_returns:
+                student_metrics["finish_ep_rew_mean"] = float(np.mean(run.collector.episode_returns))
+            metrics["students"][name] = student_metrics
+        metrics["time_s"] = time.perf_counter() - start_time
+        self.n_distillations += 1
+        self._finished_at = self.n_distillations
+        distiller.record(self.logger, metrics, self.n_distillations)
+        self.last_metrics = metrics
+        if self.verbose >= 1:
+            print(
+                f"Finished the students on their own states: {self.finish_steps} steps each, {metrics['time_s']:.1f} s"
+            )
+        return metrics
+
     def _finish_distillation(self, block: bool = True) -> dict[str, Any] | None:
         """
         Wait for the pending distillation (``block=False``: only if it is done), then log it.
@@ -507,6 +636,8 @@ class RealTimeDistillCallback(BaseCallback):
             "callback": {
                 "distill_freq": self.distill_freq,
                 "catch_up": self.catch_up,
+                "finish_steps": self.finish_steps,
+                "finish_kwargs": self.finish_kwargs,
                 "save_path": None if self.save_path is None else str(self.save_path),
                 "name_prefix": self.name_prefix,
                 "seed": self.seed,
@@ -539,6 +670,8 @@ class RealTimeDistillCallback(BaseCallback):
         callback_state = saved["callback"]
         options.update(distill_freq=callback_state["distill_freq"], seed=callback_state["seed"])
         options.update(catch_up=callback_state.get("catch_up", 0))
+        options.update(finish_steps=callback_state.get("finish_steps", 0))
+        options.update(finish_kwargs=callback_state.get("finish_kwargs") or None)
         options.update(background=callback_state.get("background", True))
         options.update(save_path=callback_state.get("save_path"), name_prefix=callback_state.get("name_prefix"))
         options.update(overrides)
@@ -547,3 +680,16 @@ class RealTimeDistillCallback(BaseCallback):
         callback._resume_state = saved["distiller"]
         callback.n_distillations = callback_state["n_distillations"]
         return callback
+
+
+def check_finish_kwargs(finish_kwargs: Mapping[str, Any] | None) -> dict[str, Any]:
+    """
+    :param finish_kwargs: options of the student-driven finish
+    :return: them, checked against :class:`~sb3_distill.OfflineDistillation`'s (a misspelt one fails here)
+    """
+    options = dict(finish_kwargs or {})
+    accepted = set(inspect.signature(OfflineDistillation.__init__).parameters) - {"self", *FINISH_FIXED}
+    unknown = sorted(set(options) - accepted)
+    if unknown:
+        raise ValueError(f"finish_kwargs {unknown} are not options of the finish; it takes {sorted(accepted)}")
+    return options

@@ -6,8 +6,11 @@ that saves its students next to the teacher finds the folder here, when training
 
 from __future__ import annotations
 
+import functools
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -20,6 +23,20 @@ class ZooRun:
     env_name: str
 
 
+def _experiment_manager(methods: tuple[str, ...]) -> Any:
+    """The ``ExperimentManager`` up the call stack whose method (one of ``methods``) is running, or ``None``."""
+    exp_manager = sys.modules.get("rl_zoo3.exp_manager")
+    if exp_manager is None:
+        return None
+    frame = sys._getframe(2)
+    while frame is not None:
+        manager = frame.f_locals.get("self")
+        if frame.f_code.co_name in methods and isinstance(manager, exp_manager.ExperimentManager):
+            return manager
+        frame = frame.f_back  # type: ignore[assignment]
+    return None
+
+
 def current_zoo_run() -> ZooRun | None:
     """
     The RL-Zoo experiment being trained, when called from inside ``ExperimentManager.learn``.
@@ -30,13 +47,20 @@ def current_zoo_run() -> ZooRun | None:
 
     :return: the run, or ``None`` when not training under RL-Zoo
     """
-    exp_manager = sys.modules.get("rl_zoo3.exp_manager")
-    if exp_manager is None:
+    manager = _experiment_manager(("learn",))
+    if manager is None:
         return None
-    frame = sys._getframe(1)
-    while frame is not None:
-        manager = frame.f_locals.get("self")
-        if frame.f_code.co_name == "learn" and isinstance(manager, exp_manager.ExperimentManager):
-            return ZooRun(save_path=str(manager.save_path), env_name=str(manager.env_name))
-        frame = frame.f_back  # type: ignore[assignment]
-    return None
+    return ZooRun(save_path=str(manager.save_path), env_name=str(manager.env_name))
+
+
+def zoo_env_maker() -> Callable[[], Any] | None:
+    """
+    A maker of one more environment of the RL-Zoo experiment training now (a run, or an Optuna trial), made as
+    RL-Zoo makes its evaluation environment: same wrappers, frame stack, ``VecNormalize`` frozen.
+
+    :return: the maker, or ``None`` when not training under RL-Zoo
+    """
+    manager = _experiment_manager(("learn", "objective"))
+    if manager is None:
+        return None
+    return functools.partial(manager.create_envs, 1, eval_env=True, no_log=True)

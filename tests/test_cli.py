@@ -215,3 +215,21 @@ def test_tune_student_searches_distillation_options_in_a_shared_study(tmp_path):
 def test_tune_student_needs_optuna_search(capsys):
     assert main(["train", "--env", "CartPole-v1", "--tune", "student"]) == 2
     assert "--tune student applies to RL-Zoo's Optuna search: add -optimize" in capsys.readouterr().err
+
+
+def test_finish_under_rl_zoo_runs_on_one_more_environment_of_the_run(tmp_path):
+    """``--distill-kwargs finish_steps:N``: no environment to give; the teacher is the one trained without it."""
+    import torch as th
+    from stable_baselines3 import PPO
+
+    saved = {}
+    for name, extra in (("plain", []), ("finished", ["--distill-kwargs", "finish_steps:1000"])):
+        folder = tmp_path / name
+        args = ["train", "--env", "CartPole-v1", "-n", "1024", "-f", str(folder), "--eval-freq", "-1", "--seed", "0"]
+        assert main([*args, *extra]) == 0
+        run_folder = folder / "ppo" / "CartPole-v1_1"
+        teacher = PPO.load(run_folder / "CartPole-v1.zip", device="cpu")
+        student = load_student(run_folder / "CartPole-v1_student.zip")
+        saved[name] = [th.nn.utils.parameters_to_vector(p.parameters()) for p in (teacher.policy, student)]
+    assert th.equal(saved["plain"][0], saved["finished"][0])  # the teacher trained as without the finish
+    assert not th.equal(saved["plain"][1], saved["finished"][1])  # the student was finished

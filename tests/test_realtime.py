@@ -21,7 +21,7 @@ from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.evaluation import evaluate_policy
 from stable_baselines3.common.logger import configure
 from stable_baselines3.common.policies import ActorCriticPolicy
-from stable_baselines3.common.vec_env import VecNormalize
+from stable_baselines3.common.vec_env import VecNormalize, unwrap_vec_normalize
 from stable_baselines3.dqn.policies import DQNPolicy
 from torch import nn
 
@@ -35,9 +35,11 @@ from sb3_distill import (
     wrap_env,
 )
 from sb3_distill.distiller import COLLAPSE_UPDATES, CONSTANT_SPREAD
+from sb3_distill.evaluation import trajectory_agreement
 from sb3_distill.fit_process import FitProcess
 from sb3_distill.outputs import policy_outputs
 from sb3_distill.sources import RolloutSource
+from sb3_distill.students import SINGLE_STUDENT
 from tests.conftest import (
     PUBLISHED,
     RecordingDistillCallback,
@@ -136,8 +138,16 @@ def test_teacher_is_bit_for_bit_unaffected(algo, steps, overrides, device):
     cuda_state = th.cuda.get_rng_state().clone() if device == "cuda" else None
 
     with_distill = make_teacher(algo, seed=3, **overrides)
-    # With the catch-up as well: it reads the final teacher, on the callback's private generators.
-    distill = RealTimeDistillCallback(student="MlpPolicy", student_kwargs={"net_arch": [8]}, seed=1, catch_up=256)
+    # With the catch-up and the finish as well: they read the final teacher, on the callback's private generators
+    # (the finish steps an environment of its own).
+    distill = RealTimeDistillCallback(
+        student="MlpPolicy",
+        student_kwargs={"net_arch": [8]},
+        seed=1,
+        catch_up=256,
+        finish_steps=300,
+        finish_env=make_vec_env("CartPole-v1", seed=9),
+    )
     with_distill.learn(steps, callback=distill)
 
     assert distill.n_distillations >= 2  # the student really was trained along the way
@@ -874,6 +884,95 @@ def test_catch_up_fits_the_students_to_the_final_teacher_on_the_last_observation
 
     distill = RealTimeDistillCallback.load(_checkpoint(caught_up, tmp_path))
     assert distill.catch_up == 2048
+
+
+def test_finish_teaches_each_student_the_final_teacher_on_its_own_states(tmp_path):
+    """The same run distils two students, one finished student-driven: it agrees more where it drives itself."""
+    gains = []
+    for seed in SEEDS:
+        teacher = make_teacher("ppo", seed=seed)
+        options = {"student": "MlpPolicy", "student_kwargs": {"net_arch": [8]}, "seed": seed}
+        plain = RealTimeDistillCallback(**options)
+        finished = RealTimeDistillCallback(
+            **options,
+            finish_steps=5000,
+            finish_env=make_vec_env("CartPole-v1", seed=100 + seed),
+            save_path=tmp_path / str(seed),
+        )
+        teacher.learn(10_000, callback=CallbackList([plain, finished]))
+        agreements = [
+            trajectory_agreement(teacher, student, make_vec_env("CartPole-v1", seed=7), n_steps=2000, actor="student")
+            for student in (plain.student, finished.student)
+        ]
+        gains.append(agreements[1] - agreements[0])
+        # One finish only, logged as a distillation (RL-Zoo ends training twice), with the student's own returns.
+        assert finished.n_distillations == plain.n_distillations + 1
+        assert finished.finish_distill() is None
+        assert finished.last_metrics is not None
+        assert finished.last_metrics["students"][SINGLE_STUDENT]["finish_ep_rew_mean"] > 0
+        # The student saved when training ended is the finished one.
+        saved = load_student(tmp_path / str(seed) / "student.zip")
+        observations = random_observations()
+        np.testing.assert_array_equal(
+            saved.predict(observations, deterministic=True)[0],
+            finished.student.predict(observations, deterministic=True)[0],
+        )
+    # PPO CartPole teachers at 10k steps, seeds 0-4: agreement along the student's own trajectories rose by
+    # 0.42, 0.35, 0.09, 0.35, 0.21.
+    assert np.median(gains) > 0.1, gains
+
+    distill = RealTimeDistillCallback.load(_checkpoint(finished, tmp_path))
+    assert (distill.finish_steps, distill.finish_env) == (5000, None)
+    teacher = make_teacher("ppo")
+    with pytest.raises(ValueError, match="finish_steps=5000 needs finish_env"):  # the environment is not saved
+        teacher.learn(256, callback=distill)
+    assert teacher.num_timesteps == 0
+
+
+def test_finish_takes_the_final_teachers_normalization():
+    env = VecNormalize(make_vec_env("CartPole-v1", n_envs=8, seed=0))
+    teacher = PPO("MlpPolicy", env, n_steps=64, seed=0)
+    distill = RealTimeDistillCallback(
+        student="MlpPolicy", seed=0, finish_steps=500, finish_env=make_vec_env("CartPole-v1", seed=1)
+    )
+    teacher.learn(1024, callback=distill)
+    finish_normalization = unwrap_vec_normalize(distill.finish_venv)
+    assert finish_normalization is not None  # the teacher's statistics wrap the plain environment given
+    assert not finish_normalization.training
+    np.testing.assert_array_equal(finish_normalization.obs_rms.mean, env.obs_rms.mean)  # as training ended
+    np.testing.assert_array_equal(finish_normalization.obs_rms.var, env.obs_rms.var)
+
+
+@pytest.mark.parametrize(
+    ("options", "error", "message"),
+    [
+        ({"finish_steps": -1}, ValueError, "finish_steps"),
+        ({"finish_steps": 0.5}, TypeError, "finish_steps"),
+        ({"finish_env": "CartPole-v1"}, ValueError, "only apply with finish_steps > 0"),
+        ({"finish_steps": 100, "finish_kwargs": {"epoch": 4}}, ValueError, r"finish_kwargs \['epoch'\] are not"),
+        ({"finish_steps": 100, "finish_kwargs": {"collect": "teacher"}}, ValueError, r"\['collect'\] are not"),
+    ],
+)
+def test_finish_options_are_checked_when_made(options, error, message):
+    with pytest.raises(error, match=message):
+        RealTimeDistillCallback(student="MlpPolicy", **options)
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        (None, "finish_steps=100 needs finish_env: an environment of its own"),
+        ("TEACHER", "finish_env is the teacher's own environment"),
+        ("Acrobot-v1", "the environment differs from the teacher in its observation space"),
+    ],
+)
+def test_finish_environment_is_checked_before_the_teacher_steps(env, message):
+    teacher = make_teacher("ppo")
+    env = teacher.get_env() if env == "TEACHER" else env
+    distill = RealTimeDistillCallback(student="MlpPolicy", finish_steps=100, finish_env=env)
+    with pytest.raises(ValueError, match=message):
+        teacher.learn(256, callback=distill)
+    assert teacher.num_timesteps == 0
 
 
 def _checkpoint(callback: RealTimeDistillCallback, tmp_path) -> str:
