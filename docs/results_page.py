@@ -64,9 +64,9 @@ def _ladder_runs() -> dict[tuple[str, str, int], list[tuple[str, dict[str, Any]]
 
 
 def _default_scores(run: dict[str, Any], rung: str) -> dict[str, Any]:
-    """A rung's scores with the default options: before the catch-up when the run made one."""
+    """A rung's scores with the default options: before the catch-up and the finish when the run made them."""
     student = run["students"][rung]
-    return student.get("before_catch_up", student)
+    return student.get("before_catch_up", student.get("before_finish", student))
 
 
 def _median_normalized(runs: list[dict[str, Any]], rung: str) -> float | None:
@@ -87,7 +87,7 @@ def ladder_summary_section() -> list[str]:
         "one algorithm, environment and teacher budget merged from every file (hyperparameters of the commit",
         "each file records; a seed run again, on another machine, is another teacher and counts as another run).",
         "Agreement: greedy, on the teacher's trajectories, the range over rungs and runs.",
-        "Default options: a run made with `--catch-up` counts its students before the catch-up (see below).",
+        "Default options: a run made with `--catch-up` or `--finish` counts its students before them (see below).",
         "",
         "| algo | environment | teacher steps | runs | teacher return (each run) | 1.7% | 5% | 25% | agreement "
         "| files |",
@@ -523,35 +523,54 @@ def to_dqn_margin_section() -> list[str]:
     return lines
 
 
-def catch_up_section() -> list[str]:
-    """The ladders run with ``--catch-up``: each rung before and after the catch-up, in the same run."""
+#: the options that end real-time distillation: (run key, scores kept before it, what the section says of it)
+END_STEPS = {
+    "catch_up": (
+        "before_catch_up",
+        "Catch-up at the end of real-time distillation (`--catch-up`)",
+        "`RealTimeDistillCallback(catch_up=N)`: the last N observations, relabelled by the final teacher, fitted",
+        "kept",
+    ),
+    "finish": (
+        "before_finish",
+        "Student-driven finish at the end of real-time distillation (`--finish`)",
+        "`RealTimeDistillCallback(finish_steps=N)`: each student drives an environment of its own for N steps, the"
+        " final teacher labelling the states it visits,",
+        "steps",
+    ),
+}
+
+
+def end_step_section(option: str) -> list[str]:
+    """The ladders run with ``--catch-up`` or ``--finish``: each rung before and after it, in the same run."""
+    before_key, title, what, amount = END_STEPS[option]
     rows = []
     for (algo, env_id, steps), found in sorted(_ladder_runs().items()):
         for stem, run in found:
-            if not run.get("catch_up"):
+            if not run.get(option):
                 continue
             cells = []
             for rung in ("1.7pct", "5pct", "25pct"):
                 after = run["students"][rung]
-                before = after["before_catch_up"]
+                before = after[before_key]
                 cells.append(
                     f"{_fmt(before['normalized'], '.2f')} → {_fmt(after['normalized'], '.2f')} "
                     f"({before['agreement']:.2f} → {after['agreement']:.2f})"
                 )
             rows.append(
                 f"| {algo} | {env_id} | {steps // 1000}k | {run['seed']} | {run['teacher_return']:.1f} | "
-                f"{run['catch_up'] // 1000}k | {run['catch_up_seconds']:.0f} | {' | '.join(cells)} | `{stem}` |"
+                f"{run[option] // 1000}k | {run[option + '_seconds']:.0f} | {' | '.join(cells)} | `{stem}` |"
             )
     if not rows:
         return []
     return [
-        "## Catch-up at the end of real-time distillation (`--catch-up`)",
+        f"## {title}",
         "",
-        "`RealTimeDistillCallback(catch_up=N)`: the last N observations, relabelled by the final teacher, fitted",
+        what,
         "when training ends. The same students scored before and after it, in the same run (random-normalised",
-        "return, greedy agreement in brackets).",
+        "return, greedy agreement on the teacher's trajectories in brackets).",
         "",
-        "| algo | environment | teacher steps | seed | teacher return | kept | seconds | 1.7% | 5% | 25% | file |",
+        f"| algo | environment | teacher steps | seed | teacher return | {amount} | seconds | 1.7% | 5% | 25% | file |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
         *rows,
         "",
@@ -745,7 +764,7 @@ def write(path: pathlib.Path) -> None:
     for run in sorted(RESULTS.glob("students_vs_teacher_*.json")):
         if run.stem != "students_vs_teacher_quick":
             lines += students_section(run.stem, f"Students against their teachers (`{run.stem}`)")
-    lines += catch_up_section() + reevaluated_section() + q_temperature_section()
+    lines += end_step_section("catch_up") + end_step_section("finish") + reevaluated_section() + q_temperature_section()
     lines += student_architectures_section()
     lines += minatar_teachers_section()
     lines += students_section("atari", "Atari (GPU)") + atari_checkpoints_section()
