@@ -190,6 +190,13 @@ class RealTimeDistillCallback(BaseCallback):
         self.finish_kwargs = check_finish_kwargs(finish_kwargs)
         if finish_steps == 0 and (finish_env is not None or finish_kwargs):
             raise ValueError("finish_env and finish_kwargs only apply with finish_steps > 0")
+        options = self._finish_options()
+        one_update = max(options["batch_size"], options.get("train_freq") or 0)
+        if 0 < finish_steps < one_update:
+            raise ValueError(
+                f"finish_steps={finish_steps} is fewer steps than one update of the finish ({one_update}: its "
+                f"batch_size and train_freq)"
+            )
         #: the environment of the finish (``finish_env`` as the teacher's policy sees it), made when training starts
         self.finish_venv: VecEnv | None = None
         self._finish_seed: int | None = None
@@ -456,13 +463,18 @@ class RealTimeDistillCallback(BaseCallback):
         if self._fit_process is not None:
             self._fit_process.state_changed()
         metrics["time_s"] = time.perf_counter() - start_time
-        self.n_distillations += 1
-        self._caught_up_at = self.n_distillations
-        distiller.record(self.logger, metrics, self.n_distillations)
-        self.last_metrics = metrics
+        self._caught_up_at = self._record_end_step(metrics)
         if self.verbose >= 1:
             print(f"Caught up on the final teacher: {n_obs} observations, {metrics['time_s']:.1f} s")
         return metrics
+
+    def _record_end_step(self, metrics: dict[str, Any]) -> int:
+        """Log a step of the end of training (catch-up, finish) as one more distillation; :return: its number"""
+        assert self.distiller is not None
+        self.n_distillations += 1
+        self.distiller.record(self.logger, metrics, self.n_distillations)
+        self.last_metrics = metrics
+        return self.n_distillations
 
     def _make_finish_env(self) -> VecEnv:
         """The finish's environment, checked against the teacher before its first step."""
@@ -536,17 +548,14 @@ class RealTimeDistillCallback(BaseCallback):
             )
             run.learn(self.finish_steps)
             student.load_state_dict(finisher.state_dict())
-            assert run.last_metrics is not None, "finish_steps is smaller than one update"
+            assert run.last_metrics is not None  # finish_steps covers one update at least (checked when made)
             metrics = {**run.last_metrics, "students": metrics["students"]}
             student_metrics = dict(next(iter(run.last_metrics["students"].values())))
             if run.collector.episode_returns:
                 student_metrics["finish_ep_rew_mean"] = float(np.mean(run.collector.episode_returns))
             metrics["students"][name] = student_metrics
         metrics["time_s"] = time.perf_counter() - start_time
-        self.n_distillations += 1
-        self._finished_at = self.n_distillations
-        distiller.record(self.logger, metrics, self.n_distillations)
-        self.last_metrics = metrics
+        self._finished_at = self._record_end_step(metrics)
         if self.verbose >= 1:
             print(
                 f"Finished the students on their own states: {self.finish_steps} steps each, {metrics['time_s']:.1f} s"

@@ -949,6 +949,8 @@ def test_finish_takes_the_final_teachers_normalization():
         ({"finish_steps": -1}, ValueError, "finish_steps"),
         ({"finish_steps": 0.5}, TypeError, "finish_steps"),
         ({"finish_env": "CartPole-v1"}, ValueError, "only apply with finish_steps > 0"),
+        ({"finish_steps": 100}, ValueError, r"finish_steps=100 is fewer steps than one update of the finish \(128"),
+        ({"finish_steps": 500, "finish_kwargs": {"train_freq": 1000}}, ValueError, r"one update of the finish \(1000"),
         ({"finish_steps": 100, "finish_kwargs": {"epoch": 4}}, ValueError, r"finish_kwargs \['epoch'\] are not"),
         ({"finish_steps": 100, "finish_kwargs": {"collect": "teacher"}}, ValueError, r"\['collect'\] are not"),
     ],
@@ -961,7 +963,7 @@ def test_finish_options_are_checked_when_made(options, error, message):
 @pytest.mark.parametrize(
     ("env", "message"),
     [
-        (None, "finish_steps=100 needs finish_env: an environment of its own"),
+        (None, "finish_steps=1000 needs finish_env: an environment of its own"),
         ("TEACHER", "finish_env is the teacher's own environment"),
         ("Acrobot-v1", "the environment differs from the teacher in its observation space"),
     ],
@@ -969,7 +971,7 @@ def test_finish_options_are_checked_when_made(options, error, message):
 def test_finish_environment_is_checked_before_the_teacher_steps(env, message):
     teacher = make_teacher("ppo")
     env = teacher.get_env() if env == "TEACHER" else env
-    distill = RealTimeDistillCallback(student="MlpPolicy", finish_steps=100, finish_env=env)
+    distill = RealTimeDistillCallback(student="MlpPolicy", finish_steps=1000, finish_env=env)
     with pytest.raises(ValueError, match=message):
         teacher.learn(256, callback=distill)
     assert teacher.num_timesteps == 0
