@@ -112,7 +112,7 @@ def one_job(job: dict[str, Any]) -> dict[str, Any]:
             policy, evaluation_env(job["algo"], job["env"], teacher, seed=job["eval_seed"]), job["episodes"]
         )
     return {
-        **{key: job[key] for key in ("run_seed", "setting", "rung", "seed", "steps")},
+        **{key: job[key] for key in ("algo", "env", "run_seed", "setting", "rung", "seed", "steps")},
         "teacher_return": scores["teacher"],
         "random_return": scores["random"],
         "student_return": scores["student"],
@@ -127,13 +127,21 @@ def one_job(job: dict[str, Any]) -> dict[str, Any]:
 
 
 def summarise(runs: list[dict[str, Any]], settings: list[str], rungs: list[str]) -> dict[str, Any]:
-    """Median ratio per setting and rung, and the median paired difference to the first setting."""
-    ratios = {(run["setting"], run["rung"], run["run_seed"], run["seed"]): run["normalized"] for run in runs}
-    pairs = sorted({(run["run_seed"], run["seed"]) for run in runs})
+    """
+    Median ratio per setting and rung, and the median paired difference to the first setting.
+
+    A pair is one teacher (environment and run seed: several ladders may share a seed) and one student seed.
+    """
+
+    def pair(run: dict[str, Any]) -> tuple[str, int, int]:
+        return run.get("env", ""), run["run_seed"], run["seed"]  # files written before "env" hold one game
+
+    ratios = {(run["setting"], run["rung"], *pair(run)): run["normalized"] for run in runs}
+    pairs = sorted({pair(run) for run in runs})
     summary: dict[str, Any] = {}
     for setting, rung in itertools.product(settings, rungs):
-        values = [ratios.get((setting, rung, *pair)) for pair in pairs]
-        bases = [ratios.get((settings[0], rung, *pair)) for pair in pairs]
+        values = [ratios.get((setting, rung, *key)) for key in pairs]
+        bases = [ratios.get((settings[0], rung, *key)) for key in pairs]
         differences = [v - b for v, b in zip(values, bases, strict=True) if v is not None and b is not None]
         summary[f"{setting} {rung}"] = {
             "normalized_median": median_or_none(values),

@@ -616,14 +616,14 @@ def reevaluated_section() -> list[str]:
 
 
 def q_temperature_section() -> list[str]:
-    """``q_temperature.py``: offline students of saved DQN teachers, one per KL temperature (or MSE)."""
+    """``q_temperature.py``: offline students of saved teachers, per KL temperature, family, or resumed."""
     lines: list[str] = []
     for path in sorted(RESULTS.glob("q_temperature*.json")):
         record = json.loads(path.read_text())
         teachers = sorted({run["run_seed"] for run in record["runs"]})
         students = sorted({run["seed"] for run in record["runs"]})
         lines += [
-            f"## Q-value teachers: KL temperature and student family, offline (`{path.stem}.json`)",
+            f"## Offline from saved teachers: KL temperature, student family, resume (`{path.stem}.json`)",
             "",
             f"{_provenance(record)}; from {', '.join(f'`{name}`' for name in record['from_ladder'])} (teacher "
             f"seeds {teachers}); {record['steps']} student-driven steps, student seeds {students} per "
@@ -638,10 +638,12 @@ def q_temperature_section() -> list[str]:
         ]
         for label, entry in record["summary"].items():
             setting, rung = label.split(" ")
+            games = {run.get("env") for run in record["runs"]}
             each = " / ".join(
-                ("" if "start_normalized" not in run else f"{_fmt(run['start_normalized'], '.2f')} → ")
+                (f"{run['env'].split('/')[-1]}: " if len(games) > 1 else "")
+                + ("" if "start_normalized" not in run else f"{_fmt(run['start_normalized'], '.2f')} → ")
                 + _fmt(run["normalized"], ".2f")
-                for run in sorted(record["runs"], key=lambda run: (run["run_seed"], run["seed"]))
+                for run in sorted(record["runs"], key=lambda run: (run.get("env", ""), run["run_seed"], run["seed"]))
                 if (run["setting"], run["rung"]) == (setting, rung)
             )
             lines.append(
