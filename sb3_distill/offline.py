@@ -52,6 +52,9 @@ COLLECT_MODES = ("teacher", "student", "mixed")
 #: against -140, PPO CartPole 500 at both); teacher-driven data stays at 4, BC's equal.
 DEFAULT_EPOCHS = {"teacher": 4, "student": 8, "mixed": 8}
 
+#: Observations the memory holds when ``buffer_size`` is not given (100k MinAtar frames: 60 MB; Atari: 2.8 GB).
+DEFAULT_BUFFER_SIZE = 100_000
+
 
 class EnvironmentCollector:
     """
@@ -272,7 +275,7 @@ class OfflineDistillation(DistillationRun):
         learning_rate: float | Schedule = 1e-3,
         batch_size: int = 128,
         epochs: int | None = None,
-        buffer_size: int = 100_000,
+        buffer_size: int = DEFAULT_BUFFER_SIZE,
         train_freq: int | None = None,
         exploration_rate: float = 0.0,
         deterministic_teacher: bool = False,

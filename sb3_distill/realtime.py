@@ -33,7 +33,7 @@ from sb3_distill.distiller import DistillConfig, Distiller, acting_optimizer, ch
 from sb3_distill.fit_process import FitProcess, PendingFit
 from sb3_distill.internals import n_updates
 from sb3_distill.normalization import obs_normalization_of
-from sb3_distill.offline import OfflineDistillation
+from sb3_distill.offline import DEFAULT_BUFFER_SIZE, OfflineDistillation
 from sb3_distill.serialization import PathLike, atomic_torch_save, check_save_path, torch_load
 from sb3_distill.sources import ObservationSource, TargetMemory, source_for
 from sb3_distill.student_files import (
@@ -509,6 +509,7 @@ class RealTimeDistillCallback(BaseCallback):
             "distill_value": config.distill_value,
             "vf_coef": config.vf_coef,
             "max_grad_norm": config.max_grad_norm,
+            "buffer_size": max(1, min(DEFAULT_BUFFER_SIZE, self.finish_steps)),  # no memory beyond what it visits
         }
         return {**options, **self.finish_kwargs}
 
