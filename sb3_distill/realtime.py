@@ -488,9 +488,7 @@ class RealTimeDistillCallback(BaseCallback):
                 )
             env = make_env()
         teacher_venv = self.model.get_env()
-        if env is teacher_venv or (
-            isinstance(env, VecEnv) and teacher_venv is not None and env.unwrapped is teacher_venv.unwrapped
-        ):
+        if isinstance(env, VecEnv) and teacher_venv is not None and env.unwrapped is teacher_venv.unwrapped:
             raise ValueError(
                 "finish_env is the teacher's own environment: stepping it would change the teacher's continuation; "
                 "make another one the same way"
@@ -534,7 +532,8 @@ class RealTimeDistillCallback(BaseCallback):
             finish_normalization.obs_rms = copy.deepcopy(teacher_normalization.obs_rms)
             finish_normalization.training = False
         seeds = np.random.SeedSequence(self._finish_seed).generate_state(len(distiller.students))
-        metrics: dict[str, Any] = {"students": {}}
+        per_student: dict[str, dict[str, Any]] = {}
+        shared: dict[str, Any] = {}  # the last run's learning rate and teacher metrics
         for (name, student), seed in zip(distiller.students.items(), seeds, strict=True):
             finisher = copy.deepcopy(student)
             acting_optimizer(finisher).state.clear()
@@ -550,12 +549,11 @@ class RealTimeDistillCallback(BaseCallback):
             run.learn(self.finish_steps)
             student.load_state_dict(finisher.state_dict())
             assert run.last_metrics is not None  # finish_steps covers one update at least (checked when made)
-            metrics = {**run.last_metrics, "students": metrics["students"]}
-            student_metrics = dict(next(iter(run.last_metrics["students"].values())))
+            shared = run.last_metrics
+            per_student[name] = dict(next(iter(shared["students"].values())))
             if run.collector.episode_returns:
-                student_metrics["finish_ep_rew_mean"] = float(np.mean(run.collector.episode_returns))
-            metrics["students"][name] = student_metrics
-        metrics["time_s"] = time.perf_counter() - start_time
+                per_student[name]["finish_ep_rew_mean"] = float(np.mean(run.collector.episode_returns))
+        metrics = {**shared, "students": per_student, "time_s": time.perf_counter() - start_time}
         self._finished_at = self._record_end_step(metrics)
         if self.verbose >= 1:
             print(
