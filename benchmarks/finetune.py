@@ -40,6 +40,16 @@ each also of the candidate), today's distillation defaults, a MinAtar DQN teache
         --distill-steps 50000 --steps 100000 --eval-every 10000 --episodes 100 --jobs 2 \
         --name minatar_breakout_dqn_served
 
+Parity (``at_parity``: final returns at 0.95 of the teacher's or more), students distilled until they stop
+improving (CartPole: 60k steps, where 8k left one DQN student of five at 191; MinAtar: 150k for the PPO
+teacher, 300k for the DQN teacher; teachers retrained with ``hyperparams/``, PPO 2M steps, DQN 1M)::
+
+    python benchmarks/finetune.py --teachers dqn/CartPole-v1_1 ppo/CartPole-v1_1 --configs default \
+        --distill-steps 60000 --episodes 100 --eval-envs 10 --name cartpole_parity
+    python benchmarks/finetune.py --zoo zoo-minatar --teachers ppo/MinAtar-Breakout-v1_1 --configs default \
+        --distill-steps 150000 --steps 100000 --eval-every 10000 --episodes 50 --eval-envs 10 \
+        --name minatar_breakout_ppo_parity
+
 At the distillation defaults of today (8 samples per transition when the student acts), with the teacher as
 anchor (``teacher``: ``to_ppo(teacher=...)``) and a longer critic warm-up (``warmup20k``)::
 
@@ -131,6 +141,8 @@ STUDENTS: dict[str, dict[str, Any]] = {
         "net_arch": [],
     },
 }
+#: A final return at this fraction of the teacher's or more is parity (random-normalised where returns are negative).
+PARITY = 0.95
 #: A random policy's return where returns are negative (MountainCar: every episode times out at 200 steps).
 RANDOM = {"MountainCar-v0": -200.0}
 ZOO = pathlib.Path(__file__).resolve().parents[1] / "tests" / "data" / "zoo-agents"
@@ -256,10 +268,13 @@ def scaled(learning_rate: float | Callable[[float], float], scale: float) -> flo
     return scale * learning_rate
 
 
-def ratio(value: float, distilled: float, env_id: str) -> float | None:
-    """``value`` over the distilled return; where returns are negative, both measured from a random policy's."""
+def ratio(value: float, reference: float, env_id: str) -> float | None:
+    """
+    ``value`` over ``reference`` (the distilled or the teacher's return); where returns are negative, both
+    measured from a random policy's.
+    """
     low = RANDOM.get(env_id, 0.0)
-    return (value - low) / (distilled - low) if distilled > low else None
+    return (value - low) / (reference - low) if reference > low else None
 
 
 def run(teacher: str, config: str, seed: int, args: argparse.Namespace) -> dict[str, Any]:
@@ -375,9 +390,10 @@ def main() -> None:
         env_id = agent.env_id if agent is not None else None
         assert env_id is not None
         statistics_env = teacher_env(model, agent, make_vec_env(env_id, n_envs=1, seed=10_000))
-        summary[f"{teacher} teacher"] = float(
+        teacher_return = float(
             np.mean(evaluate_policy(model, statistics_env, n_eval_episodes=args.episodes, deterministic=True)[0])
         )
+        summary[f"{teacher} teacher"] = teacher_return
         print(teacher, "teacher", summary[f"{teacher} teacher"])
         for config in args.configs:
             mine = [r for r in runs if r["teacher"] == teacher and r["config"] == config]
@@ -398,6 +414,10 @@ def main() -> None:
                 ),
                 "final": [r["final"] for r in mine],
                 "median_final": statistics.median(r["final"] for r in mine),
+                # parity: the final return over the teacher's (both from a random policy's where returns are
+                # negative); a run reaches it at PARITY or more
+                "final_over_teacher": [ratio(r["final"], teacher_return, env_id) for r in mine],
+                "at_parity": sum((ratio(r["final"], teacher_return, env_id) or 0.0) >= PARITY for r in mine),
             }
             print(teacher, config, summary[f"{teacher} {config}"])
     settings = {key: value for key, value in vars(args).items() if key not in ("jobs", "name")}
