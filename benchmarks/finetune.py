@@ -40,7 +40,8 @@ each also of the candidate), today's distillation defaults, a MinAtar DQN teache
         --distill-steps 50000 --steps 100000 --eval-every 10000 --episodes 100 --jobs 2 \
         --name minatar_breakout_dqn_served
 
-Parity (``at_parity``: final returns at 0.95 of the teacher's or more), students distilled until they stop
+Parity (``at_parity``: final returns at 0.95 of the teacher's or more; with ``--parity-episodes``, what
+``learn`` hands over and the teacher on the same episodes, that many), students distilled until they stop
 improving (CartPole: 60k steps, where 8k left one DQN student of five at 191; MinAtar: 150k for the PPO
 teacher, 300k for the DQN teacher; teachers retrained with ``hyperparams/``, PPO 2M steps, DQN 1M)::
 
@@ -143,6 +144,8 @@ STUDENTS: dict[str, dict[str, Any]] = {
 }
 #: A final return at this fraction of the teacher's or more is parity (random-normalised where returns are negative).
 PARITY = 0.95
+#: Seeds the episodes of the parity evaluation (other episodes than those of the evaluations along the way).
+PARITY_SEED = 40_000
 #: A random policy's return where returns are negative (MountainCar: every episode times out at 200 steps).
 RANDOM = {"MountainCar-v0": -200.0}
 ZOO = pathlib.Path(__file__).resolve().parents[1] / "tests" / "data" / "zoo-agents"
@@ -333,6 +336,12 @@ def run(teacher: str, config: str, seed: int, args: argparse.Namespace) -> dict[
     guarded = getattr(model, "rollback_below", None) is not None
     if guarded:  # what learn() hands over, judged when it returns
         callback.judged.append(callback.evaluate())
+    # what learn() hands over, on the episodes the teacher plays for parity (PARITY_SEED)
+    parity_return = (
+        evaluate(model, env_id, args.parity_episodes, student, seed=PARITY_SEED, n_envs=args.eval_envs)
+        if args.parity_episodes
+        else None
+    )
     # min_ratio: the policies the guard judged (and hands over); without a guard, every evaluation.
     # min_ratio_between: every --eval-every steps, what model.predict acts with then (with a guard, the
     # policy it last passed); min_ratio_candidate: the candidate PPO samples from and updates.
@@ -355,6 +364,7 @@ def run(teacher: str, config: str, seed: int, args: argparse.Namespace) -> dict[
         if callback.candidates
         else None,
         "final": floor[-1][1],
+        "final_parity_episodes": parity_return,
     }
 
 
@@ -369,6 +379,13 @@ def main() -> None:
     parser.add_argument("--episodes", type=int, default=10)
     parser.add_argument(
         "--eval-envs", type=int, default=1, help="environments per evaluation, side by side (a divisor of --episodes)"
+    )
+    parser.add_argument(
+        "--parity-episodes",
+        type=int,
+        default=0,
+        help="evaluate what learn() hands over and the teacher on the same episodes, this many, for parity "
+        "(default: parity from the last evaluation against the teacher's --episodes)",
     )
     parser.add_argument("--zoo", default=None, help="folder of RL-Zoo runs (default: the published agents)")
     parser.add_argument("--jobs", type=int, default=1)
@@ -394,6 +411,15 @@ def main() -> None:
             np.mean(evaluate_policy(model, statistics_env, n_eval_episodes=args.episodes, deterministic=True)[0])
         )
         summary[f"{teacher} teacher"] = teacher_return
+        final_key = "final"
+        if args.parity_episodes:  # the teacher on the episodes each final policy played for parity
+            parity_env = make_vec_env(env_id, n_envs=args.eval_envs, seed=PARITY_SEED)
+            parity_env = teacher_env(model, agent, parity_env)
+            teacher_return = float(
+                np.mean(evaluate_policy(model, parity_env, n_eval_episodes=args.parity_episodes, deterministic=True)[0])
+            )
+            summary[f"{teacher} teacher_parity_episodes"] = teacher_return
+            final_key = "final_parity_episodes"
         print(teacher, "teacher", summary[f"{teacher} teacher"])
         for config in args.configs:
             mine = [r for r in runs if r["teacher"] == teacher and r["config"] == config]
@@ -416,8 +442,8 @@ def main() -> None:
                 "median_final": statistics.median(r["final"] for r in mine),
                 # parity: the final return over the teacher's (both from a random policy's where returns are
                 # negative); a run reaches it at PARITY or more
-                "final_over_teacher": [ratio(r["final"], teacher_return, env_id) for r in mine],
-                "at_parity": sum((ratio(r["final"], teacher_return, env_id) or 0.0) >= PARITY for r in mine),
+                "final_over_teacher": [ratio(r[final_key], teacher_return, env_id) for r in mine],
+                "at_parity": sum((ratio(r[final_key], teacher_return, env_id) or 0.0) >= PARITY for r in mine),
             }
             print(teacher, config, summary[f"{teacher} {config}"])
     settings = {key: value for key, value in vars(args).items() if key not in ("jobs", "name")}

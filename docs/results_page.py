@@ -484,18 +484,29 @@ def finetune_section() -> list[str]:
             "",
             f"{_provenance(record)}; seeds {settings['seeds']}; distilled for {settings['distill_steps']} steps, "
             f"fine-tuned for {settings['steps']}, evaluated every {settings['eval_every']} steps over "
-            f"{settings['episodes']} episodes.",
+            f"{settings['episodes']} episodes"
+            + (
+                f"; parity: what `learn` hands over and the teacher on the same {settings['parity_episodes']} "
+                "other episodes."
+                if settings.get("parity_episodes")
+                else "."
+            ),
             "",
-            "| teacher, config | distilled returns | lowest / distilled (worst seed) | final returns |",
-            "|---|---|---|---|",
+            "| teacher, config | distilled returns | lowest / distilled (worst seed) | final returns "
+            "| final / teacher (at parity: ≥ 0.95) |",
+            "|---|---|---|---|---|",
         ]
         for case, result in record["summary"].items():
             if not isinstance(result, dict):
-                lines.append(f"| {case} | {result:.1f} | | |")
+                lines.append(f"| {case} | {result:.1f} | | | |")
                 continue
             distilled = " / ".join(f"{value:.3g}" for value in result["distilled"])
             final = " / ".join(f"{value:.3g}" for value in result["final"])
-            lines.append(f"| {case} | {distilled} | {_fmt(result['worst_min_ratio'], '.2f')} | {final} |")
+            parity = ""
+            if "at_parity" in result:  # runs since parity was counted
+                ratios = " / ".join(_fmt(value, ".2f") for value in result["final_over_teacher"])
+                parity = f"{ratios} ({result['at_parity']} of {len(result['final'])})"
+            lines.append(f"| {case} | {distilled} | {_fmt(result['worst_min_ratio'], '.2f')} | {final} | {parity} |")
         lines.append("")
     return lines
 
