@@ -42,14 +42,21 @@ each also of the candidate), today's distillation defaults, a MinAtar DQN teache
 
 Parity (``at_parity``: final returns at 0.95 of the teacher's or more; with ``--parity-episodes``, what
 ``learn`` hands over and the teacher on the same episodes, that many), students distilled until they stop
-improving (CartPole: 60k steps, where 8k left one DQN student of five at 191; MinAtar: 150k for the PPO
-teacher, 300k for the DQN teacher; teachers retrained with ``hyperparams/``, PPO 2M steps, DQN 1M)::
+improving (CartPole: 60k steps, where 8k left one DQN student of five at 191; MinAtar: 250k for the PPO
+teacher, 400k for the DQN teacher, ``--zoo`` teachers retrained with the commands above, PPO 2M steps, DQN
+1M; ``..._ppo_parity150k.json``: 150k steps, no ``--parity-episodes``)::
 
     python benchmarks/finetune.py --teachers dqn/CartPole-v1_1 ppo/CartPole-v1_1 --configs default \
         --distill-steps 60000 --episodes 100 --eval-envs 10 --name cartpole_parity
     python benchmarks/finetune.py --zoo zoo-minatar --teachers ppo/MinAtar-Breakout-v1_1 --configs default \
-        --distill-steps 150000 --steps 100000 --eval-every 10000 --episodes 50 --eval-envs 10 \
-        --name minatar_breakout_ppo_parity
+        --distill-steps 250000 --steps 100000 --eval-every 10000 --episodes 50 --eval-envs 10 \
+        --parity-episodes 200 --name minatar_breakout_ppo_parity
+    python benchmarks/finetune.py --zoo zoo-minatar --teachers dqn/MinAtar-Breakout-v1_1 --configs default \
+        --distill-steps 400000 --steps 100000 --eval-every 10000 --episodes 50 --eval-envs 10 \
+        --parity-episodes 200 --name minatar_breakout_dqn_parity
+    python benchmarks/finetune.py --zoo zoo-minatar --teachers dqn/MinAtar-Breakout-v1_1 --configs judge100 \
+        --distill-steps 400000 --steps 100000 --eval-every 10000 --episodes 50 --eval-envs 10 \
+        --parity-episodes 200 --jobs 2 --name minatar_breakout_dqn_parity_judge100
 
 At the distillation defaults of today (8 samples per transition when the student acts), with the teacher as
 anchor (``teacher``: ``to_ppo(teacher=...)``) and a longer critic warm-up (``warmup20k``)::
@@ -196,6 +203,7 @@ CONFIGS: dict[str, dict[str, Any]] = {
     "eval_guard50": {"eval_env": "own", "rollback_episodes": 50},
     # the defaults, judging on 50 episodes (the default judged on 20 then)
     "judge50": {"rollback_episodes": 50},
+    "judge100": {"rollback_episodes": 100},  # the defaults, judging on twice the default's episodes
     # the defaults less one safeguard (what holds a weak student back from its teacher?)
     "guarded_no_anchor": {"anchor_coef": 0.0},
     "no_target_kl": {"target_kl": None},
