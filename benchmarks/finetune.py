@@ -204,6 +204,8 @@ CONFIGS: dict[str, dict[str, Any]] = {
     # the defaults, judging on 50 episodes (the default judged on 20 then)
     "judge50": {"rollback_episodes": 50},
     "judge100": {"rollback_episodes": 100},  # the defaults, judging on twice the default's episodes
+    # the defaults, a pass confirmed on a second set of 50 episodes (against the start's return there)
+    "confirm": {"rollback_confirm": True},
     # the defaults less one safeguard (what holds a weak student back from its teacher?)
     "guarded_no_anchor": {"anchor_coef": 0.0},
     "no_target_kl": {"target_kl": None},

@@ -107,7 +107,12 @@ class FineTunePPO(ProximalPolicyDistillation):
        itself: its episodes in progress are then cut (the environment is reset after judging, and a
        ``VecNormalize`` in it is frozen while judging). Either way they are not training steps: they cost
        up to ``rollback_episodes`` episodes per ``eval_freq`` steps (``rollback_below=None``: no guard, no
-       cost).
+       cost). With ``rollback_confirm=True`` the starting return is also measured on a second set of
+       ``rollback_episodes`` episodes (seeded with ``confirm_seed``), and a judged policy that reaches the
+       threshold plays that set too: it passes only if it reaches the threshold there as well (against the
+       start's return on that set), and is kept only if it reaches the start on both. Ten judgements are ten
+       chances for a worse policy to pass on one set's luck; on MinAtar, where two sets of 50 episodes of one
+       policy differ by up to 15%, that happened (README, "fine-tuning").
 
     With the guard, ``predict`` acts with the policy it last passed (:attr:`judged_policy`: the student until
     the first judgement, then the last judged weights at or above the threshold, or the kept ones it rolled
@@ -132,6 +137,7 @@ class FineTunePPO(ProximalPolicyDistillation):
     :param rollback_below: the fraction of the starting return the guard keeps the policy above
         (``None``: no guard)
     :param rollback_episodes: episodes per judgement, and for the starting return
+    :param rollback_confirm: a policy that passes a judgement must pass again on a second set of episodes
     :param eval_env: the environment the guard judges on (``None``: the training environment)
     :param eval_freq: environment steps between the guard's judgements
     :param ppo_kwargs: ``PPO``'s arguments
@@ -147,6 +153,7 @@ class FineTunePPO(ProximalPolicyDistillation):
         anchor_steps: int = DEFAULT_ANCHOR_STEPS,
         rollback_below: float | None = DEFAULT_ROLLBACK_BELOW,
         rollback_episodes: int = DEFAULT_ROLLBACK_EPISODES,
+        rollback_confirm: bool = False,
         eval_env: VecEnv | gym.Env | str | None = None,
         eval_freq: int = DEFAULT_EVAL_FREQ,
         **ppo_kwargs: Any,
@@ -169,6 +176,12 @@ class FineTunePPO(ProximalPolicyDistillation):
             raise ValueError(f"rollback_below must be in (0, 1] or None, got {rollback_below!r}")
         if isinstance(rollback_episodes, bool) or not isinstance(rollback_episodes, int) or rollback_episodes < 1:
             raise ValueError(f"rollback_episodes must be a positive number of episodes, got {rollback_episodes!r}")
+        if not isinstance(rollback_confirm, bool):
+            raise ValueError(f"rollback_confirm must be True or False, got {rollback_confirm!r}")
+        if rollback_confirm and rollback_below is None:
+            raise ValueError(
+                "rollback_confirm confirms the rollback guard's passes: it needs rollback_below (not None)"
+            )
         #: whether the anchor is a teacher (``True``) or the student as it was before fine-tuning
         self.anchors_to_teacher = teacher is not None
         super().__init__(policy, env, teacher=teacher, **ppo_kwargs)
@@ -177,6 +190,7 @@ class FineTunePPO(ProximalPolicyDistillation):
         self.anchor_steps = anchor_steps
         self.rollback_below = rollback_below
         self.rollback_episodes = rollback_episodes
+        self.rollback_confirm = rollback_confirm
         #: environment steps fine-tuned so far, across ``learn`` calls
         self.finetune_steps = 0
         #: the step the warm-up ended at (``None``: still warming up); the anchor fades from here, or from a rollback
@@ -189,7 +203,13 @@ class FineTunePPO(ProximalPolicyDistillation):
         self.last_judgement = 0
         self.judgements = 0
         #: the environment seed of every judgement's episodes (drawn from ``seed``)
-        self.judge_seed = int(np.random.default_rng(self.seed).integers(2**31 - 1))
+        self.judge_seed, self.confirm_seed = (
+            int(s) for s in np.random.default_rng(self.seed).integers(2**31 - 1, size=2)
+        )
+        #: with ``rollback_confirm``, the starting return on the confirmation episodes
+        self.start_confirm_return: float | None = None
+        #: with ``rollback_confirm``, how many passes the confirmation episodes overturned
+        self.overturned = 0
         self.value_optimizer: th.optim.Optimizer | None = None
         #: the guard's fallback: the weights (and optimiser state) last judged at or above the starting return
         self.kept_state: dict[str, Any] | None = None
@@ -250,15 +270,20 @@ class FineTunePPO(ProximalPolicyDistillation):
         """Judge the policy as it is now if ``every`` steps have passed since the last judgement."""
         if self.rollback_below is None or self.kept_state is None or self.finetune_steps - self.last_judgement < every:
             return
-        self._judge(self.evaluate_deterministic(), self._state())
+        mean_return = self.evaluate_deterministic()
+        confirm_return = None
+        if self.rollback_confirm and mean_return >= self.rollback_threshold():
+            confirm_return = self.evaluate_deterministic(confirm=True)
+        self._judge(mean_return, self._state(), confirm_return)
 
-    def evaluate_deterministic(self) -> float:
+    def evaluate_deterministic(self, confirm: bool = False) -> float:
         """
         The deterministic policy's mean return over ``rollback_episodes`` episodes, always the same ones (the
-        environment seeded with ``judge_seed``), on ``eval_env`` or, without one, on the training environment
-        (its episodes in progress are cut: it is reset afterwards with a new seed, and a ``VecNormalize`` in it
-        does not update its statistics meanwhile).
+        environment seeded with ``judge_seed``, or ``confirm_seed`` for the confirmation episodes), on ``eval_env``
+        or, without one, on the training environment (its episodes in progress are cut: it is reset afterwards
+        with a new seed, and a ``VecNormalize`` in it does not update its statistics meanwhile).
 
+        :param confirm: play the confirmation episodes (not counted as a judgement)
         :return: the mean return
         """
         env = self.env if self.eval_env is None else self.eval_env
@@ -267,14 +292,16 @@ class FineTunePPO(ProximalPolicyDistillation):
         training = normalize is not None and normalize.training
         if normalize is not None:
             normalize.training = False
-        self.judgements += 1
+        if not confirm:
+            self.judgements += 1
         try:
-            env.seed(self.judge_seed)  # the same episodes at every judgement
+            env.seed(self.confirm_seed if confirm else self.judge_seed)  # the same episodes at every judgement
             returns, _ = evaluate_policy(
                 self.policy, env, self.rollback_episodes, deterministic=True, return_episode_rewards=True
             )
             if self.eval_env is None:  # training resumes on new episodes, seeded anew
-                env.seed(int(np.random.default_rng([self.judge_seed, self.judgements]).integers(2**31 - 1)))
+                stream = [self.confirm_seed if confirm else self.judge_seed, self.judgements]
+                env.seed(int(np.random.default_rng(stream).integers(2**31 - 1)))
                 self._last_obs = env.reset()  # type: ignore[assignment]
                 self._last_episode_starts = np.ones((env.num_envs,), dtype=bool)
                 if normalize is not None:
@@ -313,6 +340,8 @@ class FineTunePPO(ProximalPolicyDistillation):
         if self.rollback_below is not None and self.start_return is None:
             self.start_return = self.evaluate_deterministic()  # the policy has not moved yet
             self.logger.record("finetune/start_return", self.start_return)
+            if self.rollback_confirm:
+                self.start_confirm_return = self.evaluate_deterministic(confirm=True)
         if self.anchor_start is None and self.finetune_steps >= self.value_warmup_steps:
             self.anchor_start = self.finetune_steps
         if self.anchor_start is None:
@@ -332,13 +361,17 @@ class FineTunePPO(ProximalPolicyDistillation):
         self.logger.record("finetune/anchor_weight", self.anchor_weight())
         self._judge_now(self.eval_freq)  # the updated weights, before they act
 
-    def rollback_threshold(self) -> float:
-        """:return: the mean deterministic return below which the guard rolls back"""
+    def rollback_threshold(self, confirm: bool = False) -> float:
+        """
+        :param confirm: on the confirmation episodes (``rollback_confirm``)
+        :return: the mean deterministic return below which the guard rolls back
+        """
         assert self.rollback_below is not None
-        assert self.start_return is not None
-        return self.start_return - (1.0 - self.rollback_below) * abs(self.start_return)
+        start = self.start_confirm_return if confirm else self.start_return
+        assert start is not None
+        return start - (1.0 - self.rollback_below) * abs(start)
 
-    def _judge(self, mean_return: float, judged: dict[str, Any]) -> None:
+    def _judge(self, mean_return: float, judged: dict[str, Any], confirm_return: float | None = None) -> None:
         """
         Roll back to the kept weights when ``mean_return`` is below the threshold; keep ``judged`` (and anchor
         to it) when it reaches the starting return; in between, neither. Either way ``predict`` acts from now
@@ -346,12 +379,18 @@ class FineTunePPO(ProximalPolicyDistillation):
 
         :param mean_return: the judged weights' mean return
         :param judged: the weights (and optimiser state) that played it
+        :param confirm_return: their mean return on the confirmation episodes, where they were played: the
+            threshold and the start must be reached there too
         """
         assert self.start_return is not None
         assert self.kept_state is not None
         self.logger.record("finetune/judged_return", mean_return)
         self.last_judgement = self.finetune_steps
-        if mean_return < self.rollback_threshold():
+        overturned = confirm_return is not None and confirm_return < self.rollback_threshold(confirm=True)
+        if overturned:
+            self.overturned += 1
+            self.logger.record("finetune/overturned", self.overturned)
+        if mean_return < self.rollback_threshold() or overturned:
             self.policy.load_state_dict(self.kept_state["policy"])
             self.policy.optimizer.load_state_dict(self.kept_state["optimizer"])
             self._pass(self.kept_state["policy"])
@@ -365,7 +404,10 @@ class FineTunePPO(ProximalPolicyDistillation):
                 )
             return
         self._pass(judged["policy"])  # at or above the threshold: what predict acts with from now on
-        if mean_return >= self.start_return:
+        confirmed = confirm_return is None or (
+            self.start_confirm_return is not None and confirm_return >= self.start_confirm_return
+        )
+        if mean_return >= self.start_return and confirmed:
             # the judged weights played at least as well as the student: keep them, anchor to them
             self.kept_state = judged
             if not self.anchors_to_teacher:
@@ -481,6 +523,7 @@ def to_ppo(
     anchor_steps: int = DEFAULT_ANCHOR_STEPS,
     rollback_below: float | None = DEFAULT_ROLLBACK_BELOW,
     rollback_episodes: int = DEFAULT_ROLLBACK_EPISODES,
+    rollback_confirm: bool = False,
     eval_env: VecEnv | gym.Env | str | None = None,
     eval_freq: int = DEFAULT_EVAL_FREQ,
     **ppo_kwargs: Any,
@@ -508,6 +551,8 @@ def to_ppo(
         ``eval_freq`` steps and when ``learn`` returns, falls below this fraction of the student's starting
         return (``None``: no guard)
     :param rollback_episodes: episodes per judgement of the guard, and for the starting return
+    :param rollback_confirm: a policy that passes a judgement plays a second set of ``rollback_episodes``
+        episodes and must pass there too (against the start's return on that set)
     :param eval_env: the environment the guard judges on, made as ``env`` is (a ``VecNormalize`` the student
         recorded is re-applied); ``None``: the training environment, whose episodes in progress are cut
     :param eval_freq: environment steps between the guard's judgements
@@ -534,6 +579,7 @@ def to_ppo(
             "anchor_steps": anchor_steps,
             "rollback_below": rollback_below,
             "rollback_episodes": rollback_episodes,
+            "rollback_confirm": rollback_confirm,
             "eval_env": None if eval_env is None else _student_env(student, eval_env),
             "eval_freq": eval_freq,
             "target_kl": DEFAULT_TARGET_KL,

@@ -330,6 +330,38 @@ def test_the_guard_hands_over_only_a_judged_policy(expert_student, tmp_path):
         to_ppo(expert_student, cartpole(), eval_env="CartPole-v1", eval_freq=0)
 
 
+def test_a_confirming_guard_passes_only_what_both_sets_of_episodes_pass(expert_student):
+    # rollback_confirm: the start is measured on a second set of episodes too; an unchanged policy passes both.
+    model = frozen_model(expert_student, rollback_below=0.9, rollback_confirm=True, eval_freq=256)
+    model.learn(512)
+    assert model.confirm_seed != model.judge_seed
+    assert model.start_return is not None
+    assert model.start_confirm_return is not None
+    assert min(model.start_return, model.start_confirm_return) >= 400
+    assert (model.rollbacks, model.overturned) == (0, 0)
+    assert model.judgements == 3  # the start, after the updates, when learn returned: confirmations not counted
+    kept = {key: value.clone() for key, value in model.policy.state_dict().items()}
+    with th.no_grad():
+        model.policy.action_net.weight.neg_()
+        model.policy.action_net.bias.neg_()
+    sabotaged = model._state()
+    # Passed on the judging episodes, failed on the confirmation episodes: rolled back.
+    model._judge(model.start_return, sabotaged, 0.5 * model.start_confirm_return)
+    assert (model.rollbacks, model.overturned) == (1, 1)
+    assert all(th.equal(kept[key], value) for key, value in model.policy.state_dict().items())
+    # At the start on one set, between the threshold and the start on the other: passed, not kept.
+    model._judge(model.start_return, sabotaged, 0.95 * model.start_confirm_return)
+    assert model.rollbacks == 1
+    assert model.judged_policy is not None
+    assert th.equal(model.judged_policy.action_net.bias, sabotaged["policy"]["action_net.bias"])
+    assert model.kept_state is not None
+    assert th.equal(model.kept_state["policy"]["action_net.bias"], kept["action_net.bias"])
+    with pytest.raises(ValueError, match="rollback_below"):
+        to_ppo(expert_student, cartpole(), rollback_below=None, rollback_confirm=True)
+    with pytest.raises(ValueError, match="rollback_confirm"):
+        to_ppo(expert_student, cartpole(), rollback_confirm=1)
+
+
 def test_judging_on_the_training_env_freezes_its_statistics_and_starts_new_episodes(student):
     env = VecNormalize(cartpole(n_envs=4, seed=5), norm_reward=False)
     model = to_ppo(student, env, value_warmup_steps=0, rollback_episodes=4, eval_freq=128, n_steps=32, seed=0)
