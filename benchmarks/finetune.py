@@ -58,6 +58,9 @@ teacher, 400k for the DQN teacher, ``--zoo`` teachers retrained with the command
         --distill-steps 400000 --steps 100000 --eval-every 10000 --episodes 50 --eval-envs 10 \
         --parity-episodes 200 --jobs 2 --name minatar_breakout_dqn_parity_judge100
 
+and the same with ``--configs confirm`` (``rollback_confirm=True``), ``--name
+minatar_breakout_{dqn,ppo}_parity_confirm`` (one run per teacher, with its own ``--distill-steps``).
+
 At the distillation defaults of today (8 samples per transition when the student acts), with the teacher as
 anchor (``teacher``: ``to_ppo(teacher=...)``) and a longer critic warm-up (``warmup20k``)::
 
