@@ -437,6 +437,7 @@ def main() -> None:
         for config in args.configs:
             mine = [r for r in runs if r["teacher"] == teacher and r["config"] == config]
             ratios = [r["min_ratio"] for r in mine if r["min_ratio"] is not None]
+            over_teacher = [ratio(r[final_key], teacher_return, env_id) for r in mine]
             summary[f"{teacher} {config}"] = {
                 "distilled": [r["distilled"] for r in mine],
                 # the distilled student on other episodes: two evaluations of one policy differ this much
@@ -455,8 +456,8 @@ def main() -> None:
                 "median_final": statistics.median(r["final"] for r in mine),
                 # parity: the final return over the teacher's (both from a random policy's where returns are
                 # negative); a run reaches it at PARITY or more
-                "final_over_teacher": [ratio(r[final_key], teacher_return, env_id) for r in mine],
-                "at_parity": sum((ratio(r[final_key], teacher_return, env_id) or 0.0) >= PARITY for r in mine),
+                "final_over_teacher": over_teacher,
+                "at_parity": sum((value or 0.0) >= PARITY for value in over_teacher),
             }
             print(teacher, config, summary[f"{teacher} {config}"])
     settings = {key: value for key, value in vars(args).items() if key not in ("jobs", "name")}
