@@ -135,7 +135,7 @@ from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.evaluation import evaluate_policy
 
 import sb3_distill.envs  # noqa: F401  (registers MinAtar)
-from sb3_distill import distill, to_dqn, to_ppo, wrap_env
+from sb3_distill import distill, load_student, save_student, to_dqn, to_ppo, wrap_env
 from sb3_distill.agents import SavedAgent
 from sb3_distill.architectures import MinAtarCNN
 from sb3_distill.finetune import greedy_observations
@@ -293,17 +293,20 @@ def ratio(value: float, reference: float, env_id: str) -> float | None:
     return (value - low) / (reference - low) if reference > low else None
 
 
-def run(teacher: str, config: str, seed: int, args: argparse.Namespace) -> dict[str, Any]:
-    th.set_num_threads(1)
-    folder = (ZOO if args.zoo is None else pathlib.Path(args.zoo)) / teacher
-    env_id = SavedAgent.find(folder).env_id
-    assert env_id is not None, f"{folder}: no environment id recorded"
-    algo = "dqn" if config.startswith("dqn") else "ppo"
-    options = dict(CONFIGS[config])
-    loss = options.pop("distill_loss", None)
-    lr_scale = options.pop("lr_scale", None)
-    if options.pop("teacher", False):
-        options["teacher"] = str(folder)
+def distilled_student(
+    folder: pathlib.Path, env_id: str, algo: str, loss: str | None, seed: int, args: argparse.Namespace
+) -> Any:
+    """
+    The student distilled student-driven from the teacher in ``folder`` for ``--distill-steps`` steps; with
+    ``--students``, read from that folder when a run with the same teacher, student algorithm, loss, budget
+    and seed saved it there, else distilled and saved there (so configurations share one distillation).
+    """
+    file = None
+    if args.students is not None:
+        name = f"{folder.parent.name}_{folder.name}_{algo}_{loss or 'default'}_{args.distill_steps}_{seed}.pt"
+        file = pathlib.Path(args.students) / name.replace("/", "-")
+        if file.exists():
+            return load_student(file, device="cpu")
     student = distill(
         str(folder),
         "MlpPolicy",
@@ -315,6 +318,24 @@ def run(teacher: str, config: str, seed: int, args: argparse.Namespace) -> dict[
         loss=loss,
         seed=seed,
     )
+    if file is not None:
+        file.parent.mkdir(parents=True, exist_ok=True)
+        save_student(student, file)
+    return student
+
+
+def run(teacher: str, config: str, seed: int, args: argparse.Namespace) -> dict[str, Any]:
+    th.set_num_threads(1)
+    folder = (ZOO if args.zoo is None else pathlib.Path(args.zoo)) / teacher
+    env_id = SavedAgent.find(folder).env_id
+    assert env_id is not None, f"{folder}: no environment id recorded"
+    algo = "dqn" if config.startswith("dqn") else "ppo"
+    options = dict(CONFIGS[config])
+    loss = options.pop("distill_loss", None)
+    lr_scale = options.pop("lr_scale", None)
+    if options.pop("teacher", False):
+        options["teacher"] = str(folder)
+    student = distilled_student(folder, env_id, algo, loss, seed, args)
     distilled = evaluate(student, env_id, args.episodes, student, n_envs=args.eval_envs)
     # The same student on other episodes: how far two evaluations of one policy differ (the noise floor).
     distilled_again = evaluate(student, env_id, args.episodes, student, seed=20_000, n_envs=args.eval_envs)
@@ -401,6 +422,11 @@ def main() -> None:
         "(default: parity from the last evaluation against the teacher's --episodes)",
     )
     parser.add_argument("--zoo", default=None, help="folder of RL-Zoo runs (default: the published agents)")
+    parser.add_argument(
+        "--students",
+        default=None,
+        help="folder where distilled students are kept and reused by runs with the same teacher, budget and seed",
+    )
     parser.add_argument("--jobs", type=int, default=1)
     parser.add_argument(
         "--chunks",
@@ -460,7 +486,7 @@ def main() -> None:
                 "at_parity": sum((value or 0.0) >= PARITY for value in over_teacher),
             }
             print(teacher, config, summary[f"{teacher} {config}"])
-    settings = {key: value for key, value in vars(args).items() if key not in ("jobs", "name")}
+    settings = {key: value for key, value in vars(args).items() if key not in ("jobs", "name", "students")}
     settings["config_options"] = {config: CONFIGS[config] for config in args.configs}
     if args.zoo is not None:  # the runs' folder by name only (no machine path in a result)
         settings["zoo"] = pathlib.Path(args.zoo).name

@@ -51,14 +51,43 @@ SHARPEN_STEPS = 256
 DEFAULT_ANCHOR_COEF = 1.0
 DEFAULT_ANCHOR_STEPS = 10_000
 #: The rollback guard: the fraction of the starting return below which the policy is rolled back, and the
-#: number of deterministic episodes each judgement (and the starting return) is measured over.
+#: number of deterministic episodes each judgement (and the starting return) is measured over ("auto":
+#: :func:`judging_episodes` chooses it from the spread of the student's returns).
 DEFAULT_ROLLBACK_BELOW = 0.95
-DEFAULT_ROLLBACK_EPISODES = 50
+DEFAULT_ROLLBACK_EPISODES = "auto"
+#: With ``rollback_episodes="auto"``: the episodes the spread is first measured on, and the most per judgement.
+AUTO_MIN_EPISODES = 50
+AUTO_MAX_EPISODES = 1_000
 #: The environment steps between the guard's judgements.
 DEFAULT_EVAL_FREQ = 10_000
 
 #: Constructor arguments of a policy that the algorithm passes itself.
 _SPACE_ARGUMENTS = ("observation_space", "action_space", "lr_schedule", "use_sde")
+
+
+def judging_episodes(
+    returns: np.ndarray, rollback_below: float, low: int = AUTO_MIN_EPISODES, high: int = AUTO_MAX_EPISODES
+) -> int:
+    """
+    The episodes per judgement (``rollback_episodes="auto"``) that make the standard error of a mean return
+    at most half the band between the starting return and the rollback threshold: ``n >= (2 std / band)**2``
+    with ``band = (1 - rollback_below) * |mean|``, from the student's own returns. A policy whose returns
+    never vary (CartPole at 500) needs ``low``; one whose returns vary by 90% of their mean (MinAtar
+    Breakout), over a thousand: ``high`` is the cap.
+
+    :param returns: the student's deterministic returns, one per episode (two at least)
+    :param rollback_below: the guard's fraction of the starting return
+    :param low: the fewest episodes
+    :param high: the most episodes
+    :return: the episodes per judgement
+    """
+    spread = float(np.std(returns, ddof=1)) if len(returns) > 1 else 0.0
+    band = (1.0 - rollback_below) * abs(float(np.mean(returns)))
+    if spread == 0.0:
+        return low
+    if band == 0.0:
+        return high
+    return int(np.clip(math.ceil((2.0 * spread / band) ** 2), low, high))
 
 
 def _policy_kwargs(student: BasePolicy) -> dict[str, Any]:
@@ -98,28 +127,30 @@ class FineTunePPO(ProximalPolicyDistillation):
        ``start - (1 - rollback_below) * |start|``), the policy and its optimiser go back to the kept
        weights and the anchor's fade starts again; when it reaches the starting return, the judged weights
        are kept and an anchor to the student moves to them (a teacher anchor stays), so that the policy can
-       keep improving from verified weights; in between, neither. The kept weights are at first the
-       student's after the warm-up. A failing update is thus rolled back before it acts again or is handed
-       over. Every judgement plays the same episodes (the environment is seeded with ``judge_seed`` first):
+       keep improving from verified weights; in between, PPO goes on from the judged weights but the kept
+       ones stay what ``predict`` acts with. The kept weights are at first the student's after the warm-up.
+       A failing update is thus rolled back before it acts again, and ``learn`` hands over the kept
+       weights only. With ``rollback_episodes="auto"`` (the default) the student first plays 50 episodes,
+       and the number per judgement is chosen from the spread of their returns (:func:`judging_episodes`:
+       a mean's standard error at most half the band between the start and the threshold, 50 to 1000
+       episodes): where returns vary by as much as their mean (MinAtar), 50 episodes cannot tell a 5% drop
+       from luck. Every judgement plays the same episodes (the environment is seeded with ``judge_seed`` first):
        two judgements differ by the policy, not by the luck of the draw, and an unchanged policy scores its
        starting return exactly (in an environment that its seed makes deterministic). The judging episodes
        are played on ``eval_env`` when given (made as ``env`` is), otherwise on the training environment
        itself: its episodes in progress are then cut (the environment is reset after judging, and a
        ``VecNormalize`` in it is frozen while judging). Either way they are not training steps: they cost
-       up to ``rollback_episodes`` episodes per ``eval_freq`` steps (``rollback_below=None``: no guard, no
+       up to ``judge_episodes`` episodes per ``eval_freq`` steps (``rollback_below=None``: no guard, no
        cost). With ``rollback_confirm=True`` the starting return is also measured on a second set of
-       ``rollback_episodes`` episodes (seeded with ``confirm_seed``), and a judged policy that reaches the
-       threshold plays that set too: it passes only if it reaches the threshold there as well (against the
-       start's return on that set), and is kept only if it reaches the start on both. Ten judgements are ten
-       chances for a worse policy to pass on one set's luck; on MinAtar, where two sets of 50 episodes of one
-       policy differ by up to 15%, that happened, and confirming stopped it for students of a DQN teacher
-       (README, "fine-tuning"; not the default: on a PPO teacher's students it measured no better).
+       ``judge_episodes`` episodes (seeded with ``confirm_seed``), and a judged policy that reaches the
+       threshold plays that set too: it is rolled back unless it reaches the threshold there as well
+       (against the start's return on that set), and is kept only if it reaches the start on both.
 
-    With the guard, ``predict`` acts with the policy it last passed (:attr:`judged_policy`: the student until
-    the first judgement, then the last judged weights at or above the threshold, or the kept ones it rolled
-    back to), so that an evaluation during ``learn`` (``EvalCallback``) or a prediction mid-training never
-    meets an update that has not been judged yet. ``policy`` is PPO's candidate, the one it samples its
-    rollouts from and updates; when ``learn`` returns the two are the same weights.
+    With the guard, ``predict`` acts with the weights it last kept (:attr:`judged_policy`: the student until
+    the first update, then the last judged weights that reached the starting return), so that an
+    evaluation during ``learn`` (``EvalCallback``) or a prediction mid-training never meets weights that
+    have not been verified. ``policy`` is PPO's candidate, the one it samples its rollouts from and updates;
+    when ``learn`` returns it is set to the kept weights, so the two are the same and ``save`` writes them.
 
     Steps count across ``learn`` calls. ``save`` writes the model as it trains (the candidate ``policy``) in a
     file that SB3's ``PPO.load`` reads; the anchor and the guard's kept and judged weights are not saved:
@@ -137,7 +168,8 @@ class FineTunePPO(ProximalPolicyDistillation):
     :param anchor_steps: environment steps over which the anchor fades to 0
     :param rollback_below: the fraction of the starting return the guard keeps the policy above
         (``None``: no guard)
-    :param rollback_episodes: episodes per judgement, and for the starting return
+    :param rollback_episodes: episodes per judgement, and for the starting return (``"auto"``: chosen from
+        the spread of the student's returns, :func:`judging_episodes`)
     :param rollback_confirm: a policy that passes a judgement must pass again on a second set of episodes
     :param eval_env: the environment the guard judges on (``None``: the training environment)
     :param eval_freq: environment steps between the guard's judgements
@@ -153,7 +185,7 @@ class FineTunePPO(ProximalPolicyDistillation):
         anchor_coef: float = DEFAULT_ANCHOR_COEF,
         anchor_steps: int = DEFAULT_ANCHOR_STEPS,
         rollback_below: float | None = DEFAULT_ROLLBACK_BELOW,
-        rollback_episodes: int = DEFAULT_ROLLBACK_EPISODES,
+        rollback_episodes: int | str = DEFAULT_ROLLBACK_EPISODES,
         rollback_confirm: bool = False,
         eval_env: VecEnv | gym.Env | str | None = None,
         eval_freq: int = DEFAULT_EVAL_FREQ,
@@ -175,8 +207,12 @@ class FineTunePPO(ProximalPolicyDistillation):
             raise ValueError(f"anchor_coef must be a finite number >= 0, got {anchor_coef!r}")
         if rollback_below is not None and not (isinstance(rollback_below, int | float) and 0 < rollback_below <= 1):
             raise ValueError(f"rollback_below must be in (0, 1] or None, got {rollback_below!r}")
-        if isinstance(rollback_episodes, bool) or not isinstance(rollback_episodes, int) or rollback_episodes < 1:
-            raise ValueError(f"rollback_episodes must be a positive number of episodes, got {rollback_episodes!r}")
+        if rollback_episodes != "auto" and (
+            isinstance(rollback_episodes, bool) or not isinstance(rollback_episodes, int) or rollback_episodes < 1
+        ):
+            raise ValueError(
+                f"rollback_episodes must be a positive number of episodes or 'auto', got {rollback_episodes!r}"
+            )
         if not isinstance(rollback_confirm, bool):
             raise ValueError(f"rollback_confirm must be True or False, got {rollback_confirm!r}")
         if rollback_confirm and rollback_below is None:
@@ -191,6 +227,8 @@ class FineTunePPO(ProximalPolicyDistillation):
         self.anchor_steps = anchor_steps
         self.rollback_below = rollback_below
         self.rollback_episodes = rollback_episodes
+        #: the episodes each judgement plays (``None`` until ``"auto"`` has chosen them, at the start)
+        self.judge_episodes: int | None = rollback_episodes if isinstance(rollback_episodes, int) else None
         self.rollback_confirm = rollback_confirm
         #: environment steps fine-tuned so far, across ``learn`` calls
         self.finetune_steps = 0
@@ -214,7 +252,7 @@ class FineTunePPO(ProximalPolicyDistillation):
         self.value_optimizer: th.optim.Optimizer | None = None
         #: the guard's fallback: the weights (and optimiser state) last judged at or above the starting return
         self.kept_state: dict[str, Any] | None = None
-        #: the policy ``predict`` acts with while the guard is on: the last one it passed (``None``: ``policy``)
+        #: the policy ``predict`` acts with while the guard is on: the weights it last kept (``None``: ``policy``)
         self.judged_policy: BasePolicy | None = None
 
     def _excluded_save_params(self) -> list[str]:
@@ -242,7 +280,9 @@ class FineTunePPO(ProximalPolicyDistillation):
                 "(FineTunePPO.load(path, env, eval_env=...), or set model.eval_env)"
             )
         super().learn(total_timesteps, callback, log_interval, tb_log_name, reset_num_timesteps, progress_bar)
-        self._judge_now(1)  # hand over only a judged policy
+        self._judge_now(1)  # judge the last update too
+        if self.rollback_below is not None and self.kept_state is not None:  # hand over the kept weights
+            self._restore(self.kept_state)
         return self
 
     def predict(
@@ -253,13 +293,13 @@ class FineTunePPO(ProximalPolicyDistillation):
         deterministic: bool = False,
     ) -> tuple[np.ndarray, tuple[np.ndarray, ...] | None]:
         """
-        The action of the policy the rollback guard last passed (:attr:`judged_policy`), or of ``policy``
+        The action of the weights the rollback guard last kept (:attr:`judged_policy`), or of ``policy``
         without a guard; as ``PPO.predict`` otherwise.
         """
         policy = self.policy if self.judged_policy is None else self.judged_policy
         return policy.predict(observation, state, episode_start, deterministic)
 
-    def _pass(self, policy_state: dict[str, th.Tensor]) -> None:
+    def _serve(self, policy_state: dict[str, th.Tensor]) -> None:
         """Make ``policy_state`` the weights ``predict`` acts with."""
         if self.judged_policy is None:
             self.judged_policy = copy.deepcopy(self.policy)
@@ -279,7 +319,7 @@ class FineTunePPO(ProximalPolicyDistillation):
 
     def evaluate_deterministic(self, confirm: bool = False) -> float:
         """
-        The deterministic policy's mean return over ``rollback_episodes`` episodes, always the same ones (the
+        The deterministic policy's mean return over ``judge_episodes`` episodes, always the same ones (the
         environment seeded with ``judge_seed``, or ``confirm_seed`` for the confirmation episodes), on ``eval_env``
         or, without one, on the training environment (its episodes in progress are cut: it is reset afterwards
         with a new seed, and a ``VecNormalize`` in it does not update its statistics meanwhile).
@@ -287,19 +327,29 @@ class FineTunePPO(ProximalPolicyDistillation):
         :param confirm: play the confirmation episodes (not counted as a judgement)
         :return: the mean return
         """
+        assert self.judge_episodes is not None, "the starting return chooses the episodes: call train() first"
+        if not confirm:
+            self.judgements += 1
+        return float(np.mean(self.episode_returns(self.judge_episodes, confirm)))
+
+    def episode_returns(self, episodes: int, confirm: bool = False) -> np.ndarray:
+        """
+        The deterministic policy's returns on ``episodes`` episodes of the environment seeded as for a
+        judgement, as :meth:`evaluate_deterministic` plays them.
+
+        :param episodes: how many episodes
+        :param confirm: the confirmation episodes
+        :return: one return per episode
+        """
         env = self.env if self.eval_env is None else self.eval_env
         assert isinstance(env, VecEnv)
         normalize = unwrap_vec_normalize(env)
         training = normalize is not None and normalize.training
         if normalize is not None:
             normalize.training = False
-        if not confirm:
-            self.judgements += 1
         try:
             env.seed(self.confirm_seed if confirm else self.judge_seed)  # the same episodes at every judgement
-            returns, _ = evaluate_policy(
-                self.policy, env, self.rollback_episodes, deterministic=True, return_episode_rewards=True
-            )
+            returns, _ = evaluate_policy(self.policy, env, episodes, deterministic=True, return_episode_rewards=True)
             if self.eval_env is None:  # training resumes on new episodes, seeded anew
                 stream = [self.confirm_seed if confirm else self.judge_seed, self.judgements]
                 env.seed(int(np.random.default_rng(stream).integers(2**31 - 1)))
@@ -310,7 +360,7 @@ class FineTunePPO(ProximalPolicyDistillation):
         finally:
             if normalize is not None:
                 normalize.training = training
-        return float(np.mean(returns))
+        return np.asarray(returns, dtype=np.float64)
 
     def anchor_weight(self) -> float:
         """:return: the weight of the KL anchor for the next update (0 during the warm-up and after the fade)"""
@@ -339,8 +389,7 @@ class FineTunePPO(ProximalPolicyDistillation):
 
     def train(self) -> None:
         if self.rollback_below is not None and self.start_return is None:
-            self.start_return = self.evaluate_deterministic()  # the policy has not moved yet
-            self.logger.record("finetune/start_return", self.start_return)
+            self._measure_start()  # the policy has not moved yet
             if self.rollback_confirm:
                 self.start_confirm_return = self.evaluate_deterministic(confirm=True)
         if self.anchor_start is None and self.finetune_steps >= self.value_warmup_steps:
@@ -350,7 +399,7 @@ class FineTunePPO(ProximalPolicyDistillation):
         else:
             if self.rollback_below is not None and self.kept_state is None:  # first update (or after load)
                 self.kept_state = self._state()
-                self._pass(self.kept_state["policy"])
+                self._serve(self.kept_state["policy"])
                 self.last_judgement = self.finetune_steps
             if self.anchor_weight() > 0:
                 if self.teacher is None:
@@ -361,6 +410,25 @@ class FineTunePPO(ProximalPolicyDistillation):
         self.finetune_steps += self.rollout_buffer.buffer_size * self.rollout_buffer.n_envs
         self.logger.record("finetune/anchor_weight", self.anchor_weight())
         self._judge_now(self.eval_freq)  # the updated weights, before they act
+
+    def _measure_start(self) -> None:
+        """The starting return, on ``judge_episodes`` episodes (chosen first from the student's spread if "auto")."""
+        assert self.rollback_below is not None
+        if self.judge_episodes is None:
+            returns = self.episode_returns(AUTO_MIN_EPISODES)
+            self.judge_episodes = judging_episodes(returns, self.rollback_below)
+            if self.verbose >= 1:
+                print(
+                    f"FineTunePPO: the student's returns {np.mean(returns):.3g} +- {np.std(returns):.3g}: "
+                    f"{self.judge_episodes} episodes per judgement"
+                )
+            if self.judge_episodes == AUTO_MIN_EPISODES:  # the episodes just played are the judging ones
+                self.judgements += 1
+                self.start_return = float(np.mean(returns))
+        if self.start_return is None:
+            self.start_return = self.evaluate_deterministic()
+        self.logger.record("finetune/start_return", self.start_return)
+        self.logger.record("finetune/judge_episodes", self.judge_episodes)
 
     def rollback_threshold(self, confirm: bool = False) -> float:
         """
@@ -374,9 +442,9 @@ class FineTunePPO(ProximalPolicyDistillation):
 
     def _judge(self, mean_return: float, judged: dict[str, Any], confirm_return: float | None = None) -> None:
         """
-        Roll back to the kept weights when ``mean_return`` is below the threshold; keep ``judged`` (and anchor
-        to it) when it reaches the starting return; in between, neither. Either way ``predict`` acts from now
-        on with the weights the policy is left with (the kept ones, or ``judged``).
+        Roll back to the kept weights when ``mean_return`` is below the threshold; keep ``judged`` (act with
+        it, and anchor to it) when it reaches the starting return; in between, let PPO go on from ``judged``
+        while ``predict`` acts with the kept weights.
 
         :param mean_return: the judged weights' mean return
         :param judged: the weights (and optimiser state) that played it
@@ -392,9 +460,7 @@ class FineTunePPO(ProximalPolicyDistillation):
             self.overturned += 1
             self.logger.record("finetune/overturned", self.overturned)
         if mean_return < self.rollback_threshold() or overturned:
-            self.policy.load_state_dict(self.kept_state["policy"])
-            self.policy.optimizer.load_state_dict(self.kept_state["optimizer"])
-            self._pass(self.kept_state["policy"])
+            self._restore(self.kept_state)
             self.anchor_start = self.finetune_steps  # move cautiously again from the kept weights
             self.rollbacks += 1
             self.logger.record("finetune/rollbacks", self.rollbacks)
@@ -404,18 +470,24 @@ class FineTunePPO(ProximalPolicyDistillation):
                     f"(start {self.start_return:.3g}): rolled back"
                 )
             return
-        self._pass(judged["policy"])  # at or above the threshold: what predict acts with from now on
         confirmed = confirm_return is None or (
             self.start_confirm_return is not None and confirm_return >= self.start_confirm_return
         )
         if mean_return >= self.start_return and confirmed:
-            # the judged weights played at least as well as the student: keep them, anchor to them
+            # the judged weights played at least as well as the student: keep them, act with them, anchor to them
             self.kept_state = judged
+            self._serve(judged["policy"])
             if not self.anchors_to_teacher:
                 if self.teacher is None:
                     self.set_anchor()
                 assert self.teacher is not None
                 self.teacher.policy.load_state_dict(judged["policy"])
+
+    def _restore(self, state: dict[str, Any]) -> None:
+        """Put the policy and its optimiser back to ``state``, the weights ``predict`` acts with."""
+        self.policy.load_state_dict(state["policy"])
+        self.policy.optimizer.load_state_dict(state["optimizer"])
+        self._serve(state["policy"])
 
     def _state(self) -> dict[str, Any]:
         return copy.deepcopy({"policy": self.policy.state_dict(), "optimizer": self.policy.optimizer.state_dict()})
@@ -523,7 +595,7 @@ def to_ppo(
     anchor_coef: float = DEFAULT_ANCHOR_COEF,
     anchor_steps: int = DEFAULT_ANCHOR_STEPS,
     rollback_below: float | None = DEFAULT_ROLLBACK_BELOW,
-    rollback_episodes: int = DEFAULT_ROLLBACK_EPISODES,
+    rollback_episodes: int | str = DEFAULT_ROLLBACK_EPISODES,
     rollback_confirm: bool = False,
     eval_env: VecEnv | gym.Env | str | None = None,
     eval_freq: int = DEFAULT_EVAL_FREQ,
@@ -551,7 +623,8 @@ def to_ppo(
     :param rollback_below: roll the policy back when its deterministic mean return, judged every
         ``eval_freq`` steps and when ``learn`` returns, falls below this fraction of the student's starting
         return (``None``: no guard)
-    :param rollback_episodes: episodes per judgement of the guard, and for the starting return
+    :param rollback_episodes: episodes per judgement of the guard, and for the starting return (``"auto"``:
+        chosen from the spread of the student's returns, 50 to 1000, :func:`judging_episodes`)
     :param rollback_confirm: a policy that passes a judgement plays a second set of ``rollback_episodes``
         episodes and must pass there too (against the start's return on that set)
     :param eval_env: the environment the guard judges on, made as ``env`` is (a ``VecNormalize`` the student

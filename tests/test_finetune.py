@@ -14,7 +14,7 @@ from stable_baselines3.common.vec_env import VecNormalize
 from stable_baselines3.dqn.policies import DQNPolicy
 
 from sb3_distill import FineTunePPO, RealTimeDistillCallback, distill, to_dqn, to_ppo
-from sb3_distill.finetune import critic_parameters, greedy_observations, sharpen
+from sb3_distill.finetune import critic_parameters, greedy_observations, judging_episodes, sharpen
 from sb3_distill.zoo import teacher_settings
 from tests.conftest import PUBLISHED, cartpole_return, kl_to_teacher, make_teacher, policy_vector
 
@@ -349,17 +349,57 @@ def test_a_confirming_guard_passes_only_what_both_sets_of_episodes_pass(expert_s
     model._judge(model.start_return, sabotaged, 0.5 * model.start_confirm_return)
     assert (model.rollbacks, model.overturned) == (1, 1)
     assert all(th.equal(kept[key], value) for key, value in model.policy.state_dict().items())
-    # At the start on one set, between the threshold and the start on the other: passed, not kept.
+    # At the start on one set, between the threshold and the start on the other: PPO goes on from the judged
+    # weights, but they are neither kept nor acted with.
+    model.policy.load_state_dict(sabotaged["policy"])
     model._judge(model.start_return, sabotaged, 0.95 * model.start_confirm_return)
     assert model.rollbacks == 1
+    assert th.equal(model.policy.action_net.bias, sabotaged["policy"]["action_net.bias"])
     assert model.judged_policy is not None
-    assert th.equal(model.judged_policy.action_net.bias, sabotaged["policy"]["action_net.bias"])
+    assert th.equal(model.judged_policy.action_net.bias, kept["action_net.bias"])
     assert model.kept_state is not None
     assert th.equal(model.kept_state["policy"]["action_net.bias"], kept["action_net.bias"])
+    # learn() hands over the kept weights, the ones predict acts with, not the candidate PPO went on with.
+    model.learn(0, reset_num_timesteps=False)
+    assert th.equal(model.policy.action_net.bias, kept["action_net.bias"])
+    # At the start on both sets: kept, and acted with.
+    model.policy.load_state_dict(sabotaged["policy"])
+    model._judge(model.start_return, sabotaged, model.start_confirm_return)
+    assert th.equal(model.judged_policy.action_net.bias, sabotaged["policy"]["action_net.bias"])
+    assert th.equal(model.kept_state["policy"]["action_net.bias"], sabotaged["policy"]["action_net.bias"])
     with pytest.raises(ValueError, match="rollback_below"):
         to_ppo(expert_student, cartpole(), rollback_below=None, rollback_confirm=True)
     with pytest.raises(ValueError, match="rollback_confirm"):
         to_ppo(expert_student, cartpole(), rollback_confirm=1)
+
+
+def test_auto_judging_episodes_follow_the_spread_of_the_students_returns(expert_student, student):
+    # A mean's standard error at most half the band between the start and the threshold: n >= (2 std / band)^2.
+    rng = np.random.default_rng(0)
+    assert judging_episodes(np.full(50, 500.0), 0.95) == 50  # returns that never vary: the fewest
+    spread = rng.normal(100.0, 10.0, size=50)  # std 10, band 5: (2 * 10 / 5)^2 = 16, below the fewest
+    assert judging_episodes(spread, 0.95) == 50
+    wide = rng.normal(100.0, 40.0, size=2_000)  # (2 * 40 / 5)^2 = 256
+    assert 200 <= judging_episodes(wide, 0.95) <= 320
+    minatar_like = rng.exponential(11.0, size=200)  # std as large as the mean (MinAtar Breakout): the cap
+    assert judging_episodes(minatar_like, 0.95) == 1_000
+    assert judging_episodes(np.array([0.0, 2.0]), 1.0) == 1_000  # no band to resolve: the cap
+    with pytest.raises(ValueError, match="'auto'"):
+        to_ppo(expert_student, cartpole(), rollback_episodes="many")
+    # On real students, at the start of fine-tuning: the expert's 500s need the fewest episodes, and the
+    # short-distilled student's varied returns more, as many as their spread asks for.
+    chosen = {}
+    for name, policy in (("expert", expert_student), ("weak", student)):
+        model = to_ppo(policy, cartpole(seed=4), value_warmup_steps=0, n_steps=32, seed=0)
+        model.learn(128)
+        assert model.judge_episodes is not None
+        assert model.start_return is not None
+        returns = model.episode_returns(50)
+        expected = judging_episodes(returns, 0.95)
+        chosen[name] = (model.judge_episodes, expected, float(np.std(returns)))
+        assert model.judge_episodes == expected, chosen
+    assert chosen["expert"][0] == 50, chosen
+    assert chosen["weak"][2] > 0, chosen
 
 
 def test_judging_on_the_training_env_freezes_its_statistics_and_starts_new_episodes(student):
