@@ -71,6 +71,10 @@ def git_commit() -> str:
         return os.environ.get("BENCHMARK_COMMIT", "unknown")
 
 
+#: The code a benchmark runs: the commit when it started (a commit made while it runs is not its code).
+COMMIT_AT_START = git_commit()
+
+
 def machine() -> dict[str, Any]:
     cpu = platform.processor()
     try:
@@ -101,10 +105,10 @@ def versions() -> dict[str, str]:
 
 
 def write_result(name: str, data: dict[str, Any]) -> pathlib.Path:
-    """Write ``results/<name>.json`` atomically, with the commit, package versions and machine."""
+    """Write ``results/<name>.json`` atomically, with the commit it started at, package versions and machine."""
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / f"{name}.json"
-    record = {"commit": git_commit(), "versions": versions(), "machine": machine(), **data}
+    record = {"commit": COMMIT_AT_START, "versions": versions(), "machine": machine(), **data}
     atomic_write_bytes((json.dumps(record, indent=2, default=repr) + "\n").encode(), path)  # schedules by repr
     return path
 

@@ -20,7 +20,9 @@ def _load(name: str) -> dict[str, Any] | None:
 def _provenance(record: dict[str, Any]) -> str:
     machine = record.get("machine", {})
     where = machine.get("gpu") or f"{machine.get('cpu', '?')}, {machine.get('cpu_count', '?')} cores"
-    return f"commit `{record.get('commit', '?')[:12]}`, {where}, torch {record.get('versions', {}).get('torch', '?')}"
+    note = f" ({record['note']})" if record.get("note") else ""  # what the commit alone does not say
+    torch = record.get("versions", {}).get("torch", "?")
+    return f"commit `{record.get('commit', '?')[:12]}`{note}, {where}, torch {torch}"
 
 
 def _fmt(value: Any, spec: str = ".3f") -> str:
