@@ -219,6 +219,8 @@ CONFIGS: dict[str, dict[str, Any]] = {
     # the defaults with the teacher as anchor (PPD while the anchor fades) instead of the starting student
     "teacher": {"teacher": True},
     "teacher50k": {"teacher": True, "anchor_steps": 50_000},
+    # the defaults with a rollback that also puts the critic back (the default until the critic was kept)
+    "restore_critic": {"rollback_keeps_critic": False},
     "dqn_default": {},
     "dqn_mse": {"distill_loss": "mse"},  # the student regresses the teacher's Q-values instead of their softmax
 }
@@ -333,6 +335,7 @@ def run(teacher: str, config: str, seed: int, args: argparse.Namespace) -> dict[
     options = dict(CONFIGS[config])
     loss = options.pop("distill_loss", None)
     lr_scale = options.pop("lr_scale", None)
+    keeps_critic = options.pop("rollback_keeps_critic", True)
     if options.pop("teacher", False):
         options["teacher"] = str(folder)
     student = distilled_student(folder, env_id, algo, loss, seed, args)
@@ -359,7 +362,9 @@ def run(teacher: str, config: str, seed: int, args: argparse.Namespace) -> dict[
     if algo == "dqn":
         model = to_dqn(student, env, seed=seed, **settings, **options)
     else:
-        model = to_ppo(student, env, seed=seed, **settings, **options)
+        finetuned = to_ppo(student, env, seed=seed, **settings, **options)
+        finetuned.rollback_keeps_critic = keeps_critic
+        model = finetuned
     callback = Evaluations(env_id, args.eval_every, args.episodes, student, args.eval_envs)
     if args.chunks:  # evaluate what each learn() call hands over
         for _ in range(args.steps // args.eval_every):

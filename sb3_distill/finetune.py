@@ -254,6 +254,9 @@ class FineTunePPO(ProximalPolicyDistillation):
         self.kept_state: dict[str, Any] | None = None
         #: the policy ``predict`` acts with while the guard is on: the weights it last kept (``None``: ``policy``)
         self.judged_policy: BasePolicy | None = None
+        #: whether a rollback leaves the critic as it has learned since (when it shares no weights with the
+        #: actor); ``False``: the critic goes back with the actor
+        self.rollback_keeps_critic = True
 
     def _excluded_save_params(self) -> list[str]:
         # A plain RolloutBuffer for PPO.load; the critic's own optimiser is rebuilt if needed.
@@ -484,9 +487,26 @@ class FineTunePPO(ProximalPolicyDistillation):
                 self.teacher.policy.load_state_dict(judged["policy"])
 
     def _restore(self, state: dict[str, Any]) -> None:
-        """Put the policy and its optimiser back to ``state``, the weights ``predict`` acts with."""
+        """
+        Put the policy and its optimiser back to ``state``, the weights ``predict`` acts with. A critic that
+        shares no weights with the actor keeps what it has learned since (with ``rollback_keeps_critic``): it
+        does not act, and put back with the actor it would give the next updates the same poor advantages
+        that moved the rolled-back ones.
+        """
+        critic = own_critic_parameters(self.policy) if self.rollback_keeps_critic else []
+        learned = [
+            (parameter.detach().clone(), copy.deepcopy(self.policy.optimizer.state.get(parameter)))
+            for parameter in critic
+        ]
         self.policy.load_state_dict(state["policy"])
         self.policy.optimizer.load_state_dict(state["optimizer"])
+        with th.no_grad():
+            for parameter, (value, optimizer_state) in zip(critic, learned, strict=True):
+                parameter.copy_(value)
+                if optimizer_state is None:
+                    self.policy.optimizer.state.pop(parameter, None)
+                else:
+                    self.policy.optimizer.state[parameter] = optimizer_state
         self._serve(state["policy"])
 
     def _state(self) -> dict[str, Any]:
@@ -529,6 +549,18 @@ def critic_parameters(policy: ActorCriticPolicy) -> list[nn.Parameter]:
     if not policy.share_features_extractor:
         modules.append(policy.vf_features_extractor)
     return [parameter for module in modules for parameter in module.parameters()]
+
+
+def own_critic_parameters(policy: ActorCriticPolicy) -> list[nn.Parameter]:
+    """
+    The critic's parameters when it shares none with the actor (its features extractor its own, or one
+    without parameters), else none: a critic that reads features the actor also trains cannot be kept apart.
+
+    :param policy: an actor-critic policy
+    :return: the parameters, or an empty list
+    """
+    shared = policy.share_features_extractor and any(True for _ in policy.features_extractor.parameters())
+    return [] if shared else critic_parameters(policy)
 
 
 def greedy_observations(policy: BasePolicy, env: VecEnv, n_steps: int) -> th.Tensor:
