@@ -326,19 +326,25 @@ def distilled_student(
     return student
 
 
-def run(teacher: str, config: str, seed: int, args: argparse.Namespace) -> dict[str, Any]:
+def student_of(teacher: str, config: str, seed: int, args: argparse.Namespace) -> tuple[Any, str, str]:
+    """The distilled student a run starts from (:func:`distilled_student`), its environment id and algorithm."""
     th.set_num_threads(1)
     folder = (ZOO if args.zoo is None else pathlib.Path(args.zoo)) / teacher
     env_id = SavedAgent.find(folder).env_id
     assert env_id is not None, f"{folder}: no environment id recorded"
     algo = "dqn" if config.startswith("dqn") else "ppo"
+    return distilled_student(folder, env_id, algo, CONFIGS[config].get("distill_loss"), seed, args), env_id, algo
+
+
+def run(teacher: str, config: str, seed: int, args: argparse.Namespace) -> dict[str, Any]:
+    student, env_id, algo = student_of(teacher, config, seed, args)
+    folder = (ZOO if args.zoo is None else pathlib.Path(args.zoo)) / teacher
     options = dict(CONFIGS[config])
-    loss = options.pop("distill_loss", None)
+    options.pop("distill_loss", None)
     lr_scale = options.pop("lr_scale", None)
     keeps_critic = options.pop("rollback_keeps_critic", True)
     if options.pop("teacher", False):
         options["teacher"] = str(folder)
-    student = distilled_student(folder, env_id, algo, loss, seed, args)
     distilled = evaluate(student, env_id, args.episodes, student, n_envs=args.eval_envs)
     # The same student on other episodes: how far two evaluations of one policy differ (the noise floor).
     distilled_again = evaluate(student, env_id, args.episodes, student, seed=20_000, n_envs=args.eval_envs)
@@ -443,6 +449,12 @@ def main() -> None:
     args = parser.parse_args()
     jobs = [(teacher, config, seed) for teacher in args.teachers for seed in args.seeds for config in args.configs]
     with ProcessPoolExecutor(args.jobs) as pool:
+        if args.students is not None:  # each student distilled once, side by side, then shared by its runs
+            first = {
+                (t, seed, "dqn" if c.startswith("dqn") else "ppo", CONFIGS[c].get("distill_loss")): (t, c, seed)
+                for t, c, seed in reversed(jobs)
+            }
+            list(pool.map(student_of, *zip(*first.values(), strict=True), [args] * len(first)))
         runs = list(pool.map(run, *zip(*jobs, strict=True), [args] * len(jobs)))
     summary: dict[str, Any] = {}
     for teacher in args.teachers:

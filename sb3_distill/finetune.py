@@ -121,30 +121,29 @@ class FineTunePPO(ProximalPolicyDistillation):
        linearly from 1 to 0 over the ``anchor_steps`` environment steps after the warm-up, after which it is
        plain PPO.
     3. **A rollback guard.** The deterministic policy is judged, as ``EvalCallback`` evaluates it, on
-       ``rollback_episodes`` episodes: once before the first update (the student's starting return), then
-       right after an update every ``eval_freq`` environment steps, and when ``learn`` returns. When the
-       mean return falls below ``rollback_below`` of the starting return (measured on ``|start|``:
-       ``start - (1 - rollback_below) * |start|``), the policy and its optimiser go back to the kept
-       weights and the anchor's fade starts again; when it reaches the starting return, the judged weights
-       are kept and an anchor to the student moves to them (a teacher anchor stays), so that the policy can
-       keep improving from verified weights; in between, PPO goes on from the judged weights but the kept
-       ones stay what ``predict`` acts with. The kept weights are at first the student's after the warm-up.
-       A failing update is thus rolled back before it acts again, and ``learn`` hands over the kept
-       weights only. With ``rollback_episodes="auto"`` (the default) the student first plays 50 episodes,
-       and the number per judgement is chosen from the spread of their returns (:func:`judging_episodes`:
-       a mean's standard error at most half the band between the start and the threshold, 50 to 1000
-       episodes): where returns vary by as much as their mean (MinAtar), 50 episodes cannot tell a 5% drop
-       from luck. Every judgement plays the same episodes (the environment is seeded with ``judge_seed`` first):
-       two judgements differ by the policy, not by the luck of the draw, and an unchanged policy scores its
-       starting return exactly (in an environment that its seed makes deterministic). The judging episodes
-       are played on ``eval_env`` when given (made as ``env`` is), otherwise on the training environment
-       itself: its episodes in progress are then cut (the environment is reset after judging, and a
-       ``VecNormalize`` in it is frozen while judging). Either way they are not training steps: they cost
-       up to ``judge_episodes`` episodes per ``eval_freq`` steps (``rollback_below=None``: no guard, no
-       cost). With ``rollback_confirm=True`` the starting return is also measured on a second set of
-       ``judge_episodes`` episodes (seeded with ``confirm_seed``), and a judged policy that reaches the
-       threshold plays that set too: it is rolled back unless it reaches the threshold there as well
-       (against the start's return on that set), and is kept only if it reaches the start on both.
+       ``rollback_episodes`` episodes: once before the first update (the student's starting return), then right after an
+       update every ``eval_freq`` environment steps, and when ``learn`` returns. When the mean return falls below
+       ``rollback_below`` of the starting return (measured on ``|start|``: ``start - (1 - rollback_below) * |start|``),
+       the policy and its optimiser go back to the kept weights (all but the critic's own weights, which keep what they
+       have learned, so that the next updates' advantages are better informed than the failed ones') and the anchor's
+       fade starts again; when it reaches the starting return, the judged weights are kept and an anchor to the student
+       moves to them (a teacher anchor stays), so that the policy can keep improving from verified weights; in between,
+       PPO goes on from the judged weights but the kept ones stay what ``predict`` acts with. The kept weights are at
+       first the student's after the warm-up. A failing update is thus rolled back before it acts again, and ``learn``
+       hands over the kept weights only. With ``rollback_episodes="auto"`` (the default) the student first plays 50
+       episodes, and the number per judgement is chosen from the spread of their returns (:func:`judging_episodes`: a
+       mean's standard error at most half the band between the start and the threshold, 50 to 1000 episodes): where
+       returns vary by as much as their mean (MinAtar), 50 episodes cannot tell a 5% drop from luck. Every judgement
+       plays the same episodes (the environment is seeded with ``judge_seed`` first): two judgements differ by the
+       policy, not by the luck of the draw, and an unchanged policy scores its starting return exactly (in an
+       environment that its seed makes deterministic). The judging episodes are played on ``eval_env`` when given (made
+       as ``env`` is), otherwise on the training environment itself: its episodes in progress are then cut (the
+       environment is reset after judging, and a ``VecNormalize`` in it is frozen while judging). Either way they are
+       not training steps: they cost up to ``judge_episodes`` episodes per ``eval_freq`` steps (``rollback_below=None``:
+       no guard, no cost). With ``rollback_confirm=True`` the starting return is also measured on a second set of
+       ``judge_episodes`` episodes (seeded with ``confirm_seed``), and a judged policy that reaches the threshold plays
+       that set too: it is rolled back unless it reaches the threshold there as well (against the start's return on that
+       set), and is kept only if it reaches the start on both.
 
     With the guard, ``predict`` acts with the weights it last kept (:attr:`judged_policy`: the student until
     the first update, then the last judged weights that reached the starting return), so that an
@@ -254,8 +253,8 @@ class FineTunePPO(ProximalPolicyDistillation):
         self.kept_state: dict[str, Any] | None = None
         #: the policy ``predict`` acts with while the guard is on: the weights it last kept (``None``: ``policy``)
         self.judged_policy: BasePolicy | None = None
-        #: whether a rollback leaves the critic as it has learned since (when it shares no weights with the
-        #: actor); ``False``: the critic goes back with the actor
+        #: whether a rollback leaves the critic's own weights (:func:`critic_parameters`) as they have learned
+        #: since; ``False``: the critic goes back with the actor
         self.rollback_keeps_critic = True
 
     def _excluded_save_params(self) -> list[str]:
@@ -488,12 +487,12 @@ class FineTunePPO(ProximalPolicyDistillation):
 
     def _restore(self, state: dict[str, Any]) -> None:
         """
-        Put the policy and its optimiser back to ``state``, the weights ``predict`` acts with. A critic that
-        shares no weights with the actor keeps what it has learned since (with ``rollback_keeps_critic``): it
-        does not act, and put back with the actor it would give the next updates the same poor advantages
-        that moved the rolled-back ones.
+        Put the policy and its optimiser back to ``state``, the weights ``predict`` acts with; with
+        ``rollback_keeps_critic``, the critic's own weights (:func:`critic_parameters`) keep what they have
+        learned since: the critic does not act, and put back with the actor it would give the next updates
+        the same poor advantages that moved the rolled-back ones.
         """
-        critic = own_critic_parameters(self.policy) if self.rollback_keeps_critic else []
+        critic = critic_parameters(self.policy) if self.rollback_keeps_critic else []
         learned = [
             (parameter.detach().clone(), copy.deepcopy(self.policy.optimizer.state.get(parameter)))
             for parameter in critic
@@ -549,18 +548,6 @@ def critic_parameters(policy: ActorCriticPolicy) -> list[nn.Parameter]:
     if not policy.share_features_extractor:
         modules.append(policy.vf_features_extractor)
     return [parameter for module in modules for parameter in module.parameters()]
-
-
-def own_critic_parameters(policy: ActorCriticPolicy) -> list[nn.Parameter]:
-    """
-    The critic's parameters when it shares none with the actor (its features extractor its own, or one
-    without parameters), else none: a critic that reads features the actor also trains cannot be kept apart.
-
-    :param policy: an actor-critic policy
-    :return: the parameters, or an empty list
-    """
-    shared = policy.share_features_extractor and any(True for _ in policy.features_extractor.parameters())
-    return [] if shared else critic_parameters(policy)
 
 
 def greedy_observations(policy: BasePolicy, env: VecEnv, n_steps: int) -> th.Tensor:

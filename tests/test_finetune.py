@@ -7,7 +7,6 @@ import copy
 import numpy as np
 import pytest
 import torch as th
-from gymnasium import spaces
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.policies import ActorCriticPolicy
@@ -15,12 +14,10 @@ from stable_baselines3.common.vec_env import VecNormalize
 from stable_baselines3.dqn.policies import DQNPolicy
 
 from sb3_distill import FineTunePPO, RealTimeDistillCallback, distill, to_dqn, to_ppo
-from sb3_distill.architectures import MinAtarCNN
 from sb3_distill.finetune import (
     critic_parameters,
     greedy_observations,
     judging_episodes,
-    own_critic_parameters,
     sharpen,
 )
 from sb3_distill.zoo import teacher_settings
@@ -361,18 +358,6 @@ def test_a_rollback_puts_the_actor_back_and_keeps_what_the_critic_learned(expert
         expected = before[key] + 1.0 if keeps_critic and key == "value_net.bias" else before[key]
         assert th.equal(value, expected), key
     assert mean_return(model.policy, 0) >= 0.9 * mean_return(expert_student, 0)
-
-
-def test_only_a_critic_that_shares_no_weights_with_the_actor_is_kept_apart():
-    image, actions = spaces.Box(0, 1, (10, 10, 4)), spaces.Discrete(3)
-    for share in (True, False):
-        policy = ActorCriticPolicy(
-            image, actions, lambda _: 1e-3, features_extractor_class=MinAtarCNN, share_features_extractor=share
-        )
-        assert bool(own_critic_parameters(policy)) is not share
-    # MlpPolicy's shared extractor (Flatten) has no weights: its critic is its own.
-    mlp = ActorCriticPolicy(spaces.Box(-1, 1, (4,)), spaces.Discrete(2), lambda _: 1e-3, net_arch=[16])
-    assert own_critic_parameters(mlp) == critic_parameters(mlp) != []
 
 
 def test_a_confirming_guard_passes_only_what_both_sets_of_episodes_pass(expert_student):
