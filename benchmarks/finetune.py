@@ -219,6 +219,8 @@ CONFIGS: dict[str, dict[str, Any]] = {
     # the defaults with the teacher as anchor (PPD while the anchor fades) instead of the starting student
     "teacher": {"teacher": True},
     "teacher50k": {"teacher": True, "anchor_steps": 50_000},
+    # the defaults with an anchor to the teacher that does not fade (Proximal Policy Distillation throughout)
+    "ppd": {"teacher": True, "anchor_steps": 10**9},
     # the defaults with a rollback that also puts the critic back (the default until the critic was kept)
     "restore_critic": {"rollback_keeps_critic": False},
     "dqn_default": {},
