@@ -583,8 +583,7 @@ def sharpen(policy: ActorCriticPolicy, observations: th.Tensor, greedy_probabili
     :return: the scale applied (1.0: already as sharp)
     """
     with th.no_grad():
-        features = policy.extract_features(observations, policy.pi_features_extractor)
-        assert isinstance(features, th.Tensor)
+        features = BasePolicy.extract_features(policy, observations, policy.pi_features_extractor)
         action_net = policy.action_net
         assert isinstance(action_net, nn.Linear)
         logits = action_net(policy.mlp_extractor.forward_actor(features))
@@ -618,6 +617,7 @@ def to_ppo(
     rollback_confirm: bool = False,
     eval_env: VecEnv | gym.Env | str | None = None,
     eval_freq: int = DEFAULT_EVAL_FREQ,
+    own_critic_extractor: bool = False,
     **ppo_kwargs: Any,
 ) -> FineTunePPO:
     """
@@ -649,6 +649,9 @@ def to_ppo(
     :param eval_env: the environment the guard judges on, made as ``env`` is (a ``VecNormalize`` the student
         recorded is re-applied); ``None``: the training environment, whose episodes in progress are cut
     :param eval_freq: environment steps between the guard's judgements
+    :param own_critic_extractor: a student whose actor and critic share a features extractor fine-tunes with
+        a copy of it for the critic (``share_features_extractor=False``), so that the value loss does not move
+        the features the actor acts on
     :param ppo_kwargs: any ``PPO`` argument (``learning_rate``, ``n_steps``, ``seed``, ``verbose`` ...);
         ``policy_kwargs`` cannot be given: they are the student's
     :return: the model; its ``save`` is read by ``PPO.load``
@@ -678,6 +681,7 @@ def to_ppo(
             "target_kl": DEFAULT_TARGET_KL,
             **ppo_kwargs,
         },
+        {"share_features_extractor": False} if own_critic_extractor else {},
     )
     if greedy_probability is not None and isinstance(model.action_space, spaces.Discrete):
         observations = greedy_observations(model.policy, model.get_env(), SHARPEN_STEPS)  # type: ignore[arg-type]
@@ -719,12 +723,19 @@ def to_dqn(student: BasePolicy, env: VecEnv | gym.Env | str, **dqn_kwargs: Any) 
     return model
 
 
-def _with_student(algorithm: type[Any], student: BasePolicy, env: Any, kwargs: dict[str, Any]) -> Any:
+def _with_student(
+    algorithm: type[Any],
+    student: BasePolicy,
+    env: Any,
+    kwargs: dict[str, Any],
+    policy_kwargs: dict[str, Any] | None = None,
+) -> Any:
     if "policy_kwargs" in kwargs:
         raise TypeError("policy_kwargs are the student's: build the student with the architecture you want instead")
     if getattr(student, "use_sde", False):
         kwargs = {"use_sde": True, **kwargs}
-    model = algorithm(type(student), _student_env(student, env), policy_kwargs=_policy_kwargs(student), **kwargs)
+    policy_kwargs = {**_policy_kwargs(student), **(policy_kwargs or {})}
+    model = algorithm(type(student), _student_env(student, env), policy_kwargs=policy_kwargs, **kwargs)
     if model.policy.observation_space != student.observation_space or model.action_space != student.action_space:
         raise ValueError(
             f"the environment gives {model.policy.observation_space} -> {model.action_space}, but the student "
