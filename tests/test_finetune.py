@@ -7,6 +7,7 @@ import copy
 import numpy as np
 import pytest
 import torch as th
+from stable_baselines3 import PPO
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.policies import ActorCriticPolicy
@@ -14,6 +15,7 @@ from stable_baselines3.common.vec_env import VecNormalize
 from stable_baselines3.dqn.policies import DQNPolicy
 
 from sb3_distill import FineTunePPO, RealTimeDistillCallback, distill, to_dqn, to_ppo
+from sb3_distill.architectures import MinAtarCNN
 from sb3_distill.finetune import (
     critic_parameters,
     greedy_observations,
@@ -358,6 +360,41 @@ def test_a_rollback_puts_the_actor_back_and_keeps_what_the_critic_learned(expert
         expected = before[key] + 1.0 if keeps_critic and key == "value_net.bias" else before[key]
         assert th.equal(value, expected), key
     assert mean_return(model.policy, 0) >= 0.9 * mean_return(expert_student, 0)
+
+
+def test_own_critic_extractor_gives_the_critic_a_copy_of_the_shared_features(tmp_path):
+    # A CNN student shares its features extractor between actor and critic; fine-tuned with its own copy for
+    # the critic, the value loss (here the warm-up's) leaves the features the actor acts on as distilled.
+    import sb3_distill.envs  # noqa: F401  (registers MinAtar)
+
+    env = make_vec_env("MinAtar/Breakout-v1", n_envs=4, seed=0)
+    extractor = {
+        "features_extractor_class": MinAtarCNN,
+        "features_extractor_kwargs": {"channels": 4, "features_dim": 8},
+    }
+    student = ActorCriticPolicy(env.observation_space, env.action_space, lambda _: 1e-3, net_arch=[], **extractor)
+    assert student.share_features_extractor
+    model = to_ppo(
+        student, env, own_critic_extractor=True, value_warmup_steps=1_024, rollback_below=None, n_steps=64, seed=0
+    )
+    assert not model.policy.share_features_extractor
+    distilled = {key: value.clone() for key, value in student.features_extractor.state_dict().items()}
+    for copy_of in (model.policy.pi_features_extractor, model.policy.vf_features_extractor):
+        assert all(th.equal(distilled[key], value) for key, value in copy_of.state_dict().items())
+    model.learn(1_024)  # the warm-up only: the critic, its extractor included, learns
+    assert all(
+        th.equal(distilled[key], value) for key, value in model.policy.pi_features_extractor.state_dict().items()
+    )
+    assert not all(
+        th.equal(distilled[key], value) for key, value in model.policy.vf_features_extractor.state_dict().items()
+    )
+    obs = env.reset()
+    model.save(tmp_path / "own_critic.zip")
+    loaded = PPO.load(tmp_path / "own_critic.zip")
+    assert np.array_equal(loaded.predict(obs, deterministic=True)[0], student.predict(obs, deterministic=True)[0])
+    # Without it, the critic reads the actor's features: the warm-up leaves the shared extractor alone.
+    shared = to_ppo(student, env, value_warmup_steps=1_024, rollback_below=None, n_steps=64, seed=0)
+    assert shared.policy.share_features_extractor
 
 
 def test_a_confirming_guard_passes_only_what_both_sets_of_episodes_pass(expert_student):
