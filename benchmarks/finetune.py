@@ -221,8 +221,10 @@ CONFIGS: dict[str, dict[str, Any]] = {
     "teacher50k": {"teacher": True, "anchor_steps": 50_000},
     # the defaults with an anchor to the teacher that does not fade (Proximal Policy Distillation throughout)
     "ppd": {"teacher": True, "anchor_steps": 10**9},
-    # the defaults with the critic reading a copy of the student's features extractor (value loss off the actor's)
+    # the critic reading a copy of the student's features extractor (the default since; value loss off the
+    # actor's features), and PPO's shared extractor (the default before)
     "own_critic": {"own_critic_extractor": True},
+    "shared_critic": {"own_critic_extractor": False},
     # the defaults with a rollback that also puts the critic back (the default until the critic was kept)
     "restore_critic": {"rollback_keeps_critic": False},
     "dqn_default": {},

@@ -95,6 +95,13 @@ def _policy_kwargs(student: BasePolicy) -> dict[str, Any]:
     return {key: value for key, value in kwargs.items() if key not in _SPACE_ARGUMENTS}
 
 
+def _shares_weights(student: BasePolicy) -> bool:
+    """Whether an actor-critic student's actor and critic share a features extractor that has weights."""
+    return bool(getattr(student, "share_features_extractor", False)) and any(
+        True for _ in student.features_extractor.parameters()
+    )
+
+
 def _student_env(student: BasePolicy, env: VecEnv | gym.Env | str) -> VecEnv | gym.Env | str:
     """The environment, with the ``VecNormalize`` statistics the student recorded (frozen) when there are some."""
     if obs_normalization(student) is None:
@@ -617,7 +624,7 @@ def to_ppo(
     rollback_confirm: bool = False,
     eval_env: VecEnv | gym.Env | str | None = None,
     eval_freq: int = DEFAULT_EVAL_FREQ,
-    own_critic_extractor: bool = False,
+    own_critic_extractor: bool = True,
     **ppo_kwargs: Any,
 ) -> FineTunePPO:
     """
@@ -649,9 +656,9 @@ def to_ppo(
     :param eval_env: the environment the guard judges on, made as ``env`` is (a ``VecNormalize`` the student
         recorded is re-applied); ``None``: the training environment, whose episodes in progress are cut
     :param eval_freq: environment steps between the guard's judgements
-    :param own_critic_extractor: a student whose actor and critic share a features extractor fine-tunes with
-        a copy of it for the critic (``share_features_extractor=False``), so that the value loss does not move
-        the features the actor acts on
+    :param own_critic_extractor: a student whose actor and critic share a features extractor with weights (a
+        CNN) fine-tunes with a copy of it for the critic (``share_features_extractor=False``), so that the value
+        loss does not move the features the actor acts on (``False``: PPO's shared extractor, as distilled)
     :param ppo_kwargs: any ``PPO`` argument (``learning_rate``, ``n_steps``, ``seed``, ``verbose`` ...);
         ``policy_kwargs`` cannot be given: they are the student's
     :return: the model; its ``save`` is read by ``PPO.load``
@@ -681,7 +688,7 @@ def to_ppo(
             "target_kl": DEFAULT_TARGET_KL,
             **ppo_kwargs,
         },
-        {"share_features_extractor": False} if own_critic_extractor else {},
+        {"share_features_extractor": False} if own_critic_extractor and _shares_weights(student) else {},
     )
     if greedy_probability is not None and isinstance(model.action_space, spaces.Discrete):
         observations = greedy_observations(model.policy, model.get_env(), SHARPEN_STEPS)  # type: ignore[arg-type]

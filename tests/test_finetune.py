@@ -362,9 +362,9 @@ def test_a_rollback_puts_the_actor_back_and_keeps_what_the_critic_learned(expert
     assert mean_return(model.policy, 0) >= 0.9 * mean_return(expert_student, 0)
 
 
-def test_own_critic_extractor_gives_the_critic_a_copy_of_the_shared_features(tmp_path):
-    # A CNN student shares its features extractor between actor and critic; fine-tuned with its own copy for
-    # the critic, the value loss (here the warm-up's) leaves the features the actor acts on as distilled.
+def test_the_critic_fine_tunes_with_a_copy_of_the_shared_features(tmp_path):
+    # A CNN student shares its features extractor between actor and critic; fine-tuned (by default) with its own
+    # copy for the critic, the value loss (here the warm-up's) leaves the features the actor acts on as distilled.
     import sb3_distill.envs  # noqa: F401  (registers MinAtar)
 
     env = make_vec_env("MinAtar/Breakout-v1", n_envs=4, seed=0)
@@ -374,9 +374,7 @@ def test_own_critic_extractor_gives_the_critic_a_copy_of_the_shared_features(tmp
     }
     student = ActorCriticPolicy(env.observation_space, env.action_space, lambda _: 1e-3, net_arch=[], **extractor)
     assert student.share_features_extractor
-    model = to_ppo(
-        student, env, own_critic_extractor=True, value_warmup_steps=1_024, rollback_below=None, n_steps=64, seed=0
-    )
+    model = to_ppo(student, env, value_warmup_steps=1_024, rollback_below=None, n_steps=64, seed=0)
     assert not model.policy.share_features_extractor
     distilled = {key: value.clone() for key, value in student.features_extractor.state_dict().items()}
     for copy_of in (model.policy.pi_features_extractor, model.policy.vf_features_extractor):
@@ -392,9 +390,13 @@ def test_own_critic_extractor_gives_the_critic_a_copy_of_the_shared_features(tmp
     model.save(tmp_path / "own_critic.zip")
     loaded = PPO.load(tmp_path / "own_critic.zip")
     assert np.array_equal(loaded.predict(obs, deterministic=True)[0], student.predict(obs, deterministic=True)[0])
-    # Without it, the critic reads the actor's features: the warm-up leaves the shared extractor alone.
-    shared = to_ppo(student, env, value_warmup_steps=1_024, rollback_below=None, n_steps=64, seed=0)
+    # With own_critic_extractor=False, the critic reads the actor's features, as PPO's own would.
+    shared = to_ppo(student, env, own_critic_extractor=False, value_warmup_steps=1_024, rollback_below=None, seed=0)
     assert shared.policy.share_features_extractor
+    # An MLP student's shared extractor (Flatten) has no weights: it stays shared.
+    vector = cartpole()
+    mlp = ActorCriticPolicy(vector.observation_space, vector.action_space, lambda _: 1e-3, net_arch=[16])
+    assert to_ppo(mlp, vector, rollback_below=None, seed=0).policy.share_features_extractor
 
 
 def test_a_confirming_guard_passes_only_what_both_sets_of_episodes_pass(expert_student):
