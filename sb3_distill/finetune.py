@@ -120,7 +120,9 @@ class FineTunePPO(ProximalPolicyDistillation):
     1. **Value warm-up.** For the first ``value_warmup_steps`` environment steps only the critic learns
        (the value head, and the value network's own layers): the policy, and any features it shares with
        the critic, stay as distilled. A student distilled from a DQN teacher has a fresh value head, whose
-       advantages would otherwise move the policy at random.
+       advantages would otherwise move the policy at random. ``to_ppo`` gives a critic that shared a
+       features extractor with weights (a CNN) a copy of its own (``own_critic_extractor``): PPO's value loss
+       then never moves the features the actor acts on (through a shared extractor, it wrecked them).
     2. **A fading KL anchor.** PPO's loss plus ``anchor_coef * w * E[max(r, 1 - clip_range) * KL(anchor || student)]``,
        the Proximal Policy Distillation term (:class:`~sb3_distill.ProximalPolicyDistillation`) with, for
        anchor, the student as it was before fine-tuning or, given a ``teacher``, the teacher itself (PPD
