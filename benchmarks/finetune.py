@@ -114,6 +114,26 @@ each update rather than after it: worst 0.86, 7-10 rollbacks in four seeds.
 at each rollback to them and averaging that into the starting return: the lower bar let worse policies
 through (worst 0.84) and the finals did not move (6.25 / 4.45 / 4.34 / 7.0 / 4.2), so it was reverted.
 
+The critic kept on rollback (``restore_critic``: put back with the actor, as before), PPD throughout (``ppd``),
+and the critic on its own copy of a CNN student's shared features extractor (``own_critic``, the default since;
+``shared_critic``: the extractor shared, as before), teachers retrained with the commands above, 200 episodes
+per evaluation, parity on 2000 (``--students DIR`` shares one distillation per seed between the runs)::
+
+    python benchmarks/finetune.py --zoo zoo-minatar --teachers dqn/MinAtar-Breakout-v1_1 --configs default \
+        restore_critic --distill-steps 400000 --steps 100000 --eval-every 10000 --episodes 200 --eval-envs 10 \
+        --parity-episodes 2000 --students DIR --jobs 2 --name minatar_breakout_dqn_keep_critic
+    python benchmarks/finetune.py ... --configs ppd --name minatar_breakout_dqn_ppd            # the same options
+    python benchmarks/finetune.py ... --configs own_critic --name minatar_breakout_dqn_own_critic
+    python benchmarks/finetune.py --zoo zoo-minatar --teachers ppo/MinAtar-Breakout-v1_1 --configs default \
+        --distill-steps 250000 --steps 100000 --eval-every 10000 --episodes 200 --eval-envs 10 \
+        --parity-episodes 2000 --students DIR --jobs 2 --name minatar_breakout_ppo_own_critic
+    python benchmarks/finetune.py --teachers dqn/CartPole-v1_1 ppo/CartPole-v1_1 --configs default \
+        --distill-steps 60000 --episodes 100 --eval-envs 10 --parity-episodes 500 --students DIR \
+        --name cartpole_keep_critic
+
+(``..._ppo_keep_critic.json``: the PPO teacher's students with the critic kept on rollback and the shared
+extractor.)
+
 Teachers are RL-Zoo run folders (``algo/EnvId_N``) under ``--zoo`` (default: the published agents in
 ``tests/data/zoo-agents``) or, for MinAtar, trained here by ``benchmarks/common.zoo_teacher``.
 """
