@@ -124,6 +124,8 @@ per evaluation, parity on 2000 (``--students DIR`` shares one distillation per s
         --parity-episodes 2000 --students DIR --jobs 2 --name minatar_breakout_dqn_keep_critic
     python benchmarks/finetune.py ... --configs ppd --name minatar_breakout_dqn_ppd            # the same options
     python benchmarks/finetune.py ... --configs own_critic --name minatar_breakout_dqn_own_critic
+    python benchmarks/finetune.py ... --configs default --steps 200000 --eval-every 20000 \
+        --name minatar_breakout_dqn_own_critic200k
     python benchmarks/finetune.py --zoo zoo-minatar --teachers ppo/MinAtar-Breakout-v1_1 --configs default \
         --distill-steps 250000 --steps 100000 --eval-every 10000 --episodes 200 --eval-envs 10 \
         --parity-episodes 2000 --students DIR --jobs 2 --name minatar_breakout_ppo_own_critic
