@@ -132,6 +132,9 @@ per evaluation, parity on 2000 (``--students DIR`` shares one distillation per s
     python benchmarks/finetune.py --teachers dqn/CartPole-v1_1 ppo/CartPole-v1_1 --configs default \
         --distill-steps 60000 --episodes 100 --eval-envs 10 --parity-episodes 500 --students DIR \
         --name cartpole_keep_critic
+    python benchmarks/finetune.py --teachers dqn/CartPole-v1_1 --seeds 2 --configs default --distill-steps 60000 \
+        --steps 150000 --eval-every 15000 --episodes 100 --eval-envs 10 --parity-episodes 500 --students DIR \
+        --name cartpole_dqn_seed2_150k
 
 (``..._ppo_keep_critic.json``: the PPO teacher's students with the critic kept on rollback and the shared
 extractor.)
