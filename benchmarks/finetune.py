@@ -357,19 +357,29 @@ def distilled_student(
     return student
 
 
+def teacher_folder(teacher: str, args: argparse.Namespace) -> pathlib.Path:
+    """The teacher's RL-Zoo run folder, under ``--zoo`` or among the published agents."""
+    return (ZOO if args.zoo is None else pathlib.Path(args.zoo)) / teacher
+
+
+def student_algo(config: str) -> str:
+    """The family a configuration's student is distilled into: ``dqn_*`` configurations fine-tune with ``to_dqn``."""
+    return "dqn" if config.startswith("dqn") else "ppo"
+
+
 def student_of(teacher: str, config: str, seed: int, args: argparse.Namespace) -> tuple[Any, str, str]:
     """The distilled student a run starts from (:func:`distilled_student`), its environment id and algorithm."""
     th.set_num_threads(1)
-    folder = (ZOO if args.zoo is None else pathlib.Path(args.zoo)) / teacher
+    folder = teacher_folder(teacher, args)
     env_id = SavedAgent.find(folder).env_id
     assert env_id is not None, f"{folder}: no environment id recorded"
-    algo = "dqn" if config.startswith("dqn") else "ppo"
+    algo = student_algo(config)
     return distilled_student(folder, env_id, algo, CONFIGS[config].get("distill_loss"), seed, args), env_id, algo
 
 
 def run(teacher: str, config: str, seed: int, args: argparse.Namespace) -> dict[str, Any]:
     student, env_id, algo = student_of(teacher, config, seed, args)
-    folder = (ZOO if args.zoo is None else pathlib.Path(args.zoo)) / teacher
+    folder = teacher_folder(teacher, args)
     options = dict(CONFIGS[config])
     options.pop("distill_loss", None)
     lr_scale = options.pop("lr_scale", None)
@@ -482,14 +492,14 @@ def main() -> None:
     with ProcessPoolExecutor(args.jobs) as pool:
         if args.students is not None:  # each student distilled once, side by side, then shared by its runs
             first = {
-                (t, seed, "dqn" if c.startswith("dqn") else "ppo", CONFIGS[c].get("distill_loss")): (t, c, seed)
+                (t, seed, student_algo(c), CONFIGS[c].get("distill_loss")): (t, c, seed)
                 for t, c, seed in reversed(jobs)
             }
             list(pool.map(student_of, *zip(*first.values(), strict=True), [args] * len(first)))
         runs = list(pool.map(run, *zip(*jobs, strict=True), [args] * len(jobs)))
     summary: dict[str, Any] = {}
     for teacher in args.teachers:
-        folder = (ZOO if args.zoo is None else pathlib.Path(args.zoo)) / teacher
+        folder = teacher_folder(teacher, args)
         model, agent = open_teacher(str(folder), device="cpu")
         env_id = agent.env_id if agent is not None else None
         assert env_id is not None

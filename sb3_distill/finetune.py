@@ -95,11 +95,9 @@ def _policy_kwargs(student: BasePolicy) -> dict[str, Any]:
     return {key: value for key, value in kwargs.items() if key not in _SPACE_ARGUMENTS}
 
 
-def _shares_weights(student: BasePolicy) -> bool:
+def _shares_weights(student: ActorCriticPolicy) -> bool:
     """Whether an actor-critic student's actor and critic share a features extractor that has weights."""
-    return bool(getattr(student, "share_features_extractor", False)) and any(
-        True for _ in student.features_extractor.parameters()
-    )
+    return student.share_features_extractor and any(True for _ in student.features_extractor.parameters())
 
 
 def _student_env(student: BasePolicy, env: VecEnv | gym.Env | str) -> VecEnv | gym.Env | str:
