@@ -184,6 +184,8 @@ PARITY_SEED = 40_000
 #: A random policy's return where returns are negative (MountainCar: every episode times out at 200 steps).
 RANDOM = {"MountainCar-v0": -200.0}
 ZOO = pathlib.Path(__file__).resolve().parents[1] / "tests" / "data" / "zoo-agents"
+#: configuration keys that are ``distill`` arguments (by their name there), not ``to_ppo``'s
+DISTILL_KEYS = {"distill_loss": "loss", "distill_value": "distill_value"}
 CONFIGS: dict[str, dict[str, Any]] = {
     "plain": {
         "value_warmup_steps": 0,
@@ -252,6 +254,9 @@ CONFIGS: dict[str, dict[str, Any]] = {
     "shared_critic": {"own_critic_extractor": False},
     # the defaults with a rollback that also puts the critic back (the default until the critic was kept)
     "restore_critic": {"rollback_keeps_critic": False},
+    # the critic distilled from a Q-value teacher's max_a Q (the default since) or left fresh (before)
+    "q_critic": {"distill_value": True},
+    "fresh_critic": {"distill_value": False},
     "dqn_default": {},
     "dqn_mse": {"distill_loss": "mse"},  # the student regresses the teacher's Q-values instead of their softmax
 }
@@ -326,17 +331,25 @@ def ratio(value: float, reference: float, env_id: str) -> float | None:
     return (value - low) / (reference - low) if reference > low else None
 
 
+def distill_options(config: str) -> dict[str, Any]:
+    """The ``distill`` arguments a configuration sets (``distill_loss`` is ``loss``): runs alike share students."""
+    options = CONFIGS[config]
+    return {name: options[key] for key, name in DISTILL_KEYS.items() if key in options}
+
+
 def distilled_student(
-    folder: pathlib.Path, env_id: str, algo: str, loss: str | None, seed: int, args: argparse.Namespace
+    folder: pathlib.Path, env_id: str, algo: str, options: dict[str, Any], seed: int, args: argparse.Namespace
 ) -> Any:
     """
-    The student distilled student-driven from the teacher in ``folder`` for ``--distill-steps`` steps; with
-    ``--students``, read from that folder when a run with the same teacher, student algorithm, loss, budget
-    and seed saved it there, else distilled and saved there (so configurations share one distillation).
+    The student distilled student-driven from the teacher in ``folder`` for ``--distill-steps`` steps, with the
+    ``distill`` arguments ``options``; with ``--students``, read from that folder when a run with the same
+    teacher, student algorithm, options, budget and seed saved it there, else distilled and saved there (so
+    configurations share one distillation).
     """
     file = None
     if args.students is not None:
-        name = f"{folder.parent.name}_{folder.name}_{algo}_{loss or 'default'}_{args.distill_steps}_{seed}.pt"
+        tags = "_".join(f"{key}-{value}" for key, value in sorted(options.items()))
+        name = f"{folder.parent.name}_{folder.name}_{algo}_{tags or 'default'}_{args.distill_steps}_{seed}.pt"
         file = pathlib.Path(args.students) / name.replace("/", "-")
         if file.exists():
             return load_student(file, device="cpu")
@@ -348,8 +361,8 @@ def distilled_student(
         collect="student",
         student_algo=algo,
         student_kwargs=STUDENTS[env_id],
-        loss=loss,
         seed=seed,
+        **options,
     )
     if file is not None:
         file.parent.mkdir(parents=True, exist_ok=True)
@@ -374,14 +387,13 @@ def student_of(teacher: str, config: str, seed: int, args: argparse.Namespace) -
     env_id = SavedAgent.find(folder).env_id
     assert env_id is not None, f"{folder}: no environment id recorded"
     algo = student_algo(config)
-    return distilled_student(folder, env_id, algo, CONFIGS[config].get("distill_loss"), seed, args), env_id, algo
+    return distilled_student(folder, env_id, algo, distill_options(config), seed, args), env_id, algo
 
 
 def run(teacher: str, config: str, seed: int, args: argparse.Namespace) -> dict[str, Any]:
     student, env_id, algo = student_of(teacher, config, seed, args)
     folder = teacher_folder(teacher, args)
-    options = dict(CONFIGS[config])
-    options.pop("distill_loss", None)
+    options = {key: value for key, value in CONFIGS[config].items() if key not in DISTILL_KEYS}
     lr_scale = options.pop("lr_scale", None)
     keeps_critic = options.pop("rollback_keeps_critic", True)
     if options.pop("teacher", False):
@@ -492,7 +504,7 @@ def main() -> None:
     with ProcessPoolExecutor(args.jobs) as pool:
         if args.students is not None:  # each student distilled once, side by side, then shared by its runs
             first = {
-                (t, seed, student_algo(c), CONFIGS[c].get("distill_loss")): (t, c, seed)
+                (t, seed, student_algo(c), tuple(sorted(distill_options(c).items()))): (t, c, seed)
                 for t, c, seed in reversed(jobs)
             }
             list(pool.map(student_of, *zip(*first.values(), strict=True), [args] * len(first)))

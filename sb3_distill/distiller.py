@@ -27,6 +27,7 @@ from stable_baselines3.common.type_aliases import Schedule
 from stable_baselines3.common.utils import update_learning_rate
 from stable_baselines3.sac.policies import SACPolicy
 from stable_baselines3.td3.policies import TD3Policy
+from torch import nn
 
 from sb3_distill.losses import DEFAULT_TEMPERATURE, gaussian_kl_loss, get_loss, loss_for_kind, value_loss
 from sb3_distill.normalization import record_obs_normalization
@@ -45,7 +46,7 @@ from sb3_distill.packing import PackedStudents
 from sb3_distill.sources import TargetMemory
 from sb3_distill.spaces import spaces_mismatch
 from sb3_distill.students import SINGLE_STUDENT, StudentSpec, make_students
-from sb3_distill.teachers import Teacher
+from sb3_distill.teachers import TARGET_CHUNK_SIZE, Teacher, eval_mode
 
 #: Updates in a row with the same outputs for every observation (the teacher's varying) after which a student is
 #: called collapsed.
@@ -87,8 +88,10 @@ class DistillConfig:
         remaining progress (1 to 0)
     :param batch_size: minibatch size of the student updates
     :param epochs: passes over each batch of observations
-    :param distill_value: also regress the teacher's state values (actor-critic teacher and student);
-        ``None``: whenever both have a value head
+    :param distill_value: also regress the teacher's state values with the student's value head: an
+        actor-critic teacher's value head, a Q-value teacher's ``max_a Q(s, a)`` (an actor-critic student
+        then starts fine-tuning with a critic); ``None``: whenever the student has a value head and the teacher
+        gives values
     :param vf_coef: weight of the value loss
     :param max_grad_norm: clip the students' gradient norm (``None``: no clipping)
     """
@@ -281,6 +284,8 @@ class Distiller:
         self.constant_updates: dict[str, int] = {}
         #: how many times each student was re-initialised after collapsing (:meth:`watch_for_collapse`)
         self.collapse_resets = dict.fromkeys(self.students, 0)
+        #: the students whose value head was set to the level of the teacher's values (:meth:`calibrate_values`)
+        self.values_calibrated: set[str] = set()
         numpy_seed, torch_seed = np.random.SeedSequence(seed).generate_state(2)
         #: the distiller's own NumPy generator (minibatch order, replay sampling): never the global one
         self.rng = np.random.default_rng(int(numpy_seed))
@@ -396,7 +401,8 @@ class Distiller:
         if wanted and not possible:
             missing = "teacher" if not self.teacher.has_values else f"student {name!r}"
             raise ValueError(
-                f"distill_value=True needs a value head on teacher and student, but the {missing} has none "
+                f"distill_value=True needs state values from the teacher (actor-critic or Q-values) and a value head "
+                f"on the student, but the {missing} has none "
                 f"({type(self.teacher.policy if missing == 'teacher' else student).__name__})"
             )
         return possible if wanted is None else bool(wanted)
@@ -513,6 +519,8 @@ class Distiller:
                 student.set_training_mode(True)
         for optimizer in self.optimizers.values():
             update_learning_rate(optimizer, learning_rate)
+        if targets.values is not None:
+            self.calibrate_values(obs, targets.values)
         for epoch in range(epochs):
             # One shuffle per epoch; the minibatches are then contiguous slices (views, no copies).
             order = th.as_tensor(self.rng.permutation(n_obs), device=obs.device)
@@ -535,6 +543,31 @@ class Distiller:
             metrics["teacher_greedy_actions"] = len(th.unique(teacher_actions))
         metrics["teacher_output_spread"] = output_spread(targets.scores).item()
         return metrics
+
+    def calibrate_values(self, obs: th.Tensor, values: th.Tensor) -> None:
+        """
+        Shift each value-distilling student's value head, once, so that its mean value on ``obs`` is the teacher's.
+
+        A fresh value head starts near 0, and the teacher's values can be far from it (CartPole's are about 100,
+        a DQN's ``max_a Q`` as much): regressed from there, the head took 60k CartPole steps to reach two thirds of
+        the level, and a student's critic would begin fine-tuning that far off. Its bias set to the teacher's
+        mean, only the differences between states remain to learn. A student re-initialised after collapsing is
+        calibrated again.
+
+        :param obs: the observations of the first batch a student learns values from
+        :param values: the teacher's values for them
+        """
+        for name, student in self.students.items():
+            if not self.distill_value[name] or name in self.values_calibrated:
+                continue
+            self.values_calibrated.add(name)
+            value_net = getattr(student, "value_net", None)
+            if not isinstance(value_net, nn.Linear) or value_net.bias is None:
+                continue
+            with th.no_grad(), eval_mode(student):
+                predicted = policy_outputs(student, obs[:TARGET_CHUNK_SIZE]).values
+                assert predicted is not None
+                value_net.bias.add_(values[:TARGET_CHUNK_SIZE].mean() - predicted.mean())
 
     def with_time(self, metrics: dict[str, Any], seconds: float) -> dict[str, Any]:
         """:return: ``metrics`` with ``time_s``, the seconds an update took (also added to ``total_time_s``)"""
@@ -778,6 +811,7 @@ class Distiller:
                 if module is not student and callable(reset_parameters):
                     reset_parameters()
         self.optimizers[name].state.clear()
+        self.values_calibrated.discard(name)
         self.constant_updates[name] = 0
         self.collapse_resets[name] += 1
 
@@ -792,6 +826,7 @@ class Distiller:
             "skipped_updates": dict(self.skipped_updates),
             "non_finite_targets": self.non_finite_targets,
             "collapse_resets": dict(self.collapse_resets),
+            "values_calibrated": sorted(self.values_calibrated),
             "total_time_s": self.total_time_s,
         }
 
@@ -815,4 +850,6 @@ class Distiller:
         self.skipped_updates = dict(state["skipped_updates"])
         self.non_finite_targets = int(state.get("non_finite_targets", 0))
         self.collapse_resets = {name: int(state.get("collapse_resets", {}).get(name, 0)) for name in self.students}
+        # checkpoints from before calibration: their students have learned already, leave their value heads be
+        self.values_calibrated = set(state.get("values_calibrated", self.students)) & set(self.students)
         self.total_time_s = float(state["total_time_s"])

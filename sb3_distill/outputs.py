@@ -89,8 +89,16 @@ def score_kind(policy: nn.Module) -> ScoreKind:
 
 
 def has_value_head(policy: nn.Module) -> bool:
-    """:return: whether ``policy_outputs`` gives state values for this policy."""
+    """:return: whether the policy has a value head of its own (an actor-critic), one a student can learn with."""
     return isinstance(policy, ActorCriticPolicy)
+
+
+def gives_values(policy: nn.Module) -> bool:
+    """
+    :return: whether ``policy_outputs`` gives state values for this policy: an actor-critic's value head, or a
+        Q-value policy's ``max_a Q(s, a)`` (the value of its greedy policy)
+    """
+    return has_value_head(policy) or isinstance(policy, Q_POLICIES)
 
 
 def is_supported_policy(policy: nn.Module) -> bool:
@@ -99,6 +107,17 @@ def is_supported_policy(policy: nn.Module) -> bool:
     return isinstance(policy, (ActorCriticPolicy, SACPolicy, TD3Policy, *Q_POLICIES)) or hasattr(
         policy, "action_scores"
     )
+
+
+def q_values_of(policy: nn.Module, obs: th.Tensor) -> th.Tensor:
+    """:return: a DQN or QR-DQN policy's (or network's) Q-values, ``(batch, n_actions)``: QR-DQN's quantiles' mean"""
+    if isinstance(policy, DQNPolicy):
+        return policy.q_net(obs)
+    if isinstance(policy, QNetwork):
+        return policy(obs)
+    assert isinstance(policy, QRDQNPolicy | QuantileNetwork)
+    quantile_net = policy.quantile_net if isinstance(policy, QRDQNPolicy) else policy
+    return quantile_net(obs).mean(dim=1)  # (batch, n_quantiles, n_actions) -> Q-values
 
 
 def policy_outputs(policy: BasePolicy, obs: th.Tensor, with_values: bool = True) -> PolicyOutputs:
@@ -110,8 +129,9 @@ def policy_outputs(policy: BasePolicy, obs: th.Tensor, with_values: bool = True)
 
     :param policy: an ``ActorCriticPolicy``, a DQN or QR-DQN policy (or its online network), or a wrapped module student
     :param obs: observation batch on the policy's device
-    :param with_values: also compute the value head of an actor-critic
-    :return: scores and values (``None`` where the policy has no value head or none was asked for)
+    :param with_values: also compute state values: an actor-critic's value head, a Q-value policy's
+        ``max_a Q(s, a)``
+    :return: scores and values (``None`` where the policy gives none or none was asked for)
     """
     if isinstance(policy, ActorCriticPolicy):
         pi_features = BasePolicy.extract_features(policy, obs, policy.pi_features_extractor)
@@ -138,13 +158,9 @@ def policy_outputs(policy: BasePolicy, obs: th.Tensor, with_values: bool = True)
         return PolicyOutputs(mean, None, log_std)
     if isinstance(policy, TD3Policy):
         return PolicyOutputs(policy.actor(obs), None)
-    if isinstance(policy, DQNPolicy):
-        return PolicyOutputs(policy.q_net(obs), None)
-    if isinstance(policy, QNetwork):
-        return PolicyOutputs(policy(obs), None)
-    if isinstance(policy, QRDQNPolicy | QuantileNetwork):
-        quantile_net = policy.quantile_net if isinstance(policy, QRDQNPolicy) else policy
-        return PolicyOutputs(quantile_net(obs).mean(dim=1), None)  # (batch, n_quantiles, n_actions) -> Q-values
+    if isinstance(policy, Q_POLICIES):
+        q_values = q_values_of(policy, obs)
+        return PolicyOutputs(q_values, q_values.max(dim=1).values if with_values else None)
     action_scores = getattr(policy, "action_scores", None)  # ModuleStudent
     if callable(action_scores):
         return PolicyOutputs(action_scores(obs), None)

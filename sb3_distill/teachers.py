@@ -31,7 +31,7 @@ from sb3_distill.normalization import frozen_vec_normalize, obs_normalization_of
 from sb3_distill.outputs import (
     PolicyOutputs,
     count_acting_parameters,
-    has_value_head,
+    gives_values,
     is_supported_policy,
     policy_outputs,
     score_kind,
@@ -93,8 +93,8 @@ class Teacher:
         #: ``"logits"`` (discrete actor-critic), ``"q_values"`` (DQN, QR-DQN: the mean of its quantiles),
         #: ``"gaussian"`` (continuous actor-critic) or ``"actions"`` (SAC, TD3)
         self.kind = score_kind(self.policy)
-        #: whether targets include state values
-        self.has_values = has_value_head(self.policy)
+        #: whether targets include state values (an actor-critic's value head, a Q-value teacher's max Q)
+        self.has_values = gives_values(self.policy)
         #: parameters on the teacher's acting path
         self.acting_parameters = count_acting_parameters(self.policy)
 
@@ -129,7 +129,7 @@ class Teacher:
         The teacher's action scores (and values) for a batch, without gradients, in eval mode.
 
         :param obs: observation batch on the teacher's device, as stored in SB3's buffers
-        :param with_values: also compute state values (actor-critic teachers only)
+        :param with_values: also compute state values (value head, or ``max_a Q`` for Q-value teachers)
         :return: scores of shape ``(batch, n_actions)``, values of shape ``(batch,)`` or ``None``
         """
         with_values = with_values and self.has_values
