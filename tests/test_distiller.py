@@ -29,11 +29,11 @@ def observations(n: int = 512, seed: int = 0) -> th.Tensor:
     return th.as_tensor(np.random.default_rng(seed).normal(scale=0.5, size=(n, 4)).astype(np.float32))
 
 
-def distiller_for(teacher, n_students: int = 1, **config) -> Distiller:
+def distiller_for(teacher, n_students: int = 1, student: str = "MlpPolicy", **config) -> Distiller:
     view = Teacher(teacher)
     students = {
         f"s{i}": make_student(
-            "MlpPolicy",
+            student,
             view.observation_space,
             view.action_space,
             teacher.policy_aliases,
@@ -128,3 +128,48 @@ def test_qrdqn_students_take_their_teachers_quantiles():
         alias, teacher.observation_space, teacher.action_space, teacher.policy_aliases, student_kwargs=kwargs, seed=0
     )
     assert rungs.parameters["5pct"] == count_acting_parameters(built)
+
+
+@pytest.mark.parametrize("algo", [DQN, QRDQN])
+def test_a_q_value_teacher_gives_its_greedy_q_value_as_the_state_value(algo):
+    view = Teacher(synthetic_teacher(algo))
+    targets = view.targets(observations())
+    assert view.has_values
+    assert targets.values is not None
+    assert th.equal(targets.values, targets.scores.max(dim=1).values)
+
+
+def student_values(student, obs: th.Tensor) -> th.Tensor:
+    with th.no_grad():
+        return student.predict_values(obs).flatten()
+
+
+def test_a_value_head_starts_at_the_teachers_level_once(tmp_path):
+    teacher = synthetic_teacher(DQN)
+    with th.no_grad():  # Q-values near 100, as CartPole's are: far from where a fresh value head starts
+        teacher.q_net.q_net[-1].bias.add_(100.0)
+    distiller = distiller_for(teacher, n_students=2, student="stable_baselines3.common.policies.ActorCriticPolicy")
+    assert distiller.distill_value == {"s0": True, "s1": True}
+    obs = observations()
+    level = distiller.teacher.targets(obs).values.mean()
+    assert all(abs(student_values(s, obs).mean() - level) > 90 for s in distiller.students.values())
+    distiller.update(obs)  # the first update calibrates, then regresses
+    for student in distiller.students.values():
+        assert abs(student_values(student, obs).mean() - level) < 1.0
+    # Once: later batches leave the level to the regression.
+    before = student_values(distiller.students["s0"], obs)
+    distiller.calibrate_values(obs, th.full((len(obs),), 500.0))
+    assert th.equal(student_values(distiller.students["s0"], obs), before)
+    # A student re-initialised after collapsing is calibrated again; a checkpoint remembers which are.
+    distiller.reset_student("s1")
+    state = distiller.state_dict()
+    distiller.calibrate_values(obs, th.full((len(obs),), 500.0))
+    assert student_values(distiller.students["s1"], obs).mean() == pytest.approx(500.0, abs=1e-3)
+    assert th.equal(student_values(distiller.students["s0"], obs), before)
+    resumed = distiller_for(teacher, n_students=2, student="stable_baselines3.common.policies.ActorCriticPolicy")
+    resumed.load_state_dict(state)
+    assert resumed.values_calibrated == {"s0"}
+    # A checkpoint from before calibration existed: its students have learned, their value heads are left be.
+    del state["values_calibrated"]
+    resumed.load_state_dict(state)
+    assert resumed.values_calibrated == {"s0", "s1"}

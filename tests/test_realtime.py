@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch as th
 from gymnasium import spaces
-from stable_baselines3 import PPO
+from stable_baselines3 import PPO, SAC
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import BaseCallback, CallbackList, StopTrainingOnMaxEpisodes
 from stable_baselines3.common.env_util import make_vec_env
@@ -558,9 +558,16 @@ class TestBadInputFailsBeforeTheFirstStep:
             teacher, RealTimeDistillCallback(student="MlpPolicy"), TypeError, r"action space MultiDiscrete.*Discrete"
         )
 
-    def test_value_distillation_needs_value_heads(self):
+    def test_value_distillation_needs_values_and_a_value_head(self):
+        # A DQN teacher gives values (max_a Q), but its "MlpPolicy" student is a Q-network: no value head.
         distill = RealTimeDistillCallback(student="MlpPolicy", distill_value=True)
-        self.fails_at_start(make_teacher("dqn"), distill, ValueError, r"distill_value=True.*teacher has none")
+        self.fails_at_start(
+            make_teacher("dqn"), distill, ValueError, r"distill_value=True.*student 'student' has none \(DQNPolicy\)"
+        )
+        # SAC gives no state values.
+        teacher = SAC("MlpPolicy", "Pendulum-v1", learning_starts=0)
+        distill = RealTimeDistillCallback(student="MlpPolicy", distill_value=True)
+        self.fails_at_start(teacher, distill, ValueError, r"distill_value=True.*teacher has none \(SACPolicy\)")
 
     def test_student_kwargs_for_an_instance(self):
         teacher = make_teacher("ppo")
