@@ -604,7 +604,9 @@ class Distiller:
 
     def _losses(self, name: str, student: BasePolicy, batch: _Batch) -> tuple[th.Tensor, th.Tensor | None, th.Tensor]:
         """One student's losses on one minibatch: ``(policy loss, value loss or None, the student's scores)``."""
-        scores, values, log_std = policy_outputs(student, batch.obs, with_values=self.distill_value[name])
+        scores, values, log_std = policy_outputs(
+            student, batch.obs, with_values=self.distill_value[name], detach_shared_features=True
+        )
         if self.loss == "kl" and batch.log_std is not None:  # continuous actor-critics: KL between Gaussians
             if log_std is None:
                 raise TypeError(f"student {name!r} has no Gaussian policy to match the teacher's: use loss='mse'")

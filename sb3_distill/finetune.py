@@ -29,6 +29,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from sb3_distill.normalization import obs_normalization, wrap_env
+from sb3_distill.outputs import shares_weights
 from sb3_distill.ppd import ProximalPolicyDistillation
 from sb3_distill.student_files import student_from_payload, student_payload
 from sb3_distill.teachers import Teacher
@@ -95,11 +96,6 @@ def _policy_kwargs(student: BasePolicy) -> dict[str, Any]:
     return {key: value for key, value in kwargs.items() if key not in _SPACE_ARGUMENTS}
 
 
-def _shares_weights(student: ActorCriticPolicy) -> bool:
-    """Whether an actor-critic student's actor and critic share a features extractor that has weights."""
-    return student.share_features_extractor and any(True for _ in student.features_extractor.parameters())
-
-
 def _student_env(student: BasePolicy, env: VecEnv | gym.Env | str) -> VecEnv | gym.Env | str:
     """The environment, with the ``VecNormalize`` statistics the student recorded (frozen) when there are some."""
     if obs_normalization(student) is None:
@@ -117,8 +113,9 @@ class FineTunePPO(ProximalPolicyDistillation):
 
     1. **Value warm-up.** For the first ``value_warmup_steps`` environment steps only the critic learns
        (the value head, and the value network's own layers): the policy, and any features it shares with
-       the critic, stay as distilled. A student distilled from a DQN teacher has a fresh value head, whose
-       advantages would otherwise move the policy at random. ``to_ppo`` gives a critic that shared a
+       the critic, stay as distilled. A critic distilled from a DQN teacher's ``max_a Q`` values the teacher's
+       greedy policy under its discount, not the sampled one under PPO's, and one not distilled knows nothing:
+       their advantages would otherwise move the policy at random. ``to_ppo`` gives a critic that shared a
        features extractor with weights (a CNN) a copy of its own (``own_critic_extractor``): PPO's value loss
        then never moves the features the actor acts on (through a shared extractor, it wrecked them).
     2. **A fading KL anchor.** PPO's loss plus ``anchor_coef * w * E[max(r, 1 - clip_range) * KL(anchor || student)]``,
@@ -688,7 +685,7 @@ def to_ppo(
             "target_kl": DEFAULT_TARGET_KL,
             **ppo_kwargs,
         },
-        {"share_features_extractor": False} if own_critic_extractor and _shares_weights(student) else {},
+        {"share_features_extractor": False} if own_critic_extractor and shares_weights(student) else {},
     )
     if greedy_probability is not None and isinstance(model.action_space, spaces.Discrete):
         observations = greedy_observations(model.policy, model.get_env(), SHARPEN_STEPS)  # type: ignore[arg-type]

@@ -92,6 +92,7 @@ def fit_state(distiller: Distiller, with_weights: bool = True) -> dict[str, Any]
         "numpy_rng": distiller.rng.bit_generator.state,
         "skipped_updates": dict(distiller.skipped_updates),
         "non_finite_targets": distiller.non_finite_targets,
+        "values_calibrated": sorted(distiller.values_calibrated),
     }
     if with_weights:
         state["students"] = {name: student.state_dict() for name, student in distiller.students.items()}
@@ -109,6 +110,7 @@ def load_fit_state(distiller: Distiller, state: dict[str, Any]) -> None:
     distiller.rng.bit_generator.state = state["numpy_rng"]
     distiller.skipped_updates = dict(state["skipped_updates"])
     distiller.non_finite_targets = int(state["non_finite_targets"])
+    distiller.values_calibrated = set(state["values_calibrated"])
 
 
 class WorkerTraceback(Exception):

@@ -93,6 +93,11 @@ def has_value_head(policy: nn.Module) -> bool:
     return isinstance(policy, ActorCriticPolicy)
 
 
+def shares_weights(policy: ActorCriticPolicy) -> bool:
+    """:return: whether an actor-critic's actor and critic share a features extractor with weights (a CNN)"""
+    return policy.share_features_extractor and any(True for _ in policy.features_extractor.parameters())
+
+
 def gives_values(policy: nn.Module) -> bool:
     """
     :return: whether ``policy_outputs`` gives state values for this policy: an actor-critic's value head, or a
@@ -120,7 +125,9 @@ def q_values_of(policy: nn.Module, obs: th.Tensor) -> th.Tensor:
     return quantile_net(obs).mean(dim=1)  # (batch, n_quantiles, n_actions) -> Q-values
 
 
-def policy_outputs(policy: BasePolicy, obs: th.Tensor, with_values: bool = True) -> PolicyOutputs:
+def policy_outputs(
+    policy: BasePolicy, obs: th.Tensor, with_values: bool = True, detach_shared_features: bool = False
+) -> PolicyOutputs:
     """
     Action scores (and values) of a policy for a batch of raw observations.
 
@@ -131,6 +138,8 @@ def policy_outputs(policy: BasePolicy, obs: th.Tensor, with_values: bool = True)
     :param obs: observation batch on the policy's device
     :param with_values: also compute state values: an actor-critic's value head, a Q-value policy's
         ``max_a Q(s, a)``
+    :param detach_shared_features: an actor-critic whose critic shares the actor's features extractor computes
+        its values from the features detached, so that a value loss does not move the features the actor acts on
     :return: scores and values (``None`` where the policy gives none or none was asked for)
     """
     if isinstance(policy, ActorCriticPolicy):
@@ -146,7 +155,7 @@ def policy_outputs(policy: BasePolicy, obs: th.Tensor, with_values: bool = True)
         if not with_values:
             return PolicyOutputs(logits, None, log_std)
         if policy.share_features_extractor:
-            vf_features = pi_features
+            vf_features = pi_features.detach() if detach_shared_features else pi_features
         else:
             vf_features = BasePolicy.extract_features(policy, obs, policy.vf_features_extractor)
         latent_vf = policy.mlp_extractor.forward_critic(vf_features)

@@ -40,6 +40,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from sb3_distill.architectures import MinAtarCNN
+from sb3_distill.outputs import shares_weights
 
 #: Activations applied element by element (packing applies one to every student's units at once).
 ELEMENTWISE = (
@@ -68,11 +69,13 @@ class _Chain:
     activations: list[nn.Module]
     #: the features extractor whose output the first layer reads
     extractor: BaseFeaturesExtractor
+    #: reads the features without passing gradients back into the extractor (a critic on the actor's CNN)
+    detached: bool = False
 
     @property
     def signature(self) -> tuple[str, ...]:
         """Chains of the same signature pack into one group."""
-        return (str(len(self.layers)), *(repr(activation) for activation in self.activations))
+        return (str(len(self.layers)), str(self.detached), *(repr(activation) for activation in self.activations))
 
     @property
     def out_features(self) -> int:
@@ -128,7 +131,10 @@ def _chains(student: BasePolicy, with_values: bool) -> list[_Chain] | None:
         mlp = student.mlp_extractor
         found = [_chain([*mlp.policy_net, student.action_net], student.pi_features_extractor)]
         if with_values:
-            found.append(_chain([*mlp.value_net, student.value_net], student.vf_features_extractor))
+            value_chain = _chain([*mlp.value_net, student.value_net], student.vf_features_extractor)
+            if value_chain is not None:  # the value loss stays off the features the actor shares (distiller.py)
+                value_chain.detached = shares_weights(student)
+            found.append(value_chain)
     elif type(student) is DQNPolicy:  # DQN's "MlpPolicy"
         found = [_chain(list(student.q_net.q_net), student.q_net.features_extractor)]
     else:
@@ -284,9 +290,9 @@ class PackedStudents:
         features = self._features(obs)
         outputs: dict[tuple[str, int], th.Tensor] = {}
         for group in self._groups:
-            for (name, index, _), output in zip(
-                group, self._run_group(features, [c for _, _, c in group]), strict=True
-            ):
+            chains = [c for _, _, c in group]
+            read = features.detach() if chains[0].detached else features
+            for (name, index, _), output in zip(group, self._run_group(read, chains), strict=True):
                 outputs[name, index] = output
         scores = th.stack([outputs[name, 0] for name in self.names], dim=1)
         if not self.value_names:

@@ -15,6 +15,7 @@ from torch import nn
 from sb3_distill import ladder
 from sb3_distill.architectures import MinAtarCNN
 from sb3_distill.distiller import DistillConfig, Distiller
+from sb3_distill.outputs import policy_outputs
 from sb3_distill.packing import PackedStudents
 from sb3_distill.students import make_student
 from sb3_distill.teachers import Teacher
@@ -177,3 +178,26 @@ def test_a_student_with_a_non_finite_loss_is_skipped_and_the_others_learn_as_alo
     assert packed.skipped_updates == each.skipped_updates == {"broken": 8, "fine": 0}
     for p_packed, p_each in zip(packed.students["fine"].parameters(), each.students["fine"].parameters(), strict=True):
         assert th.allclose(p_packed, p_each, atol=1e-6)
+
+
+@pytest.mark.parametrize("packed", [True, False], ids=["packed", "one_by_one"])
+def test_the_value_loss_leaves_the_features_the_actor_shares(packed):
+    """A critic on the actor's CNN learns from its features as they are: its loss moves only the critic's layers."""
+    teacher = synthetic_teacher(PPO, "MinAtar/Breakout-v1")
+    specs = {"a": cnn(3), "b": cnn(5, net_arch=[8]), "own": cnn(4, share_features_extractor=False)}
+    students = students_for(teacher, specs)
+    obs = minatar_observations(64)
+    if packed:
+        packing = PackedStudents.build(students, dict.fromkeys(students, True))
+        assert packing is not None
+        values = packing(obs)[1]
+    else:
+        values = th.stack(
+            [policy_outputs(s, obs, detach_shared_features=True).values for s in students.values()], dim=1
+        )
+    values.sum().backward()
+    for name, student in students.items():
+        extractor = student.vf_features_extractor
+        moved = any(p.grad is not None and bool(p.grad.abs().sum() > 0) for p in extractor.parameters())
+        assert moved == (name == "own"), name
+        assert student.value_net.weight.grad.abs().sum() > 0, name
