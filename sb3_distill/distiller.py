@@ -89,9 +89,12 @@ class DistillConfig:
     :param batch_size: minibatch size of the student updates
     :param epochs: passes over each batch of observations
     :param distill_value: also regress the teacher's state values with the student's value head: an
-        actor-critic teacher's value head, a Q-value teacher's ``max_a Q(s, a)`` (an actor-critic student
-        then starts fine-tuning with a critic); ``None``: whenever the student has a value head and the teacher
-        gives values
+        actor-critic teacher's value head or, with ``True``, a Q-value teacher's ``max_a Q(s, a)`` (an
+        actor-critic student then starts fine-tuning with a critic); ``None``: when teacher and student are
+        actor-critics. The head's level starts at the teacher's mean value (:meth:`Distiller.calibrate_values`),
+        and a critic that shares the actor's features extractor (a CNN) learns from the features as they are:
+        the value loss moves only the critic's own layers, never the features the actor acts on. A DQN
+        teacher's ``max_a Q`` is not the default: fine-tuning from it reached parity no more often (README)
     :param vf_coef: weight of the value loss
     :param max_grad_norm: clip the students' gradient norm (``None``: no clipping)
     """
@@ -405,7 +408,9 @@ class Distiller:
                 f"on the student, but the {missing} has none "
                 f"({type(self.teacher.policy if missing == 'teacher' else student).__name__})"
             )
-        return possible if wanted is None else bool(wanted)
+        if wanted is None:  # a Q-value teacher's max_a Q on request only: measured no better (distill_value doc)
+            return possible and has_value_head(self.teacher.policy)
+        return bool(wanted)
 
     # -- private random generators -------------------------------------------------------------
 

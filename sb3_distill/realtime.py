@@ -95,8 +95,8 @@ class RealTimeDistillCallback(BaseCallback):
     :param epochs: passes over each rollout (on-policy) or samples per new transition (off-policy)
     :param batch_size: minibatch size of the student updates
     :param distill_value: also distil the teacher's state values into the student's value head (an
-        actor-critic's value; a DQN or QR-DQN teacher's ``max_a Q``), so that the student fine-tunes with PPO
-        from a critic (``None``: when the student has a value head and the teacher gives values)
+        actor-critic's value; with ``True``, a DQN or QR-DQN teacher's ``max_a Q``), so that the student
+        fine-tunes with PPO from a critic (``None``: when teacher and student are actor-critics)
     :param vf_coef: weight of the value loss
     :param max_grad_norm: clip the students' gradient norm (``None``: no clipping)
     :param distill_freq: minimum number of new observations between two distillations (``None``: ``batch_size``);

@@ -148,7 +148,9 @@ def test_a_value_head_starts_at_the_teachers_level_once(tmp_path):
     teacher = synthetic_teacher(DQN)
     with th.no_grad():  # Q-values near 100, as CartPole's are: far from where a fresh value head starts
         teacher.q_net.q_net[-1].bias.add_(100.0)
-    distiller = distiller_for(teacher, n_students=2, student="stable_baselines3.common.policies.ActorCriticPolicy")
+    actor_critic = "stable_baselines3.common.policies.ActorCriticPolicy"
+    assert distiller_for(teacher, student=actor_critic).distill_value == {"s0": False}  # max_a Q on request only
+    distiller = distiller_for(teacher, n_students=2, student=actor_critic, distill_value=True)
     assert distiller.distill_value == {"s0": True, "s1": True}
     obs = observations()
     level = distiller.teacher.targets(obs).values.mean()
@@ -166,7 +168,7 @@ def test_a_value_head_starts_at_the_teachers_level_once(tmp_path):
     distiller.calibrate_values(obs, th.full((len(obs),), 500.0))
     assert student_values(distiller.students["s1"], obs).mean() == pytest.approx(500.0, abs=1e-3)
     assert th.equal(student_values(distiller.students["s0"], obs), before)
-    resumed = distiller_for(teacher, n_students=2, student="stable_baselines3.common.policies.ActorCriticPolicy")
+    resumed = distiller_for(teacher, n_students=2, student=actor_critic, distill_value=True)
     resumed.load_state_dict(state)
     assert resumed.values_calibrated == {"s0"}
     # A checkpoint from before calibration existed: its students have learned, their value heads are left be.
