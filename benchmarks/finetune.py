@@ -185,7 +185,7 @@ PARITY_SEED = 40_000
 RANDOM = {"MountainCar-v0": -200.0}
 ZOO = pathlib.Path(__file__).resolve().parents[1] / "tests" / "data" / "zoo-agents"
 #: configuration keys that are ``distill`` arguments (by their name there), not ``to_ppo``'s
-DISTILL_KEYS = {"distill_loss": "loss", "distill_value": "distill_value"}
+DISTILL_KEYS = {"distill_loss": "loss", "distill_value": "distill_value", "distill_student_kwargs": "student_kwargs"}
 CONFIGS: dict[str, dict[str, Any]] = {
     "plain": {
         "value_warmup_steps": 0,
@@ -257,6 +257,8 @@ CONFIGS: dict[str, dict[str, Any]] = {
     # the critic distilled from a Q-value teacher's max_a Q (the default since) or left fresh (before)
     "q_critic": {"distill_value": True},
     "fresh_critic": {"distill_value": False},
+    # the critic distilled from max_a Q on a features extractor of its own (the actor's stays as distilled alone)
+    "q_critic_own": {"distill_value": True, "distill_student_kwargs": {"share_features_extractor": False}},
     "dqn_default": {},
     "dqn_mse": {"distill_loss": "mse"},  # the student regresses the teacher's Q-values instead of their softmax
 }
@@ -360,9 +362,8 @@ def distilled_student(
         args.distill_steps,
         collect="student",
         student_algo=algo,
-        student_kwargs=STUDENTS[env_id],
         seed=seed,
-        **options,
+        **{**options, "student_kwargs": {**STUDENTS[env_id], **options.get("student_kwargs", {})}},
     )
     if file is not None:
         file.parent.mkdir(parents=True, exist_ok=True)
@@ -504,7 +505,7 @@ def main() -> None:
     with ProcessPoolExecutor(args.jobs) as pool:
         if args.students is not None:  # each student distilled once, side by side, then shared by its runs
             first = {
-                (t, seed, student_algo(c), tuple(sorted(distill_options(c).items()))): (t, c, seed)
+                (t, seed, student_algo(c), repr(sorted(distill_options(c).items()))): (t, c, seed)
                 for t, c, seed in reversed(jobs)
             }
             list(pool.map(student_of, *zip(*first.values(), strict=True), [args] * len(first)))

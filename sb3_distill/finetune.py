@@ -31,7 +31,7 @@ from torch.nn import functional as F
 from sb3_distill.normalization import obs_normalization, wrap_env
 from sb3_distill.outputs import shares_weights
 from sb3_distill.ppd import ProximalPolicyDistillation
-from sb3_distill.student_files import student_from_payload, student_payload
+from sb3_distill.student_files import constructor_parameters, student_from_payload, student_payload
 from sb3_distill.teachers import Teacher
 
 #: What fine-tuning a distilled Q-network with DQN gives, said where it starts.
@@ -92,7 +92,7 @@ def judging_episodes(
 
 
 def _policy_kwargs(student: BasePolicy) -> dict[str, Any]:
-    kwargs = student._get_constructor_parameters()
+    kwargs = constructor_parameters(student)
     return {key: value for key, value in kwargs.items() if key not in _SPACE_ARGUMENTS}
 
 

@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import torch as th
-from stable_baselines3.common.policies import BasePolicy
+from stable_baselines3.common.policies import ActorCriticPolicy, BasePolicy
 from stable_baselines3.common.utils import get_device
 
 from sb3_distill.normalization import obs_normalization, record_obs_normalization
@@ -35,6 +35,31 @@ def _class_path(cls: type) -> str:
     return f"{cls.__module__}:{cls.__qualname__}"
 
 
+def constructor_parameters(student: BasePolicy) -> dict[str, Any]:
+    """
+    What rebuilds the student: SB3's ``_get_constructor_parameters``, with an actor-critic's
+    ``share_features_extractor``, which SB3 leaves out (a policy rebuilt without it shares one extractor, and
+    loading the weights of two into it overwrites the actor's features extractor with the critic's).
+
+    :param student: an SB3 policy
+    :return: its constructor's keyword arguments
+    """
+    data = student._get_constructor_parameters()
+    if isinstance(student, ActorCriticPolicy):
+        data["share_features_extractor"] = student.share_features_extractor
+    return data
+
+
+def _shares_extractor(state_dict: Mapping[str, th.Tensor]) -> bool:
+    """Whether a saved actor-critic's actor and critic read one features extractor (files that did not record it)."""
+    prefix = "pi_features_extractor."
+    return all(
+        th.equal(tensor, state_dict[f"vf_features_extractor.{key[len(prefix) :]}"])
+        for key, tensor in state_dict.items()
+        if key.startswith(prefix) and f"vf_features_extractor.{key[len(prefix) :]}" in state_dict
+    )
+
+
 def student_payload(student: BasePolicy) -> dict[str, Any]:
     """
     :param student: an SB3 policy
@@ -44,7 +69,7 @@ def student_payload(student: BasePolicy) -> dict[str, Any]:
         raise TypeError(f"a student is an SB3 BasePolicy, not {type(student).__name__}")
     return {
         "state_dict": student.state_dict(),
-        "data": student._get_constructor_parameters(),
+        "data": constructor_parameters(student),
         FILE_FORMAT_KEY: {
             "version": FILE_FORMAT_VERSION,
             "policy_class": _class_path(type(student)),
@@ -64,8 +89,11 @@ def save_student(student: BasePolicy, path: PathLike) -> None:
 
 
 def _build(policy_class: type[BasePolicy], payload: Mapping[str, Any]) -> BasePolicy:
+    data = dict(payload["data"])
+    if issubclass(policy_class, ActorCriticPolicy) and "share_features_extractor" not in data:
+        data["share_features_extractor"] = _shares_extractor(payload["state_dict"])
     with th.random.fork_rng(devices=[]):  # the weights are overwritten: keep the user's generator untouched
-        student = policy_class(**payload["data"])
+        student = policy_class(**data)
     student.load_state_dict(payload["state_dict"])
     return student
 
