@@ -139,6 +139,21 @@ per evaluation, parity on 2000 (``--students DIR`` shares one distillation per s
 (``..._ppo_keep_critic.json``: the PPO teacher's students with the critic kept on rollback and the shared
 extractor.)
 
+The critic distilled from a DQN teacher's ``max_a Q`` (``q_critic``; ``..._dqn_q_critic.json``: the value loss
+through the shared CNN, before the value head was calibrated; ``..._dqn_q_critic_detached.json``: calibrated, the
+actor's features left alone, the default since), on a CNN of its own (``q_critic_own``), and the PPO teacher's
+students under today's value distillation (a fresh ``--students`` folder: the critic no longer moves the CNN)::
+
+    python benchmarks/finetune.py --zoo zoo-minatar --teachers dqn/MinAtar-Breakout-v1_1 --configs q_critic \
+        --distill-steps 400000 --steps 100000 --eval-every 10000 --episodes 200 --eval-envs 10 \
+        --parity-episodes 2000 --students DIR --jobs 2 --name minatar_breakout_dqn_q_critic_detached
+    python benchmarks/finetune.py ... --configs q_critic_own --name minatar_breakout_dqn_q_critic_own
+    python benchmarks/finetune.py --zoo zoo-minatar --teachers ppo/MinAtar-Breakout-v1_1 --configs default \
+        --distill-steps 250000 --steps 100000 --eval-every 10000 --episodes 200 --eval-envs 10 \
+        --parity-episodes 2000 --students DIR --jobs 2 --name minatar_breakout_ppo_detached_critic
+    python benchmarks/finetune.py --teachers dqn/CartPole-v1_1 --configs q_critic fresh_critic \
+        --distill-steps 60000 --episodes 100 --eval-envs 10 --students DIR --name cartpole_dqn_q_critic
+
 Teachers are RL-Zoo run folders (``algo/EnvId_N``) under ``--zoo`` (default: the published agents in
 ``tests/data/zoo-agents``) or, for MinAtar, trained here by ``benchmarks/common.zoo_teacher``.
 """
