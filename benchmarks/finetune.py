@@ -269,7 +269,7 @@ CONFIGS: dict[str, dict[str, Any]] = {
     "shared_critic": {"own_critic_extractor": False},
     # the defaults with a rollback that also puts the critic back (the default until the critic was kept)
     "restore_critic": {"rollback_keeps_critic": False},
-    # the critic distilled from a Q-value teacher's max_a Q (the default since) or left fresh (before)
+    # the critic distilled from a Q-value teacher's max_a Q (on request: distill_value=True) or left fresh (the default)
     "q_critic": {"distill_value": True},
     "fresh_critic": {"distill_value": False},
     # the critic distilled from max_a Q on a features extractor of its own (the actor's stays as distilled alone)
