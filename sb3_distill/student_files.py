@@ -52,12 +52,12 @@ def constructor_parameters(student: BasePolicy) -> dict[str, Any]:
 
 def _shares_extractor(state_dict: Mapping[str, th.Tensor]) -> bool:
     """Whether a saved actor-critic's actor and critic read one features extractor (files that did not record it)."""
-    prefix = "pi_features_extractor."
-    return all(
-        th.equal(tensor, state_dict[f"vf_features_extractor.{key[len(prefix) :]}"])
+    pairs = (
+        (tensor, state_dict.get(key.replace("pi_features_extractor.", "vf_features_extractor.", 1)))
         for key, tensor in state_dict.items()
-        if key.startswith(prefix) and f"vf_features_extractor.{key[len(prefix) :]}" in state_dict
+        if key.startswith("pi_features_extractor.")
     )
+    return all(critic is None or th.equal(actor, critic) for actor, critic in pairs)
 
 
 def student_payload(student: BasePolicy) -> dict[str, Any]:
