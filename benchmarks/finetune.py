@@ -269,10 +269,12 @@ CONFIGS: dict[str, dict[str, Any]] = {
     "shared_critic": {"own_critic_extractor": False},
     # the defaults with a rollback that also puts the critic back (the default until the critic was kept)
     "restore_critic": {"rollback_keeps_critic": False},
-    # the critic distilled from a Q-value teacher's max_a Q (on request: distill_value=True) or left fresh (the default)
-    "q_critic": {"distill_value": True},
+    # a Q-value teacher's CNN student: the critic distilled from max_a Q through the CNN it shares with the actor
+    # (value loss detached from it), or left fresh (PPO's critic then learns from a copy of the actor's CNN)
+    "q_critic": {"distill_value": True, "distill_student_kwargs": {"share_features_extractor": True}},
     "fresh_critic": {"distill_value": False},
-    # the critic distilled from max_a Q on a features extractor of its own (the actor's stays as distilled alone)
+    # the critic distilled from max_a Q on a features extractor of its own (the actor's stays as distilled alone):
+    # the default for a Q-value teacher's actor-critic CNN student since (wants_critic_extractor)
     "q_critic_own": {"distill_value": True, "distill_student_kwargs": {"share_features_extractor": False}},
     "dqn_default": {},
     "dqn_mse": {"distill_loss": "mse"},  # the student regresses the teacher's Q-values instead of their softmax

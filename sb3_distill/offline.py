@@ -251,8 +251,10 @@ class OfflineDistillation(DistillationRun):
         (``benchmarks/vs_imitation.py``: sampling students of the published PPO MountainCar agent return -114.6
         against -122.4 greedy, median of 10 seeds; of the DQN CartPole agent, 160 against 500)
     :param mixed_fraction: with ``collect="mixed"``, the share of ``n_steps`` over which the teacher hands over
-    :param distill_value: also distil the teacher's state values (an actor-critic's value; with ``True``, a DQN
-        or QR-DQN teacher's ``max_a Q``) into the student's value head (``None``: when both are actor-critics)
+    :param distill_value: also distil the teacher's state values (an actor-critic's value, or a DQN or QR-DQN
+        teacher's ``max_a Q``) into the student's value head (``None``: when both are actor-critics, and for a
+        Q-value teacher's actor-critic student with a CNN, which then gets a critic CNN of its own:
+        :class:`~sb3_distill.distiller.DistillConfig`)
     :param vf_coef: weight of the value loss
     :param max_grad_norm: clip the students' gradient norm
     :param seed: seeds the students, the memory sampling, exploration and the environment

@@ -98,6 +98,33 @@ def shares_weights(policy: ActorCriticPolicy) -> bool:
     return policy.share_features_extractor and any(True for _ in policy.features_extractor.parameters())
 
 
+def has_critic_extractor(policy: nn.Module) -> bool:
+    """:return: whether an actor-critic's critic has a features extractor with weights of its own (a CNN)"""
+    return (
+        isinstance(policy, ActorCriticPolicy)
+        and not policy.share_features_extractor
+        and any(True for _ in policy.vf_features_extractor.parameters())
+    )
+
+
+def wants_critic_extractor(teacher_policy: nn.Module | None, student: nn.Module) -> bool:
+    """
+    Whether a student built with default settings should get a critic features extractor of its own.
+
+    A Q-value teacher's (DQN, QR-DQN) actor-critic student whose actor and critic would share a CNN: its critic
+    learns the teacher's ``max_a Q`` on a CNN of its own while the actor distils, so that PPO fine-tuning starts
+    with a critic that fits and whose value loss never moves the actor's features. Measured on MinAtar Breakout
+    (``benchmarks/finetune.py``, config ``q_critic_own``, 5 seeds): 5 of 5 at the teacher's return after
+    ``to_ppo``, PPO's candidates never below 0.83 of the student; with a fresh critic (a copy of the actor's
+    CNN) 4 of 5, candidates down to 0.17. An MLP's critic layers are its own already.
+
+    :param teacher_policy: the teacher's policy, if known
+    :param student: the student as built with the settings given
+    :return: whether to rebuild it with ``share_features_extractor=False``
+    """
+    return isinstance(teacher_policy, Q_POLICIES) and isinstance(student, ActorCriticPolicy) and shares_weights(student)
+
+
 def gives_values(policy: nn.Module) -> bool:
     """
     :return: whether ``policy_outputs`` gives state values for this policy: an actor-critic's value head, or a

@@ -95,8 +95,10 @@ class RealTimeDistillCallback(BaseCallback):
     :param epochs: passes over each rollout (on-policy) or samples per new transition (off-policy)
     :param batch_size: minibatch size of the student updates
     :param distill_value: also distil the teacher's state values into the student's value head (an
-        actor-critic's value; with ``True``, a DQN or QR-DQN teacher's ``max_a Q``), so that the student
-        fine-tunes with PPO from a critic (``None``: when teacher and student are actor-critics)
+        actor-critic's value, or a DQN or QR-DQN teacher's ``max_a Q``), so that the student fine-tunes with PPO
+        from a critic (``None``: when teacher and student are actor-critics, and for a Q-value teacher's
+        actor-critic student with a CNN, which then gets a critic CNN of its own:
+        :class:`~sb3_distill.distiller.DistillConfig`)
     :param vf_coef: weight of the value loss
     :param max_grad_norm: clip the students' gradient norm (``None``: no clipping)
     :param distill_freq: minimum number of new observations between two distillations (``None``: ``batch_size``);
@@ -271,6 +273,7 @@ class RealTimeDistillCallback(BaseCallback):
             seed=seed,
             device=device,
             teacher_policy=teacher_policy,
+            distill_value=self.config.distill_value,
         )
 
     def _init_callback(self) -> None:

@@ -34,7 +34,7 @@ from sb3_distill.ladder import (
     mlp_student,
     student_family,
 )
-from sb3_distill.outputs import inherited_student_kwargs, is_supported_policy
+from sb3_distill.outputs import inherited_student_kwargs, is_supported_policy, wants_critic_extractor
 from sb3_distill.spaces import space_mismatch
 from sb3_distill.teachers import SUPPORTED_ALGORITHMS
 
@@ -245,6 +245,7 @@ def make_student(
     seed: int | None = None,
     device: th.device | str = "cpu",
     teacher_policy: BasePolicy | None = None,
+    distill_value: bool | None = None,
 ) -> BasePolicy:
     """
     Build a student for a teacher's spaces.
@@ -266,6 +267,9 @@ def make_student(
     :param device: where the student lives
     :param teacher_policy: the teacher's policy, whose settings a student of its family inherits
         unless ``student_kwargs`` says otherwise (a QR-DQN student's ``n_quantiles``)
+    :param distill_value: the distillation's ``distill_value``: unless ``False``, a Q-value teacher's actor-critic
+        student whose actor and critic would share a CNN gets a critic CNN of its own unless ``student_kwargs``
+        sets ``share_features_extractor`` (:func:`~sb3_distill.outputs.wants_critic_extractor`)
     :return: the student, checked against the spaces
     """
     kwargs = resolve_student_kwargs(student_kwargs)
@@ -286,32 +290,52 @@ def make_student(
         )
     if seed is None:
         seed = int(np.random.SeedSequence().generate_state(1)[0])
-    with th.random.fork_rng(devices=[]):  # students are built on the CPU, then moved
-        th.random.default_generator.manual_seed(seed)  # not torch.manual_seed: it would reseed every CUDA device
-        policy: BasePolicy
-        if isinstance(student, type):
-            if not issubclass(student, BasePolicy):
-                raise TypeError(f"student class {student.__name__} is not an SB3 BasePolicy subclass")
-            kwargs = {**inherited_student_kwargs(teacher_policy, student), **kwargs}
-            try:
-                policy = student(observation_space, action_space, lr_schedule=lambda _: learning_rate, **kwargs)
-            except TypeError as error:
-                raise TypeError(
-                    f"cannot build student {student.__name__} with student_kwargs {kwargs}: {error}"
-                ) from error
-            if "optimizer_kwargs" not in kwargs:
-                _set_adam_eps(policy, STUDENT_ADAM_EPS)
-        elif isinstance(student, BasePolicy):
-            policy = student  # the user's own object, used as it is
-        elif isinstance(student, nn.Module):
-            policy = ModuleStudent(observation_space, action_space, student, lr_schedule=lambda _: learning_rate)
-        else:
-            raise TypeError(
-                f"student must be a policy alias, an SB3 policy class or instance, or a torch.nn.Module; "
-                f"got {type(student).__name__}"
-            )
+    policy: BasePolicy
+    if isinstance(student, type):
+        if not issubclass(student, BasePolicy):
+            raise TypeError(f"student class {student.__name__} is not an SB3 BasePolicy subclass")
+        kwargs = {**inherited_student_kwargs(teacher_policy, student), **kwargs}
+        policy = _build_policy(student, observation_space, action_space, kwargs, learning_rate, seed)
+        if (
+            distill_value is not False
+            and "share_features_extractor" not in kwargs
+            and wants_critic_extractor(teacher_policy, policy)
+        ):
+            kwargs["share_features_extractor"] = False
+            policy = _build_policy(student, observation_space, action_space, kwargs, learning_rate, seed)
+    elif isinstance(student, BasePolicy):
+        policy = student  # the user's own object, used as it is
+    elif isinstance(student, nn.Module):
+        policy = ModuleStudent(observation_space, action_space, student, lr_schedule=lambda _: learning_rate)
+    else:
+        raise TypeError(
+            f"student must be a policy alias, an SB3 policy class or instance, or a torch.nn.Module; "
+            f"got {type(student).__name__}"
+        )
     policy = policy.to(get_device(device))
     check_student(policy, observation_space, action_space)
+    return policy
+
+
+def _build_policy(
+    policy_class: type[BasePolicy],
+    observation_space: spaces.Space,
+    action_space: spaces.Space,
+    kwargs: dict[str, Any],
+    learning_rate: float,
+    seed: int,
+) -> BasePolicy:
+    """A policy of this class with weights initialised from ``seed`` (the global torch generator untouched)."""
+    with th.random.fork_rng(devices=[]):  # students are built on the CPU, then moved
+        th.random.default_generator.manual_seed(seed)  # not torch.manual_seed: it would reseed every CUDA device
+        try:
+            policy = policy_class(observation_space, action_space, lr_schedule=lambda _: learning_rate, **kwargs)
+        except TypeError as error:
+            raise TypeError(
+                f"cannot build student {policy_class.__name__} with student_kwargs {kwargs}: {error}"
+            ) from error
+    if "optimizer_kwargs" not in kwargs:
+        _set_adam_eps(policy, STUDENT_ADAM_EPS)
     return policy
 
 
@@ -395,6 +419,7 @@ def make_students(
     seed: int | None = None,
     device: th.device | str = "cpu",
     teacher_policy: BasePolicy | None = None,
+    distill_value: bool | None = None,
 ) -> dict[str, BasePolicy]:
     """
     Build every student of :func:`student_specs` for a teacher's spaces, each from its own seed.
@@ -407,6 +432,7 @@ def make_students(
     :param seed: seed of the initialisation (``None``: fresh entropy)
     :param device: where the students live
     :param teacher_policy: the teacher's policy (see :func:`make_student`)
+    :param distill_value: the distillation's ``distill_value`` (see :func:`make_student`)
     :return: the students, by name
     """
     seeds = np.random.SeedSequence(seed).generate_state(len(specs))
@@ -421,6 +447,7 @@ def make_students(
             seed=int(student_seed),
             device=device,
             teacher_policy=teacher_policy,
+            distill_value=distill_value,
         )
         for (name, (spec, kwargs)), student_seed in zip(specs.items(), seeds, strict=True)
     }

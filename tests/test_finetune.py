@@ -399,6 +399,49 @@ def test_the_critic_fine_tunes_with_a_copy_of_the_shared_features(tmp_path):
     assert to_ppo(mlp, vector, rollback_below=None, seed=0).policy.share_features_extractor
 
 
+def test_a_q_value_teachers_cnn_student_distils_a_critic_on_a_cnn_of_its_own():
+    # Built by default for a DQN teacher, an actor-critic CNN student's critic gets a CNN of its own and learns
+    # max_a Q while the actor distils; to_ppo then fine-tunes with that critic, weights as distilled.
+    from stable_baselines3 import DQN
+
+    import sb3_distill.envs  # noqa: F401  (registers MinAtar)
+
+    extractor = {
+        "features_extractor_class": MinAtarCNN,
+        "features_extractor_kwargs": {"channels": 4, "features_dim": 8},
+    }
+    teacher = DQN("MlpPolicy", make_vec_env("MinAtar/Breakout-v1", seed=0), policy_kwargs=extractor, seed=0)
+    with th.no_grad():  # Q-values near 10, away from where a fresh value head starts
+        teacher.q_net.q_net[-1].bias.add_(10.0)
+
+    def student_of(steps: int, **options):
+        env = make_vec_env("MinAtar/Breakout-v1", seed=1)
+        return distill(teacher, "MlpPolicy", env, steps, student_algo="ppo", seed=0, **options)
+
+    student = student_of(512, student_kwargs=extractor)
+    assert not student.share_features_extractor
+    assert not any(
+        p is q for p in student.pi_features_extractor.parameters() for q in student.vf_features_extractor.parameters()
+    )
+    obs_tensor = th.as_tensor(make_vec_env("MinAtar/Breakout-v1", n_envs=8, seed=2).reset()).float()
+    with th.no_grad():
+        max_q = teacher.q_net(obs_tensor).max(dim=1).values
+        values = student.predict_values(obs_tensor).flatten()
+    assert abs(float(values.mean() - max_q.mean())) < 1.0  # a fresh head reads near 0
+    # Told to share, or not to distil values, the student is built as SB3 builds it, and learns no values.
+    for options in ({"student_kwargs": {**extractor, "share_features_extractor": True}}, {"distill_value": False}):
+        kwargs = {"student_kwargs": extractor, **options}
+        shared = student_of(128, **kwargs)
+        assert shared.share_features_extractor
+        with th.no_grad():
+            assert abs(float(shared.predict_values(obs_tensor).mean())) < 1.0
+    env = make_vec_env("MinAtar/Breakout-v1", n_envs=2, seed=0)
+    model = to_ppo(student, env, rollback_below=None, n_steps=64, seed=0)
+    assert not model.policy.share_features_extractor
+    critic = student.vf_features_extractor.state_dict()
+    assert all(th.equal(critic[key], value) for key, value in model.policy.vf_features_extractor.state_dict().items())
+
+
 def test_a_confirming_guard_passes_only_what_both_sets_of_episodes_pass(expert_student):
     # rollback_confirm: the start is measured on a second set of episodes too; an unchanged policy passes both.
     model = frozen_model(expert_student, rollback_below=0.9, rollback_confirm=True, eval_freq=256)
