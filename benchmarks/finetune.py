@@ -154,6 +154,13 @@ students under today's value distillation (a fresh ``--students`` folder: the cr
     python benchmarks/finetune.py --teachers dqn/CartPole-v1_1 --configs q_critic fresh_critic \
         --distill-steps 60000 --episodes 100 --eval-envs 10 --students DIR --name cartpole_dqn_q_critic
 
+``q_critic_own`` became the default for a Q-value teacher's actor-critic CNN student; against the fresh critic on
+a second DQN teacher (trained as above with ``-f zoo-minatar2 --seed 1``)::
+
+    python benchmarks/finetune.py --zoo zoo-minatar2 --teachers dqn/MinAtar-Breakout-v1_1 --configs default \
+        fresh_critic --distill-steps 400000 --steps 100000 --eval-every 10000 --episodes 200 --eval-envs 10 \
+        --parity-episodes 2000 --jobs 2 --name minatar_breakout_dqn_teacher2
+
 Teachers are RL-Zoo run folders (``algo/EnvId_N``) under ``--zoo`` (default: the published agents in
 ``tests/data/zoo-agents``) or, for MinAtar, trained here by ``benchmarks/common.zoo_teacher``.
 """
