@@ -95,10 +95,10 @@ class DistillConfig:
         Q-value teacher when the student's critic has a CNN of its own, as a Q-value teacher's actor-critic CNN
         student gets by default (:func:`~sb3_distill.outputs.wants_critic_extractor`: then 10 of 10 seeds at
         parity after ``to_ppo`` on two MinAtar Breakout teachers). An MLP student of a Q-value teacher learns
-        ``max_a Q`` on request only: on CartPole fine-tuning from it reached parity no more often (README). The head's level
-        starts at the teacher's mean value (:meth:`Distiller.calibrate_values`), and a critic that shares the
-        actor's features extractor (a CNN) learns from the features as they are: the value loss moves only the
-        critic's own layers, never the features the actor acts on
+        ``max_a Q`` on request only: on CartPole fine-tuning from it reached parity no more often (README).
+        The head's level starts at the teacher's mean value (:meth:`Distiller.calibrate_values`), and a critic
+        that shares the actor's features extractor (a CNN) learns from the features as they are: the value loss
+        moves only the critic's own layers, never the features the actor acts on
     :param vf_coef: weight of the value loss
     :param max_grad_norm: clip the students' gradient norm (``None``: no clipping)
     """
