@@ -53,15 +53,24 @@ LADDER_TARGETS = {
 
 
 def _ladder_runs() -> dict[tuple[str, str, int], list[tuple[str, dict[str, Any]]]]:
-    """Every full-size ladder run (not ``--quick``), by (algo, environment, teacher steps): (file stem, run)."""
-    cases: dict[tuple[str, str, int], list[tuple[str, dict[str, Any]]]] = {}
+    """
+    Every full-size ladder run (not ``--quick``), by (algo, environment, teacher steps): (file stem, run). A file
+    that lists others under ``supersedes`` re-ran their seeds with later code on the same teachers: its runs
+    replace theirs (one teacher counts once).
+    """
+    records = {}
     for path in sorted(RESULTS.glob("students_vs_teacher*.json")):
         record = json.loads(path.read_text())
-        if record.get("size") == "quick" or path.stem == "students_vs_teacher_quick":
+        if record.get("size") != "quick" and path.stem != "students_vs_teacher_quick":
+            records[path.stem] = record
+    superseded = {stem for record in records.values() for stem in record.get("supersedes", [])}
+    cases: dict[tuple[str, str, int], list[tuple[str, dict[str, Any]]]] = {}
+    for stem, record in records.items():
+        if stem in superseded:
             continue
         for result in record["results"].values():
             for run in result["runs"]:
-                cases.setdefault((run["algo"], run["env"], run["teacher_steps"]), []).append((path.stem, run))
+                cases.setdefault((run["algo"], run["env"], run["teacher_steps"]), []).append((stem, run))
     return cases
 
 
