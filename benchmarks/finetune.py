@@ -155,7 +155,8 @@ students under today's value distillation (a fresh ``--students`` folder: the cr
         --distill-steps 60000 --episodes 100 --eval-envs 10 --students DIR --name cartpole_dqn_q_critic
 
 ``q_critic_own`` became the default for a Q-value teacher's actor-critic CNN student; against the fresh critic on
-a second DQN teacher (trained as above with ``-f zoo-minatar2 --seed 1``)::
+a second and a third DQN teacher (trained as above with ``-f zoo-minatar2 --seed 1`` and ``-f zoo-minatar3 --seed
+2``; the third's run the same with ``--zoo zoo-minatar3 --name minatar_breakout_dqn_teacher3``)::
 
     python benchmarks/finetune.py --zoo zoo-minatar2 --teachers dqn/MinAtar-Breakout-v1_1 --configs default \
         fresh_critic --distill-steps 400000 --steps 100000 --eval-every 10000 --episodes 200 --eval-envs 10 \

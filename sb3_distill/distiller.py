@@ -93,8 +93,8 @@ class DistillConfig:
         actor-critic teacher's value head or a Q-value teacher's ``max_a Q(s, a)`` (an actor-critic student
         then starts fine-tuning with a critic); ``None``: when teacher and student are actor-critics, and for a
         Q-value teacher when the student's critic has a CNN of its own, as a Q-value teacher's actor-critic CNN
-        student gets by default (:func:`~sb3_distill.outputs.wants_critic_extractor`: then 10 of 10 seeds at
-        parity after ``to_ppo`` on two MinAtar Breakout teachers). An MLP student of a Q-value teacher learns
+        student gets by default (:func:`~sb3_distill.outputs.wants_critic_extractor`: then 15 of 15 seeds at
+        parity after ``to_ppo`` on three MinAtar Breakout teachers). An MLP student of a Q-value teacher learns
         ``max_a Q`` on request only: on CartPole fine-tuning from it reached parity no more often (README).
         The head's level starts at the teacher's mean value (:meth:`Distiller.calibrate_values`), and a critic
         that shares the actor's features extractor (a CNN) learns from the features as they are: the value loss
