@@ -22,6 +22,7 @@ from sb3_distill.finetune import (
     judging_episodes,
     sharpen,
 )
+from sb3_distill.outputs import q_values_of
 from sb3_distill.zoo import teacher_settings
 from tests.conftest import PUBLISHED, cartpole_return, kl_to_teacher, make_teacher, policy_vector
 
@@ -399,9 +400,11 @@ def test_the_critic_fine_tunes_with_a_copy_of_the_shared_features(tmp_path):
     assert to_ppo(mlp, vector, rollback_below=None, seed=0).policy.share_features_extractor
 
 
-def test_a_q_value_teachers_cnn_student_distils_a_critic_on_a_cnn_of_its_own():
-    # Built by default for a DQN teacher, an actor-critic CNN student's critic gets a CNN of its own and learns
-    # max_a Q while the actor distils; to_ppo then fine-tunes with that critic, weights as distilled.
+@pytest.mark.parametrize("algo", ["dqn", "qrdqn"])
+def test_a_q_value_teachers_cnn_student_distils_a_critic_on_a_cnn_of_its_own(algo):
+    # Built by default for a DQN or QR-DQN teacher, an actor-critic CNN student's critic gets a CNN of its own and
+    # learns max_a Q while the actor distils; to_ppo then fine-tunes with that critic, weights as distilled.
+    from sb3_contrib import QRDQN
     from stable_baselines3 import DQN
 
     import sb3_distill.envs  # noqa: F401  (registers MinAtar)
@@ -410,9 +413,11 @@ def test_a_q_value_teachers_cnn_student_distils_a_critic_on_a_cnn_of_its_own():
         "features_extractor_class": MinAtarCNN,
         "features_extractor_kwargs": {"channels": 4, "features_dim": 8},
     }
-    teacher = DQN("MlpPolicy", make_vec_env("MinAtar/Breakout-v1", seed=0), policy_kwargs=extractor, seed=0)
+    algo_class = {"dqn": DQN, "qrdqn": QRDQN}[algo]
+    teacher = algo_class("MlpPolicy", make_vec_env("MinAtar/Breakout-v1", seed=0), policy_kwargs=extractor, seed=0)
+    network = teacher.q_net.q_net if algo == "dqn" else teacher.quantile_net.quantile_net
     with th.no_grad():  # Q-values near 10, away from where a fresh value head starts
-        teacher.q_net.q_net[-1].bias.add_(10.0)
+        network[-1].bias.add_(10.0)
 
     def student_of(steps: int, **options):
         env = make_vec_env("MinAtar/Breakout-v1", seed=1)
@@ -425,7 +430,7 @@ def test_a_q_value_teachers_cnn_student_distils_a_critic_on_a_cnn_of_its_own():
     )
     obs_tensor = th.as_tensor(make_vec_env("MinAtar/Breakout-v1", n_envs=8, seed=2).reset()).float()
     with th.no_grad():
-        max_q = teacher.q_net(obs_tensor).max(dim=1).values
+        max_q = q_values_of(teacher.policy, obs_tensor).max(dim=1).values
         values = student.predict_values(obs_tensor).flatten()
     assert abs(float(values.mean() - max_q.mean())) < 1.0  # a fresh head reads near 0
     # Told to share, or not to distil values, the student is built as SB3 builds it, and learns no values.
