@@ -45,6 +45,9 @@ def students_section(name: str, title: str) -> list[str]:
     return lines
 
 
+#: the ladder's rungs, smallest first
+RUNGS = ("1.7pct", "5pct", "25pct")
+
 #: The compression targets the ladders are judged by: (rung names that count, median normalised return).
 LADDER_TARGETS = {
     "at most 5%: 0.95": (("1.7pct", "5pct"), 0.95),
@@ -80,8 +83,13 @@ def _default_scores(run: dict[str, Any], rung: str) -> dict[str, Any]:
     return student.get("before_catch_up", student.get("before_finish", student))
 
 
-def _median_normalized(runs: list[dict[str, Any]], rung: str) -> float | None:
-    scores = [_default_scores(run, rung)["normalized"] for run in runs]
+def _final_scores(run: dict[str, Any], rung: str) -> dict[str, Any]:
+    """A rung's scores at the end of the run: after the catch-up and the finish when the run made them."""
+    return run["students"][rung]
+
+
+def _median_normalized(runs: list[dict[str, Any]], rung: str, final: bool = False) -> float | None:
+    scores = [(_final_scores if final else _default_scores)(run, rung)["normalized"] for run in runs]
     values = [value for value in scores if value is not None]
     return statistics.median(values) if values else None
 
@@ -106,7 +114,7 @@ def ladder_summary_section() -> list[str]:
     ]
     for (algo, env_id, steps), found in sorted(cases.items()):
         runs = [run for _, run in found]
-        rungs = [_fmt(_median_normalized(runs, rung), ".2f") for rung in ("1.7pct", "5pct", "25pct")]
+        rungs = [_fmt(_median_normalized(runs, rung), ".2f") for rung in RUNGS]
         agreement = [_default_scores(run, rung)["agreement"] for run in runs for rung in run["students"]]
         teachers = " / ".join(f"{run['teacher_return']:.1f}" for run in runs)
         files = ", ".join(sorted({f"`{stem}`" for stem, _ in found}))
@@ -118,25 +126,50 @@ def ladder_summary_section() -> list[str]:
     return lines
 
 
+def _count(number: int, noun: str) -> str:
+    return f"{number} {noun}{'' if number == 1 else 's'}"
+
+
+def _chosen_budgets(cases: dict[tuple[str, str, int], list[tuple[str, dict[str, Any]]]], algo: str) -> dict[str, int]:
+    """Each environment of ``algo`` at the teacher budget with the most seeds (then the most steps)."""
+    chosen: dict[str, tuple[int, int]] = {}
+    for case_algo, env_id, steps in cases:
+        if case_algo == algo:
+            chosen[env_id] = max(chosen.get(env_id, (0, 0)), (len(cases[algo, env_id, steps]), steps))
+    return {env_id: steps for env_id, (_, steps) in chosen.items()}
+
+
+def _reached(medians: dict[str, list[float | None]], rungs: tuple[str, ...], bar: float) -> list[str]:
+    """The environments where some rung of ``rungs`` has a median at ``bar`` or above."""
+    return [
+        env_id
+        for env_id, by_rung in sorted(medians.items())
+        if any(value is not None and value >= bar for rung, value in zip(RUNGS, by_rung, strict=True) if rung in rungs)
+    ]
+
+
+def _verdicts(medians: dict[str, list[float | None]]) -> str:
+    verdicts = []
+    for target, (rungs, bar) in LADDER_TARGETS.items():
+        reached = _reached(medians, rungs, bar)
+        verdicts.append(f"{target} on {len(reached)} of {len(medians)} ({', '.join(reached) or 'none'})")
+    return "; ".join(verdicts)
+
+
 def _ladder_targets(cases: dict[tuple[str, str, int], list[tuple[str, dict[str, Any]]]]) -> list[str]:
     """Per algorithm, the tasks that reach each target, each task at its budget with the most seeds."""
     lines = []
     for algo in sorted({algo for algo, _, _ in cases}):
-        chosen: dict[str, tuple[int, int]] = {}  # environment -> (seeds, steps), the most seeds then the most steps
-        for case_algo, env_id, steps in cases:
-            if case_algo == algo:
-                chosen[env_id] = max(chosen.get(env_id, (0, 0)), (len(cases[algo, env_id, steps]), steps))
-        verdicts = []
-        for target, (rungs, bar) in LADDER_TARGETS.items():
-            reached = []
-            for env_id, (_, steps) in sorted(chosen.items()):
-                runs = [run for _, run in cases[algo, env_id, steps]]
-                medians = [_median_normalized(runs, rung) for rung in rungs]
-                if any(median is not None and median >= bar for median in medians):
-                    reached.append(env_id)
-            verdicts.append(f"{target} on {len(reached)} of {len(chosen)} ({', '.join(reached) or 'none'})")
-        budgets = ", ".join(f"{env_id} {steps // 1000}k x {n} runs" for env_id, (n, steps) in sorted(chosen.items()))
-        lines.append(f"- {algo.upper()} ({budgets}): " + "; ".join(verdicts) + ".")
+        chosen = _chosen_budgets(cases, algo)
+        medians = {
+            env_id: [_median_normalized([run for _, run in cases[algo, env_id, steps]], rung) for rung in RUNGS]
+            for env_id, steps in chosen.items()
+        }
+        budgets = ", ".join(
+            f"{env_id} {steps // 1000}k x {len(cases[algo, env_id, steps])} runs"
+            for env_id, steps in sorted(chosen.items())
+        )
+        lines.append(f"- {algo.upper()} ({budgets}): {_verdicts(medians)}.")
     return lines
 
 
@@ -329,7 +362,7 @@ def _settings_rows(case: str, runs: list[dict[str, Any]], settings: dict[str, An
         teacher = statistics.median(run["teacher_return"] for run in having)
         cost = statistics.median(run["settings"][name]["cost"] for run in having)
         rungs = []
-        for rung in ("1.7pct", "5pct", "25pct"):
+        for rung in RUNGS:
             values = [run["settings"][name]["students"].get(rung, {}).get("normalized") for run in having]
             known = [value for value in values if value is not None]
             median, lowest = (statistics.median(known), min(known)) if known else (None, None)
@@ -566,13 +599,16 @@ END_STEPS = {
 def end_step_section(option: str) -> list[str]:
     """The ladders run with ``--catch-up`` or ``--finish``: each rung before and after it, in the same run."""
     before_key, title, what, amount = END_STEPS[option]
-    rows = []
-    for (algo, env_id, steps), found in sorted(_ladder_runs().items()):
+    cases = _ladder_runs()
+    rows: list[str] = []
+    with_option: dict[tuple[str, str, int], list[dict[str, Any]]] = {}
+    for (algo, env_id, steps), found in sorted(cases.items()):
         for stem, run in found:
             if not run.get(option):
                 continue
+            with_option.setdefault((algo, env_id, steps), []).append(run)
             cells = []
-            for rung in ("1.7pct", "5pct", "25pct"):
+            for rung in RUNGS:
                 after = run["students"][rung]
                 before = after[before_key]
                 cells.append(
@@ -596,7 +632,40 @@ def end_step_section(option: str) -> list[str]:
         "|---|---|---|---|---|---|---|---|---|---|---|",
         *rows,
         "",
+        *_end_step_medians(cases, with_option),
     ]
+
+
+def _end_step_medians(
+    cases: dict[tuple[str, str, int], list[tuple[str, dict[str, Any]]]],
+    with_option: dict[tuple[str, str, int], list[dict[str, Any]]],
+) -> list[str]:
+    """
+    The medians before and after an end step, per task, and the targets counted with it: each task where runs
+    made it at its medians after it (over those runs), every other task at its default figure (as above).
+    """
+    lines = ["Medians over the runs that made it, before → after:", ""]
+    for (algo, env_id, steps), runs in sorted(with_option.items()):
+        cells = [
+            f"{_fmt(_median_normalized(runs, rung), '.2f')} → {_fmt(_median_normalized(runs, rung, final=True), '.2f')}"
+            for rung in RUNGS
+        ]
+        lines.append(f"- {algo.upper()} {env_id} {steps // 1000}k ({_count(len(runs), 'run')}): {' / '.join(cells)}")
+    lines.append("")
+    for algo in sorted({algo for algo, _, _ in with_option}):
+        medians, made = {}, []
+        for env_id, steps in _chosen_budgets(cases, algo).items():
+            runs = with_option.get((algo, env_id, steps), [])
+            if runs:
+                medians[env_id] = [_median_normalized(runs, rung, final=True) for rung in RUNGS]
+                made.append(f"{env_id} {steps // 1000}k x {_count(len(runs), 'run')}")
+            else:
+                runs = [run for _, run in cases[algo, env_id, steps]]
+                medians[env_id] = [_median_normalized(runs, rung) for rung in RUNGS]
+        if made:
+            where = f"{', '.join(made)}; default options elsewhere"
+            lines.append(f"- {algo.upper()} with it where it ran at the budget above ({where}): {_verdicts(medians)}.")
+    return [*lines, ""]
 
 
 def reevaluated_section() -> list[str]:
