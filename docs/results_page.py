@@ -127,6 +127,7 @@ def ladder_summary_section() -> list[str]:
 
 
 def _count(number: int, noun: str) -> str:
+    """``number`` and ``noun``, plural where it is not one."""
     return f"{number} {noun}{'' if number == 1 else 's'}"
 
 
@@ -644,12 +645,18 @@ def _end_step_medians(
     The medians before and after an end step, per task, and the targets counted with it: each task where runs
     made it at its medians after it (over those runs), every other task at its default figure (as above).
     """
-    lines = ["Medians over the runs that made it, before → after:", ""]
+    lines = ["Medians over the runs that made it, before → after (in brackets: in how many runs it ended higher):", ""]
     for (algo, env_id, steps), runs in sorted(with_option.items()):
-        cells = [
-            f"{_fmt(_median_normalized(runs, rung), '.2f')} → {_fmt(_median_normalized(runs, rung, final=True), '.2f')}"
-            for rung in RUNGS
-        ]
+        cells = []
+        for rung in RUNGS:
+            before, after = _median_normalized(runs, rung), _median_normalized(runs, rung, final=True)
+            higher = sum(
+                _final_scores(run, rung)["normalized"] > _default_scores(run, rung)["normalized"]
+                for run in runs
+                if _final_scores(run, rung)["normalized"] is not None
+                and _default_scores(run, rung)["normalized"] is not None
+            )
+            cells.append(f"{_fmt(before, '.2f')} → {_fmt(after, '.2f')} ({higher})")
         lines.append(f"- {algo.upper()} {env_id} {steps // 1000}k ({_count(len(runs), 'run')}): {' / '.join(cells)}")
     lines.append("")
     for algo in sorted({algo for algo, _, _ in with_option}):
