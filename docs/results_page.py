@@ -54,6 +54,9 @@ LADDER_TARGETS = {
     "1.7%: 0.90": (("1.7pct",), 0.90),
 }
 
+#: the fewest teachers (runs) a task needs before an end step's medians stand in for its default ones
+END_STEP_MIN_RUNS = 3
+
 
 def _ladder_runs() -> dict[tuple[str, str, int], list[tuple[str, dict[str, Any]]]]:
     """
@@ -642,8 +645,9 @@ def _end_step_medians(
     with_option: dict[tuple[str, str, int], list[dict[str, Any]]],
 ) -> list[str]:
     """
-    The medians before and after an end step, per task, and the targets counted with it: each task where runs
-    made it at its medians after it (over those runs), every other task at its default figure (as above).
+    The medians before and after an end step, per task, and the targets counted with it: each task where at least
+    ``END_STEP_MIN_RUNS`` runs made it at its medians after it (over those runs), every other task at its default
+    figure (as above), so that a few easy teachers cannot carry a task.
     """
     lines = ["Medians over the runs that made it, before → after (in brackets: in how many runs it ended higher):", ""]
     for (algo, env_id, steps), runs in sorted(with_option.items()):
@@ -663,14 +667,15 @@ def _end_step_medians(
         medians, made = {}, []
         for env_id, steps in _chosen_budgets(cases, algo).items():
             runs = with_option.get((algo, env_id, steps), [])
-            if runs:
+            if len(runs) >= END_STEP_MIN_RUNS:
                 medians[env_id] = [_median_normalized(runs, rung, final=True) for rung in RUNGS]
                 made.append(f"{env_id} {steps // 1000}k x {_count(len(runs), 'run')}")
             else:
                 runs = [run for _, run in cases[algo, env_id, steps]]
                 medians[env_id] = [_median_normalized(runs, rung) for rung in RUNGS]
         if made:
-            where = f"{', '.join(made)}; default options elsewhere"
+            fewer = f"fewer than {END_STEP_MIN_RUNS} runs made it"
+            where = f"{', '.join(made)}; default options elsewhere and where {fewer}"
             lines.append(f"- {algo.upper()} with it where it ran at the budget above ({where}): {_verdicts(medians)}.")
     return [*lines, ""]
 
