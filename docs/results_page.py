@@ -97,6 +97,34 @@ def _median_normalized(runs: list[dict[str, Any]], rung: str, final: bool = Fals
     return statistics.median(values) if values else None
 
 
+def _wilcoxon_p(differences: list[float]) -> float | None:
+    """
+    The exact two-sided p-value of Wilcoxon's signed-rank test: zero differences dropped, tied magnitudes given
+    their mean rank (the null distribution enumerated over doubled ranks, so ties stay exact).
+
+    :return: ``None`` when no difference is left
+    """
+    nonzero = sorted((d for d in differences if d != 0), key=abs)
+    if not nonzero:
+        return None
+    doubled: list[int] = []  # twice each magnitude's mean rank: an integer
+    start = 0
+    while start < len(nonzero):
+        end = start
+        while end + 1 < len(nonzero) and abs(nonzero[end + 1]) == abs(nonzero[start]):
+            end += 1
+        doubled += [start + end + 2] * (end - start + 1)
+        start = end + 1
+    positive = sum(rank for rank, d in zip(doubled, nonzero, strict=True) if d > 0)
+    counts = {0: 1}  # doubled rank sum of the positive signs -> number of the 2^n sign patterns
+    for rank in doubled:
+        shifted = {total + rank: count for total, count in counts.items()}
+        counts = {total: counts.get(total, 0) + shifted.get(total, 0) for total in counts.keys() | shifted.keys()}
+    mean = sum(doubled) / 2
+    extreme = sum(count for total, count in counts.items() if abs(total - mean) >= abs(positive - mean))
+    return min(1.0, extreme / 2 ** len(doubled))
+
+
 def ladder_summary_section() -> list[str]:
     """One row per (algo, environment, teacher steps), the seeds of every file merged; the targets counted."""
     cases = _ladder_runs()
@@ -640,6 +668,23 @@ def end_step_section(option: str) -> list[str]:
     ]
 
 
+def _paired(runs: list[dict[str, Any]], rung: str) -> str:
+    """A rung before and after an end step over ``runs``: how many ended higher, the median change, Wilcoxon's p."""
+    changes = [
+        after - before
+        for run in runs
+        if (before := _default_scores(run, rung)["normalized"]) is not None
+        and (after := _final_scores(run, rung)["normalized"]) is not None
+    ]
+    if not changes:
+        return f"{rung.replace('pct', '%')} not scored"
+    p_value = _wilcoxon_p(changes)
+    return (
+        f"{rung.replace('pct', '%')} higher in {sum(change > 0 for change in changes)} of {len(changes)}, "
+        f"median change {statistics.median(changes):+.2f}, Wilcoxon signed-rank p = {_fmt(p_value, '.2g')}"
+    )
+
+
 def _end_step_medians(
     cases: dict[tuple[str, str, int], list[tuple[str, dict[str, Any]]]],
     with_option: dict[tuple[str, str, int], list[dict[str, Any]]],
@@ -662,6 +707,11 @@ def _end_step_medians(
             )
             cells.append(f"{_fmt(before, '.2f')} → {_fmt(after, '.2f')} ({higher})")
         lines.append(f"- {algo.upper()} {env_id} {steps // 1000}k ({_count(len(runs), 'run')}): {' / '.join(cells)}")
+    lines += ["", "Paired over every run that made it, per algorithm (each run its own teacher):", ""]
+    for algo in sorted({algo for algo, _, _ in with_option}):
+        runs = [run for (case_algo, _, _), found in sorted(with_option.items()) if case_algo == algo for run in found]
+        paired = "; ".join(_paired(runs, rung) for rung in RUNGS)
+        lines.append(f"- {algo.upper()} ({_count(len(runs), 'run')}): {paired}.")
     lines.append("")
     for algo in sorted({algo for algo, _, _ in with_option}):
         medians, made = {}, []
