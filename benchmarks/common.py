@@ -139,14 +139,16 @@ def zoo_teacher(
 
     :param overrides: model arguments that replace the entry's (``policy_kwargs``, ``learning_rate``...)
     :param vec_env_type: ``"dummy"`` or ``"subproc"`` (the environments stepped in subprocesses)
-    :return: the teacher and the entry's distillation options (its ``RealTimeDistillCallback`` arguments)
+    :return: the teacher and the entry's distillation options (its ``RealTimeDistillCallback`` arguments) but
+        ``verbose`` and ``finish_steps``: the finish needs an environment of its own and runs after training, so
+        a benchmark opts into it itself (``students_vs_teacher.py --finish``)
     """
     experiment = zoo_experiment(algo, env_id, seed=seed, vec_env_type=vec_env_type)
     kwargs = {key: value for key, value in experiment.model_kwargs.items() if key != "policy"}
     kwargs.update(overrides or {})
     teacher = ALGOS[algo](experiment.model_kwargs["policy"], experiment.env, seed=seed, **kwargs)
     entry = load_hyperparams(hyperparams_file(algo))[experiment.entry]
-    options = {key: value for key, value in distill_kwargs(entry).items() if key != "verbose"}
+    options = {key: value for key, value in distill_kwargs(entry).items() if key not in ("verbose", "finish_steps")}
     return teacher, options
 
 
