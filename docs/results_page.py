@@ -62,7 +62,9 @@ def _ladder_runs() -> dict[tuple[str, str, int], list[tuple[str, dict[str, Any]]
     """
     Every full-size ladder run (not ``--quick``), by (algo, environment, teacher steps): (file stem, run). A file
     that lists others under ``supersedes`` re-ran their seeds with later code on the same teachers: its runs
-    replace theirs (one teacher counts once).
+    replace theirs (one teacher counts once). A teacher trained again (same seed, CPU model and return: bit for
+    bit the same) also counts once: the run that made an end step (``--catch-up``, ``--finish``) is kept, since
+    it holds the default scores as well, else the first.
     """
     records = {}
     for path in sorted(RESULTS.glob("students_vs_teacher*.json")):
@@ -77,7 +79,19 @@ def _ladder_runs() -> dict[tuple[str, str, int], list[tuple[str, dict[str, Any]]
         for result in record["results"].values():
             for run in result["runs"]:
                 cases.setdefault((run["algo"], run["env"], run["teacher_steps"]), []).append((stem, run))
+    for case, found in cases.items():
+        kept: dict[tuple[Any, ...], tuple[str, dict[str, Any]]] = {}
+        for stem, run in found:
+            teacher = (run["seed"], records[stem].get("machine", {}).get("cpu"), run["teacher_return"])
+            if teacher not in kept or (_end_step(run) and not _end_step(kept[teacher][1])):
+                kept[teacher] = (stem, run)
+        cases[case] = list(kept.values())
     return cases
+
+
+def _end_step(run: dict[str, Any]) -> bool:
+    """Whether the run made a catch-up or a finish when training ended."""
+    return bool(run.get("catch_up") or run.get("finish"))
 
 
 def _default_scores(run: dict[str, Any], rung: str) -> dict[str, Any]:
