@@ -682,14 +682,19 @@ def end_step_section(option: str) -> list[str]:
     ]
 
 
-def _paired(runs: list[dict[str, Any]], rung: str) -> str:
-    """A rung before and after an end step over ``runs``: how many ended higher, the median change, Wilcoxon's p."""
-    changes = [
+def _changes(runs: list[dict[str, Any]], rung: str) -> list[float]:
+    """A rung's normalised return after an end step minus before it, per run scored both times."""
+    return [
         after - before
         for run in runs
         if (before := _default_scores(run, rung)["normalized"]) is not None
         and (after := _final_scores(run, rung)["normalized"]) is not None
     ]
+
+
+def _paired(runs: list[dict[str, Any]], rung: str) -> str:
+    """A rung before and after an end step over ``runs``: how many ended higher, the median change, Wilcoxon's p."""
+    changes = _changes(runs, rung)
     if not changes:
         return f"{rung.replace('pct', '%')} not scored"
     p_value = _wilcoxon_p(changes)
@@ -713,12 +718,7 @@ def _end_step_medians(
         cells = []
         for rung in RUNGS:
             before, after = _median_normalized(runs, rung), _median_normalized(runs, rung, final=True)
-            higher = sum(
-                _final_scores(run, rung)["normalized"] > _default_scores(run, rung)["normalized"]
-                for run in runs
-                if _final_scores(run, rung)["normalized"] is not None
-                and _default_scores(run, rung)["normalized"] is not None
-            )
+            higher = sum(change > 0 for change in _changes(runs, rung))
             cells.append(f"{_fmt(before, '.2f')} → {_fmt(after, '.2f')} ({higher})")
         lines.append(f"- {algo.upper()} {env_id} {steps // 1000}k ({_count(len(runs), 'run')}): {' / '.join(cells)}")
     lines += ["", "Paired over every run that made it, per algorithm (each run its own teacher):", ""]
