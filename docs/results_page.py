@@ -58,13 +58,16 @@ LADDER_TARGETS = {
 END_STEP_MIN_RUNS = 3
 
 
-def _ladder_runs() -> dict[tuple[str, str, int], list[tuple[str, dict[str, Any]]]]:
+def _ladder_runs(end_steps: bool = False) -> dict[tuple[str, str, int], list[tuple[str, dict[str, Any]]]]:
     """
     Every full-size ladder run (not ``--quick``), by (algo, environment, teacher steps): (file stem, run). A file
     that lists others under ``supersedes`` re-ran their seeds with later code on the same teachers: its runs
     replace theirs (one teacher counts once). A teacher trained again (same seed, CPU model and return: bit for
-    bit the same) also counts once: the run that made an end step (``--catch-up``, ``--finish``) is kept, since
+    bit the same) also counts once: a run that made an end step (``--catch-up``, ``--finish``) is kept, since
     it holds the default scores as well, else the first.
+
+    :param end_steps: keep one run per teacher and end step instead (a teacher run with a 100k and a 300k finish
+        counts in each), for the end steps' own sections
     """
     records = {}
     for path in sorted(RESULTS.glob("students_vs_teacher*.json")):
@@ -82,7 +85,9 @@ def _ladder_runs() -> dict[tuple[str, str, int], list[tuple[str, dict[str, Any]]
     for case, found in cases.items():
         kept: dict[tuple[Any, ...], tuple[str, dict[str, Any]]] = {}
         for stem, run in found:
-            teacher = (run["seed"], records[stem].get("machine", {}).get("cpu"), run["teacher_return"])
+            teacher: tuple[Any, ...] = (run["seed"], records[stem].get("machine", {}).get("cpu"), run["teacher_return"])
+            if end_steps:
+                teacher += (run.get("catch_up") or 0, run.get("finish") or 0)
             if teacher not in kept or (_end_step(run) and not _end_step(kept[teacher][1])):
                 kept[teacher] = (stem, run)
         cases[case] = list(kept.values())
@@ -645,14 +650,13 @@ END_STEPS = {
 def end_step_section(option: str) -> list[str]:
     """The ladders run with ``--catch-up`` or ``--finish``: each rung before and after it, in the same run."""
     before_key, title, what, amount = END_STEPS[option]
-    cases = _ladder_runs()
     rows: list[str] = []
-    with_option: dict[tuple[str, str, int], list[dict[str, Any]]] = {}
-    for (algo, env_id, steps), found in sorted(cases.items()):
-        for stem, run in found:
+    with_option: dict[tuple[str, int, str, int], list[dict[str, Any]]] = {}
+    for (algo, env_id, steps), found in sorted(_ladder_runs(end_steps=True).items()):
+        for stem, run in sorted(found, key=lambda item: (item[1].get(option) or 0, item[1]["seed"])):
             if not run.get(option):
                 continue
-            with_option.setdefault((algo, env_id, steps), []).append(run)
+            with_option.setdefault((algo, run[option], env_id, steps), []).append(run)
             cells = []
             for rung in RUNGS:
                 after = run["students"][rung]
@@ -678,7 +682,7 @@ def end_step_section(option: str) -> list[str]:
         "|---|---|---|---|---|---|---|---|---|---|---|",
         *rows,
         "",
-        *_end_step_medians(cases, with_option),
+        *_end_step_medians(_ladder_runs(), with_option, amount),
     ]
 
 
@@ -692,9 +696,8 @@ def _changes(runs: list[dict[str, Any]], rung: str) -> list[float]:
     ]
 
 
-def _paired(runs: list[dict[str, Any]], rung: str) -> str:
-    """A rung before and after an end step over ``runs``: how many ended higher, the median change, Wilcoxon's p."""
-    changes = _changes(runs, rung)
+def _paired(changes: list[float], rung: str) -> str:
+    """Paired changes of a rung, one per teacher: how many are higher, the median change, Wilcoxon's p."""
     if not changes:
         return f"{rung.replace('pct', '%')} not scored"
     p_value = _wilcoxon_p(changes)
@@ -704,33 +707,69 @@ def _paired(runs: list[dict[str, Any]], rung: str) -> str:
     )
 
 
+def _longer_end_steps(with_option: dict[tuple[str, int, str, int], list[dict[str, Any]]], unit: str) -> list[str]:
+    """
+    Where one task's teachers (same seed and return: bit for bit the same) ended with two amounts of an end step,
+    the larger against the smaller: each rung's final score, paired per teacher.
+    """
+    lines = []
+    for algo, small, env_id, steps in sorted(with_option):
+        for large in sorted(amount for a, amount, e, s in with_option if (a, e, s) == (algo, env_id, steps)):
+            if large <= small:
+                continue
+            shorter = {(run["seed"], run["teacher_return"]): run for run in with_option[algo, small, env_id, steps]}
+            pairs = [
+                (shorter[key], run)
+                for run in with_option[algo, large, env_id, steps]
+                if (key := (run["seed"], run["teacher_return"])) in shorter
+            ]
+            if not pairs:
+                continue
+            paired = []
+            for rung in RUNGS:
+                scores = [
+                    (_final_scores(a, rung)["normalized"], _final_scores(b, rung)["normalized"]) for a, b in pairs
+                ]
+                paired.append(_paired([b - a for a, b in scores if a is not None and b is not None], rung))
+            lines.append(
+                f"- {algo.upper()} {env_id} {steps // 1000}k, {large // 1000}k {unit} against {small // 1000}k on the "
+                f"same {_count(len(pairs), 'teacher')}: {'; '.join(paired)}."
+            )
+    return ["Longer against shorter, on the same teachers:", "", *lines, ""] if lines else []
+
+
 def _end_step_medians(
     cases: dict[tuple[str, str, int], list[tuple[str, dict[str, Any]]]],
-    with_option: dict[tuple[str, str, int], list[dict[str, Any]]],
+    with_option: dict[tuple[str, int, str, int], list[dict[str, Any]]],
+    unit: str,
 ) -> list[str]:
     """
-    The medians before and after an end step, per task, and the targets counted with it: each task where at least
-    ``END_STEP_MIN_RUNS`` runs made it at its medians after it (over those runs), every other task at its default
-    figure (as above), so that a few easy teachers cannot carry a task.
+    The medians before and after an end step, per task and amount, and the targets counted with it: each task where
+    at least ``END_STEP_MIN_RUNS`` runs made it at its medians after it (over those runs), every other task at its
+    default figure (as above), so that a few easy teachers cannot carry a task. Each amount (100k, 300k finish
+    steps...) is counted on its own.
     """
     lines = ["Medians over the runs that made it, before → after (in brackets: in how many runs it ended higher):", ""]
-    for (algo, env_id, steps), runs in sorted(with_option.items()):
+    for (algo, amount, env_id, steps), runs in sorted(with_option.items()):
         cells = []
         for rung in RUNGS:
             before, after = _median_normalized(runs, rung), _median_normalized(runs, rung, final=True)
             higher = sum(change > 0 for change in _changes(runs, rung))
             cells.append(f"{_fmt(before, '.2f')} → {_fmt(after, '.2f')} ({higher})")
-        lines.append(f"- {algo.upper()} {env_id} {steps // 1000}k ({_count(len(runs), 'run')}): {' / '.join(cells)}")
-    lines += ["", "Paired over every run that made it, per algorithm (each run its own teacher):", ""]
-    for algo in sorted({algo for algo, _, _ in with_option}):
-        runs = [run for (case_algo, _, _), found in sorted(with_option.items()) if case_algo == algo for run in found]
-        paired = "; ".join(_paired(runs, rung) for rung in RUNGS)
-        lines.append(f"- {algo.upper()} ({_count(len(runs), 'run')}): {paired}.")
-    lines.append("")
-    for algo in sorted({algo for algo, _, _ in with_option}):
+        lines.append(
+            f"- {algo.upper()} {amount // 1000}k {unit}, {env_id} {steps // 1000}k ({_count(len(runs), 'run')}): "
+            f"{' / '.join(cells)}"
+        )
+    lines += ["", "Paired over every run that made it, per algorithm and amount (each run its own teacher):", ""]
+    for algo, amount in sorted({key[:2] for key in with_option}):
+        runs = [run for key, found in sorted(with_option.items()) if key[:2] == (algo, amount) for run in found]
+        paired = "; ".join(_paired(_changes(runs, rung), rung) for rung in RUNGS)
+        lines.append(f"- {algo.upper()} {amount // 1000}k {unit} ({_count(len(runs), 'run')}): {paired}.")
+    lines += ["", *_longer_end_steps(with_option, unit)]
+    for algo, amount in sorted({key[:2] for key in with_option}):
         medians, made = {}, []
         for env_id, steps in _chosen_budgets(cases, algo).items():
-            runs = with_option.get((algo, env_id, steps), [])
+            runs = with_option.get((algo, amount, env_id, steps), [])
             if len(runs) >= END_STEP_MIN_RUNS:
                 medians[env_id] = [_median_normalized(runs, rung, final=True) for rung in RUNGS]
                 made.append(f"{env_id} {steps // 1000}k x {_count(len(runs), 'run')}")
@@ -740,7 +779,10 @@ def _end_step_medians(
         if made:
             fewer = f"fewer than {END_STEP_MIN_RUNS} runs made it"
             where = f"{', '.join(made)}; default options elsewhere and where {fewer}"
-            lines.append(f"- {algo.upper()} with it where it ran at the budget above ({where}): {_verdicts(medians)}.")
+            lines.append(
+                f"- {algo.upper()} with it ({amount // 1000}k {unit}) where it ran at the budget above ({where}): "
+                f"{_verdicts(medians)}."
+            )
     return [*lines, ""]
 
 
