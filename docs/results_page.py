@@ -64,7 +64,9 @@ def _ladder_runs(end_steps: bool = False) -> dict[tuple[str, str, int], list[tup
     that lists others under ``supersedes`` re-ran their seeds with later code on the same teachers: its runs
     replace theirs (one teacher counts once). A teacher trained again (same seed, CPU model and return: bit for
     bit the same) also counts once: a run that made an end step (``--catch-up``, ``--finish``) is kept, since
-    it holds the default scores as well, else the first.
+    it holds the default scores as well, the smallest end step first (the one ``hyperparams/`` ships), else the
+    first file. Students distilled again from the same teacher are not bit for bit the same, so the choice is
+    fixed rather than left to the order of file names.
 
     :param end_steps: keep one run per teacher and end step instead (a teacher run with a 100k and a 300k finish
         counts in each), for the end steps' own sections
@@ -88,10 +90,15 @@ def _ladder_runs(end_steps: bool = False) -> dict[tuple[str, str, int], list[tup
             teacher: tuple[Any, ...] = (run["seed"], records[stem].get("machine", {}).get("cpu"), run["teacher_return"])
             if end_steps:
                 teacher += (run.get("catch_up") or 0, run.get("finish") or 0)
-            if teacher not in kept or (_end_step(run) and not _end_step(kept[teacher][1])):
+            if teacher not in kept or _preference(run) < _preference(kept[teacher][1]):
                 kept[teacher] = (stem, run)
         cases[case] = list(kept.values())
     return cases
+
+
+def _preference(run: dict[str, Any]) -> tuple[bool, int, int]:
+    """Which run of a teacher trained again counts for it (the smallest first): with an end step, the smallest."""
+    return (not _end_step(run), run.get("catch_up") or 0, run.get("finish") or 0)
 
 
 def _end_step(run: dict[str, Any]) -> bool:
