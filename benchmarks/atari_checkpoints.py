@@ -23,7 +23,7 @@ import time
 from typing import Any
 
 import torch as th
-from common import Clock, RandomPolicy, evaluation_env, write_result, zoo_teacher
+from common import EVAL_SEED, Clock, RandomPolicy, evaluation_env, write_result, zoo_teacher
 from stable_baselines3.common.callbacks import BaseCallback
 from students_vs_teacher import Curves
 
@@ -109,9 +109,9 @@ def main() -> None:
     result["teacher_steps_done"] = teacher.num_timesteps
     student = next(iter(distill.students.values()))
     result["compression"] = next(iter(distill.distiller.compression.values()))
-    result["teacher_return"] = clock.evaluate(teacher, eval_env, args.final_episodes)
-    result["student_return"] = clock.evaluate(student, eval_env, args.final_episodes)
-    result["random_return"] = clock.evaluate(RandomPolicy(teacher.action_space, args.seed), eval_env, 3)
+    result["teacher_return"] = clock.evaluate(teacher, eval_env, args.final_episodes, seed=EVAL_SEED)
+    result["student_return"] = clock.evaluate(student, eval_env, args.final_episodes, seed=EVAL_SEED)
+    result["random_return"] = clock.evaluate(RandomPolicy(teacher.action_space, args.seed), eval_env, 3, seed=EVAL_SEED)
     span = result["teacher_return"] - result["random_return"]
     result["normalized"] = (result["student_return"] - result["random_return"]) / span if span > 0 else None
     result["agreement"] = trajectory_agreement(teacher, student, evaluation_env("ppo", args.env, teacher), n_steps=2000)

@@ -123,9 +123,17 @@ class Clock:
     def now(self) -> float:
         return time.perf_counter() - self.start - self.paused
 
-    def evaluate(self, policy: Any, env: Any, episodes: int) -> float:
-        """Mean return of ``policy`` over ``episodes`` on ``env`` (deterministic actions), off the clock."""
+    def evaluate(self, policy: Any, env: Any, episodes: int, seed: int | None = None) -> float:
+        """
+        Mean return of ``policy`` over ``episodes`` on ``env`` (deterministic actions), off the clock.
+
+        :param seed: reseed ``env`` first, so that every policy scored with the same seed meets the same episodes
+            (paired comparisons: teacher, random policy and students, a student before and after a finish);
+            ``None`` goes on from where the last evaluation on ``env`` left it (curves along training)
+        """
         began = time.perf_counter()
+        if seed is not None:
+            env.seed(seed)  # used by the reset that evaluate_policy starts with
         returns, _ = evaluate_policy(policy, env, n_eval_episodes=episodes, deterministic=True)
         self.paused += time.perf_counter() - began
         return float(returns)  # type: ignore[arg-type]
@@ -160,7 +168,11 @@ def sync_normalization(env: VecEnv, teacher: BaseAlgorithm) -> None:
         env.training, env.norm_reward = False, False
 
 
-def evaluation_env(algo: str, env_id: str, teacher: BaseAlgorithm, seed: int = 10_000, n_envs: int = 1) -> VecEnv:
+#: the seed of the evaluation episodes that final scores are taken on (every policy of a run on the same episodes)
+EVAL_SEED = 10_000
+
+
+def evaluation_env(algo: str, env_id: str, teacher: BaseAlgorithm, seed: int = EVAL_SEED, n_envs: int = 1) -> VecEnv:
     """
     Environments wrapped as the entry's, for evaluation: with the teacher's observation
     normalisation (RL-Zoo's ``normalize: true``) as it is now, frozen.

@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 import torch as th
-from common import Clock, RandomPolicy, evaluation_env, write_result, zoo_teacher
+from common import EVAL_SEED, Clock, RandomPolicy, evaluation_env, write_result, zoo_teacher
 
 from sb3_distill import RealTimeDistillCallback, ladder
 from sb3_distill.evaluation import trajectory_agreement
@@ -128,8 +128,8 @@ def run(case: str, steps: int, seed: int, settings: list[str], episodes: int) ->
     eval_env = evaluation_env(algo, env_id, teacher)
     probe = teacher_states(teacher, evaluation_env(algo, env_id, teacher), 2000)
     clock = Clock()
-    teacher_return = clock.evaluate(teacher, eval_env, episodes)
-    random_return = clock.evaluate(RandomPolicy(teacher.action_space, seed), eval_env, episodes)
+    teacher_return = clock.evaluate(teacher, eval_env, episodes, seed=EVAL_SEED)
+    random_return = clock.evaluate(RandomPolicy(teacher.action_space, seed), eval_env, episodes, seed=EVAL_SEED)
     span = teacher_return - random_return
     result: dict[str, Any] = {
         "case": case,
@@ -144,7 +144,7 @@ def run(case: str, steps: int, seed: int, settings: list[str], episodes: int) ->
     for name, callback in callbacks.items():
         students = {}
         for rung, student in callback.students.items():
-            score = clock.evaluate(student, eval_env, episodes)
+            score = clock.evaluate(student, eval_env, episodes, seed=EVAL_SEED)
             students[rung] = {
                 "return": score,
                 "normalized": (score - random_return) / span if span > 0 else None,

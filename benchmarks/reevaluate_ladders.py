@@ -42,8 +42,8 @@ def reevaluate(key: str, run: dict[str, Any], teacher: Any, save_dir: str, episo
     if isinstance(env, VecNormalize):
         raise SystemExit(f"{key}: the entry normalises observations, and a saved run keeps no statistics")
     clock = Clock()
-    teacher_return = clock.evaluate(teacher, env, episodes)
-    random_return = clock.evaluate(RandomPolicy(teacher.action_space, seed), env, episodes)
+    teacher_return = clock.evaluate(teacher, env, episodes, seed=seed)
+    random_return = clock.evaluate(RandomPolicy(teacher.action_space, seed), env, episodes, seed=seed)
     outcome: dict[str, Any] = {
         "seed": run["seed"],
         "teacher_return": teacher_return,
@@ -53,7 +53,7 @@ def reevaluate(key: str, run: dict[str, Any], teacher: Any, save_dir: str, episo
     }
     for rung, recorded in run["students"].items():
         student = load_student(pathlib.Path(save_dir) / f"{run['saved']}_{rung}.zip", device="cpu")
-        score = clock.evaluate(student, env, episodes)
+        score = clock.evaluate(student, env, episodes, seed=seed)
         outcome["students"][rung] = {
             "return": score,
             "normalized": normalized_or_none(score, teacher_return, random_return),

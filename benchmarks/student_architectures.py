@@ -37,7 +37,16 @@ from concurrent.futures import ProcessPoolExecutor
 from typing import Any
 
 import torch as th
-from common import FAMILIES, Clock, RandomPolicy, evaluation_env, normalized_or_none, write_result, zoo_teacher
+from common import (
+    EVAL_SEED,
+    FAMILIES,
+    Clock,
+    RandomPolicy,
+    evaluation_env,
+    normalized_or_none,
+    write_result,
+    zoo_teacher,
+)
 from stable_baselines3.common.policies import BasePolicy
 
 from sb3_distill import RealTimeDistillCallback, ladder
@@ -113,11 +122,11 @@ def run(job: dict[str, Any]) -> dict[str, Any]:
         specs[key], parameters[key] = specs[arm], parameters[arm]
     clock = Clock()
     eval_env = evaluation_env(algo, env_id, teacher)
-    teacher_return = clock.evaluate(teacher, eval_env, episodes)
-    random_return = clock.evaluate(RandomPolicy(teacher.action_space, seed), eval_env, episodes)
+    teacher_return = clock.evaluate(teacher, eval_env, episodes, seed=EVAL_SEED)
+    random_return = clock.evaluate(RandomPolicy(teacher.action_space, seed), eval_env, episodes, seed=EVAL_SEED)
     students = {}
     for arm, student in learned.items():
-        score = clock.evaluate(student, eval_env, episodes)
+        score = clock.evaluate(student, eval_env, episodes, seed=EVAL_SEED)
         students[arm] = {
             "student_kwargs": repr(specs[arm][1]),
             "acting_parameters": parameters[arm],

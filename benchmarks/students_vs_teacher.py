@@ -58,6 +58,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import torch as th
 from common import (
+    EVAL_SEED,
     RESULTS,
     Clock,
     RandomPolicy,
@@ -192,11 +193,14 @@ def run(job: Job) -> dict[str, Any]:
 
     eval_env = evaluation_env(algo, env_id, teacher)  # normalisation stats as the teacher ends
     clock = Clock()
-    result["teacher_return"] = clock.evaluate(teacher, eval_env, episodes)
-    result["random_return"] = clock.evaluate(RandomPolicy(teacher.action_space, seed), eval_env, episodes)
+    result["eval_seed"] = EVAL_SEED  # every policy below on the same episodes (before: one after the other)
+    result["teacher_return"] = clock.evaluate(teacher, eval_env, episodes, seed=EVAL_SEED)
+    result["random_return"] = clock.evaluate(
+        RandomPolicy(teacher.action_space, seed), eval_env, episodes, seed=EVAL_SEED
+    )
 
     def scores(student: Any) -> dict[str, Any]:
-        score = clock.evaluate(student, eval_env, episodes)
+        score = clock.evaluate(student, eval_env, episodes, seed=EVAL_SEED)
         return {
             "return": score,
             "ratio": score / result["teacher_return"] if result["teacher_return"] > 0 else None,
