@@ -15,16 +15,33 @@ import gymnasium as gym
 PROVIDERS = {"MinAtar/": "minatar", "ALE/": "ale-py"}
 
 
+#: The longest MinAtar episode, in steps (MinAtar registers its games without one). In Seaquest a submarine that
+#: never dives lives for ever (50,000 steps of action 0 end nothing), so a greedy policy that stays at the surface
+#: (an early teacher, a small student) made every evaluation of it, ``evaluate_policy`` and RL-Zoo's
+#: ``EvalCallback`` alike, loop for ever. 27,000 steps is ALE v5's cap (108,000 frames, 4 per step); the episodes
+#: of the teachers trained here are far shorter. ``gym.registry[env_id].max_episode_steps = None`` lifts it.
+MINATAR_MAX_EPISODE_STEPS = 27_000
+
+
 def register() -> None:
-    """Register ALE's games (``PongNoFrameskip-v4``) and MinAtar's (``MinAtar/Breakout-v1``), where installed."""
+    """
+    Register ALE's games (``PongNoFrameskip-v4``) and MinAtar's (``MinAtar/Breakout-v1``), where installed.
+
+    MinAtar's games get an episode cap (:data:`MINATAR_MAX_EPISODE_STEPS`, where their registration has none):
+    ``gym.make`` then adds ``TimeLimit`` under SB3's ``Monitor``, so that a truncated episode counts as one.
+    """
     if importlib.util.find_spec("ale_py") is not None:
         import ale_py
 
         gym.register_envs(ale_py)
-    if importlib.util.find_spec("minatar") is not None and "MinAtar/Breakout-v1" not in gym.registry:
-        from minatar import gym as minatar_gym
+    if importlib.util.find_spec("minatar") is not None:
+        if "MinAtar/Breakout-v1" not in gym.registry:
+            from minatar import gym as minatar_gym
 
-        minatar_gym.register_envs()
+            minatar_gym.register_envs()
+        for env_id, spec in gym.registry.items():
+            if env_id.startswith("MinAtar/") and spec.max_episode_steps is None:
+                spec.max_episode_steps = MINATAR_MAX_EPISODE_STEPS
 
 
 def require_env(env_id: str) -> None:
