@@ -18,8 +18,8 @@ PROVIDERS = {"MinAtar/": "minatar", "ALE/": "ale-py"}
 #: The longest MinAtar episode, in steps (MinAtar registers its games without one). In Seaquest a submarine that
 #: never dives lives for ever (50,000 steps of action 0 end nothing), so a greedy policy that stays at the surface
 #: (an early teacher, a small student) made every evaluation of it, ``evaluate_policy`` and RL-Zoo's
-#: ``EvalCallback`` alike, loop for ever. 27,000 steps is ALE v5's cap (108,000 frames, 4 per step); the episodes
-#: of the teachers trained here are far shorter. ``gym.registry[env_id].max_episode_steps = None`` lifts it.
+#: ``EvalCallback`` alike, loop for ever. 27,000 steps is ALE v5's cap (108,000 frames, 4 per step); three PPO
+#: Asterix teachers (returns 7-10) end theirs within 702. ``gym.registry[env_id].max_episode_steps = None`` lifts it.
 MINATAR_MAX_EPISODE_STEPS = 27_000
 
 
