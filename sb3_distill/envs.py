@@ -19,8 +19,12 @@ PROVIDERS = {"MinAtar/": "minatar", "ALE/": "ale-py"}
 #: never dives lives for ever (50,000 steps of action 0 end nothing), so a greedy policy that stays at the surface
 #: (an early teacher, a small student) made every evaluation of it, ``evaluate_policy`` and RL-Zoo's
 #: ``EvalCallback`` alike, loop for ever. 27,000 steps is ALE v5's cap (108,000 frames, 4 per step); three PPO
-#: Asterix teachers (returns 7-10) end theirs within 702. ``gym.registry[env_id].max_episode_steps = None`` lifts it.
+#: Asterix teachers (returns 7-10) end theirs within 702. ``gym.registry[env_id].max_episode_steps = None``, after
+#: import, lifts it.
 MINATAR_MAX_EPISODE_STEPS = 27_000
+
+#: the MinAtar ids already given their cap (once each: a cap lifted afterwards stays lifted)
+_CAPPED: set[str] = set()
 
 
 def register() -> None:
@@ -40,8 +44,10 @@ def register() -> None:
 
             minatar_gym.register_envs()
         for env_id, spec in gym.registry.items():
-            if env_id.startswith("MinAtar/") and spec.max_episode_steps is None:
-                spec.max_episode_steps = MINATAR_MAX_EPISODE_STEPS
+            if env_id.startswith("MinAtar/") and env_id not in _CAPPED:
+                _CAPPED.add(env_id)
+                if spec.max_episode_steps is None:
+                    spec.max_episode_steps = MINATAR_MAX_EPISODE_STEPS
 
 
 def require_env(env_id: str) -> None:

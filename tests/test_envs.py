@@ -33,3 +33,14 @@ def test_evaluating_a_policy_that_never_dives_in_seaquest_ends():
     returns, lengths = evaluate_policy(StaysAtTheSurface(), env, n_eval_episodes=1, return_episode_rewards=True)
     assert lengths == [MINATAR_MAX_EPISODE_STEPS]
     assert returns == [0.0]
+
+
+def test_a_lifted_cap_stays_lifted():
+    """``register()`` runs again wherever an environment is required: it must not cap again what the user lifted."""
+    spec = gym.registry["MinAtar/Breakout-v1"]
+    try:
+        spec.max_episode_steps = None
+        require_env("MinAtar/Breakout-v1")  # calls register()
+        assert spec.max_episode_steps is None
+    finally:
+        spec.max_episode_steps = MINATAR_MAX_EPISODE_STEPS
