@@ -83,17 +83,26 @@ def _ladder_runs(end_steps: bool = False) -> dict[tuple[str, str, int], list[tup
             continue
         for result in record["results"].values():
             for run in result["runs"]:
+                run = {**run, "cpu": records[stem].get("machine", {}).get("cpu")}
                 cases.setdefault((run["algo"], run["env"], run["teacher_steps"]), []).append((stem, run))
     for case, found in cases.items():
         kept: dict[tuple[Any, ...], tuple[str, dict[str, Any]]] = {}
         for stem, run in found:
-            teacher: tuple[Any, ...] = (run["seed"], records[stem].get("machine", {}).get("cpu"), run["teacher_return"])
+            teacher = _teacher_key(run)
             if end_steps:
                 teacher += (run.get("catch_up") or 0, run.get("finish") or 0)
             if teacher not in kept or _preference(run) < _preference(kept[teacher][1]):
                 kept[teacher] = (stem, run)
         cases[case] = list(kept.values())
     return cases
+
+
+def _teacher_key(run: dict[str, Any]) -> tuple[Any, ...]:
+    """
+    One teacher, however many runs trained it: seed, CPU model (``_ladder_runs`` copies it from the file's machine)
+    and return. On one CPU model a seed gives the same teacher bit for bit, so the same return means the same teacher.
+    """
+    return (run["seed"], run["cpu"], run["teacher_return"])
 
 
 def _preference(run: dict[str, Any]) -> tuple[bool, int, int]:
@@ -718,7 +727,7 @@ def _paired(changes: list[float], rung: str) -> str:
 
 def _longer_end_steps(with_option: dict[tuple[str, int, str, int], list[dict[str, Any]]], unit: str) -> list[str]:
     """
-    Where one task's teachers (same seed and return: bit for bit the same) ended with two amounts of an end step,
+    Where one task's teachers (``_teacher_key``: bit for bit the same) ended with two amounts of an end step,
     the larger against the smaller: each rung's final score, paired per teacher.
     """
     lines = []
@@ -726,11 +735,11 @@ def _longer_end_steps(with_option: dict[tuple[str, int, str, int], list[dict[str
         for large in sorted(amount for a, amount, e, s in with_option if (a, e, s) == (algo, env_id, steps)):
             if large <= small:
                 continue
-            shorter = {(run["seed"], run["teacher_return"]): run for run in with_option[algo, small, env_id, steps]}
+            shorter = {_teacher_key(run): run for run in with_option[algo, small, env_id, steps]}
             pairs = [
                 (shorter[key], run)
                 for run in with_option[algo, large, env_id, steps]
-                if (key := (run["seed"], run["teacher_return"])) in shorter
+                if (key := _teacher_key(run)) in shorter
             ]
             if not pairs:
                 continue
