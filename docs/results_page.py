@@ -64,9 +64,9 @@ def _ladder_runs(end_steps: bool = False) -> dict[tuple[str, str, int], list[tup
     that lists others under ``supersedes`` re-ran their seeds with later code on the same teachers: its runs
     replace theirs (one teacher counts once). A teacher trained again (same seed, CPU model and return: bit for
     bit the same) also counts once: a run that made an end step (``--catch-up``, ``--finish``) is kept, since
-    it holds the default scores as well, the smallest end step first (the one ``hyperparams/`` ships), else the
-    first file. Students distilled again from the same teacher are not bit for bit the same, so the choice is
-    fixed rather than left to the order of file names.
+    it holds the default scores as well, the smallest end step first (the one ``hyperparams/`` ships), then a run
+    that scored its policies on the same episodes (``eval_seed``), else the first file: the choice is fixed rather
+    than left to the order of file names.
 
     :param end_steps: keep one run per teacher and end step instead (a teacher run with a 100k and a 300k finish
         counts in each), for the end steps' own sections
@@ -105,9 +105,12 @@ def _teacher_key(run: dict[str, Any]) -> tuple[Any, ...]:
     return (run["seed"], run["cpu"], run["teacher_return"])
 
 
-def _preference(run: dict[str, Any]) -> tuple[bool, int, int]:
-    """Which run of a teacher trained again counts for it (the smallest first): with an end step, the smallest."""
-    return (not _end_step(run), run.get("catch_up") or 0, run.get("finish") or 0)
+def _preference(run: dict[str, Any]) -> tuple[bool, int, int, bool]:
+    """
+    Which run of a teacher trained again counts for it (the smallest first): with an end step, the smallest; then
+    one that scored every policy on the same episodes (it records ``eval_seed``; its changes are paired).
+    """
+    return (not _end_step(run), run.get("catch_up") or 0, run.get("finish") or 0, run.get("eval_seed") is None)
 
 
 def _end_step(run: dict[str, Any]) -> bool:
